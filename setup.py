@@ -36,6 +36,8 @@ setup(
     },
     install_requires=[
         "numpy>=1.24,<3",
+        # OpenEXR I/O (the OpenCV wheels do not read .exr); .hdr and .png go through OpenCV.
+        "openexr>=3.2,<4",
         "scipy>=1.10,<2",
         # torch: on CPU-only machines install the local CPU build first (`pip install
         # torch==2.13.0`); this range is then satisfied and pulls nothing more.
