@@ -162,7 +162,7 @@ def segment_distance(p, a, b):
     return np.linalg.norm(p - (a + t[:, None] * ab), axis=1), t
 
 
-def skinning_weights(verts, faces, skeleton, iterations=30):
+def skinning_weights(verts, faces, skeleton, iterations=10):
     """[V,16] weights: nearest bone segment, blended across joints, diffused on the mesh graph."""
     J = skeleton.joints
     V = len(verts)
@@ -321,7 +321,7 @@ def linear_to_srgb(c):
 
 
 # Skin albedo anchors (sRGB, back of the hand), light -> dark; palms carry less melanin.
-_TONES = np.array([[236, 196, 176], [222, 170, 140], [190, 136, 102], [150, 100, 70], [98, 64, 44], [66, 42, 30]]) / 255.0
+_TONES = np.array([[234, 200, 184], [222, 178, 156], [198, 150, 122], [160, 114, 88], [104, 72, 54], [70, 48, 36]]) / 255.0
 
 
 def skin_base(tone: float) -> np.ndarray:
@@ -346,8 +346,18 @@ def make_textures(params: AssetParams, skeleton, sdf: HandSDF, verts, faces, uvs
 
     # --- height field (metres), for the normal map -------------------------------------
     h = 0.00006 * fbm(P / s, 900.0, seed + 10, octaves=2)             # pores / fine grain
-    palmar = np.isin(reg, (0, 2))
-    dorsal = np.isin(reg, (1, 3))
+    # palmarness in [0, 1]: how much a texel faces the palm side. In the rest pose the fingers
+    # lie in the palm plane, so "dorsal" is +Y everywhere except on the pronated thumb.
+    dorsal_dir = np.tile([0.0, 1.0, 0.0], (len(P), 1))
+    thumb_d = np.min([segment_distance(P, J[j], skeleton.bone_end(j))[0] / skeleton.radius[j] for j in (14, 15)], 0)
+    _, _, thumb_dorsal = sdf._frame("thumb", J[14], J[15])
+    wt = np.clip((1.6 - thumb_d) / 0.6, 0, 1)[:, None]
+    dorsal_dir = dorsal_dir * (1 - wt) + thumb_dorsal * wt
+    dorsal_dir /= np.linalg.norm(dorsal_dir, axis=1, keepdims=True)
+    facing = -(N * dorsal_dir).sum(1)
+    pal = np.clip((facing + 0.25) / 0.5, 0, 1)
+    pal = pal * pal * (3 - 2 * pal)
+    dor = 1.0 - pal
     crease = np.zeros(len(P))
     wrinkle = np.zeros(len(P))
     nailfold = np.zeros(len(P))
@@ -358,14 +368,15 @@ def make_textures(params: AssetParams, skeleton, sdf: HandSDF, verts, faces, uvs
             axis = (b - a) / np.linalg.norm(b - a)
             along = (P - a) @ axis
             dd, _ = segment_distance(P, a, b)
-            near = dd < skeleton.radius[j] * 1.6
-            # palmar flexion creases: a pair of grooves at each joint (MCP crease sits distal)
-            offs = (0.010 * s,) if k == 0 else (-0.0012 * s, 0.0012 * s)
+            near = (dd < skeleton.radius[j] * 1.35) & (along > -0.004 * s) & (along < np.linalg.norm(b - a) + 0.002 * s)
+            # palmar flexion creases: a pair of grooves at each interphalangeal joint; the
+            # palmar digital crease sits ~1 cm distal of the knuckle
+            offs = (0.011 * s,) if k == 0 else (-0.0012 * s, 0.0012 * s)
             if finger == "thumb" and k == 0:
                 offs = ()
             for o in offs:
-                crease += near * np.exp(-((along - o) / (0.0007 * s)) ** 2)
-            # dorsal knuckle wrinkles: a few concentric fine lines over the joint
+                crease += near * np.exp(-((along - o) / (0.0006 * s)) ** 2)
+            # dorsal knuckle wrinkles: a few fine lines over the joint
             if k > 0:
                 for o in np.linspace(-0.004, 0.004, 5) * s:
                     wrinkle += near * np.exp(-((along - o) / (0.0004 * s)) ** 2) * np.exp(-(along / (0.004 * s)) ** 2)
@@ -375,24 +386,26 @@ def make_textures(params: AssetParams, skeleton, sdf: HandSDF, verts, faces, uvs
         # nail fold: groove along the nail's proximal and lateral border
         border = np.maximum(np.abs(la) / (0.66 * r), (0.6 * L - al) / (0.33 * L))
         nailfold += np.exp(-((border - 1.0) / 0.06) ** 2) * ((P - o) @ dorsal_v > 0.3 * r) * (al > 0.2 * L)
-    # palm lines (heart, head, life) as grooves: curves in the palm's (x, z) plane
-    px, pz = P[:, 0] / s, P[:, 2] / s
-    lines = [
-        (lambda x: 0.030 - 0.20 * (x - 0.070) ** 2 * 40, (0.050, 0.090)),   # heart line, across under fingers
-        (lambda x: 0.006 - 0.25 * (x - 0.050), (0.030, 0.080)),              # head line, diagonal
+    crease = np.clip(crease, 0, 1) * pal
+    wrinkle = np.clip(wrinkle, 0, 1) * dor
+    # palm lines as grooves: quadratic Bezier curves in the palm's (x, z) plane (rest frame,
+    # nominal size), x along the fingers from the wrist, z from the thumb side to the pinky side
+    curves = [
+        ((0.070, 0.046), (0.080, 0.010), (0.089, -0.013)),   # heart line (distal transverse crease)
+        ((0.067, -0.034), (0.060, -0.005), (0.050, 0.026)),  # head line (proximal transverse crease)
+        ((0.066, -0.034), (0.040, -0.002), (0.010, -0.010)),  # life line (thenar crease)
     ]
-    palm_lines = np.zeros(len(P))
-    for f, (x0, x1) in lines:
-        inside = (px > x0) & (px < x1)
-        palm_lines += inside * np.exp(-((pz - f(px)) / 0.0010) ** 2)
-    # life line: an arc around the thenar eminence
-    ang = np.arctan2(pz + 0.023, px - 0.036)
-    rad = np.hypot(px - 0.036, pz + 0.023)
-    palm_lines += ((ang > -0.6) & (ang < 2.2)) * np.exp(-((rad - 0.030) / 0.0010) ** 2)
-    palm_lines *= (reg == 0)
-    h -= 0.00022 * s * np.clip(crease, 0, 1) * palmar
-    h -= 0.00018 * s * np.clip(palm_lines, 0, 1)
-    h -= 0.00005 * s * np.clip(wrinkle, 0, 1) * dorsal
+    from scipy.spatial import cKDTree
+
+    tt = np.linspace(0, 1, 400)[:, None]
+    pts = np.concatenate([(1 - tt) ** 2 * np.array(c0) + 2 * (1 - tt) * tt * np.array(c1) + tt ** 2 * np.array(c2)
+                          for c0, c1, c2 in curves])
+    dist, _ = cKDTree(pts).query(np.stack([P[:, 0], P[:, 2]], 1) / s)
+    in_palm = (P[:, 0] / s > 0.004) & (P[:, 0] / s < 0.093)
+    palm_lines = np.exp(-(dist / 0.0008) ** 2) * in_palm * pal
+    h -= 0.00022 * s * crease
+    h -= 0.00018 * s * palm_lines
+    h -= 0.00005 * s * wrinkle
     h -= 0.00015 * s * np.clip(nailfold, 0, 1)
     h = h.reshape(R, R)
 
@@ -402,20 +415,20 @@ def make_textures(params: AssetParams, skeleton, sdf: HandSDF, verts, faces, uvs
     mel = 1.0 - params.skin_tone
     palm_col = base * (0.55 + 0.25 * mel) + palm_tint * (0.45 - 0.25 * mel)   # palms: little melanin
     blood = np.array([1.10, 0.86, 0.86])
-    col = np.where(palmar[:, None], palm_col, base)
+    col = palm_col * pal[:, None] + base * (1 - pal[:, None])
     mott = fbm(P / s, 120.0, seed, octaves=4)
     col = col * (1.0 + 0.10 * mott[:, None] * np.array([1.0, 1.1, 1.15]))
     # redder knuckles and fingertips, slightly darker creases and dorsal wrinkles
     red = np.zeros(len(P))
     for finger in FINGER_CHAINS:
         for j in skeleton.chain(finger)[1:]:
-            red += np.exp(-(np.linalg.norm(P - J[j], axis=1) / (0.008 * s)) ** 2) * dorsal
+            red += np.exp(-(np.linalg.norm(P - J[j], axis=1) / (0.008 * s)) ** 2) * dor
         red += np.exp(-(np.linalg.norm(P - skeleton.tip(finger), axis=1) / (0.010 * s)) ** 2)
     for j in (1, 4, 7, 10):
-        red += 0.7 * np.exp(-(np.linalg.norm(P - J[j], axis=1) / (0.010 * s)) ** 2) * dorsal
+        red += 0.7 * np.exp(-(np.linalg.norm(P - J[j], axis=1) / (0.010 * s)) ** 2) * dor
     col = col * (1.0 + 0.22 * np.clip(red, 0, 1)[:, None] * (blood - 1.0) * 2.0)
-    col = col * (1.0 - 0.25 * np.clip(crease * palmar + palm_lines, 0, 1))[:, None]
-    col = col * (1.0 - 0.10 * np.clip(wrinkle * dorsal, 0, 1))[:, None]
+    col = col * (1.0 - 0.18 * np.clip(crease + palm_lines, 0, 1))[:, None]
+    col = col * (1.0 - 0.10 * wrinkle)[:, None]
     # nails: pink nail bed, pale lunula near the fold, white free edge at the tip
     nail = reg == 4
     nail_col = np.zeros((len(P), 3)) + srgb_to_linear(np.array([232, 176, 168]) / 255.0)
@@ -433,9 +446,9 @@ def make_textures(params: AssetParams, skeleton, sdf: HandSDF, verts, faces, uvs
     albedo = np.clip(col, 0.0, 0.95).reshape(R, R, 3)
 
     # --- roughness (R) and specular F0/0.08 (G) --------------------------------------------
-    rough = np.where(palmar, 0.58, 0.48) + 0.05 * fbm(P / s, 300.0, seed + 20, octaves=2)
+    rough = 0.48 + 0.10 * pal + 0.05 * fbm(P / s, 300.0, seed + 20, octaves=2)
     rough = np.where(nail, 0.18, rough)
-    rough = rough + 0.12 * np.clip(crease * palmar + palm_lines, 0, 1)
+    rough = rough + 0.12 * np.clip(crease + palm_lines, 0, 1)
     spec = np.where(nail, 0.04, 0.028) / 0.08
     rs = np.stack([np.clip(rough, 0.05, 1.0), np.full(len(P), 0.0) + spec, np.zeros(len(P))], 1).reshape(R, R, 3)
 
@@ -540,6 +553,7 @@ def build(params: AssetParams, out_dir: Path) -> dict:
         proxy_uvs=proxy_uv.astype(f32), proxy_uv_faces=proxy_uvf.astype(i32),
         proxy_weights=proxy_w.astype(f32),
         render_proxy_face=r_face.astype(i32), render_proxy_bary=r_bary.astype(f32),
+        render_face_parent=sub.face_parent.astype(i32),
         joints=skeleton.joints.astype(f32), parents=PARENTS.astype(i32),
         tip_vertex_ids=np.array(tips, i32), proxy_tip_vertex_ids=np.array(proxy_tips, i32),
         render_region=region.astype(np.uint8),
