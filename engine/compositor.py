@@ -1,0 +1,832 @@
+"""OpenGL compositor: environment background + two (or more) hand meshes, tone mapped.
+
+One :class:`Compositor` owns a moderngl context (headless EGL by default, or one you pass in,
+e.g. the viewer's window context) and one :class:`HandDrawable` per hand (GPU buffers and
+textures). A frame is::
+
+    comp = Compositor()
+    right = comp.add_hand(positions, faces, uvs, uv_faces, albedo=..., normal_map=..., roughness=...)
+    left = comp.add_hand(...)
+    right.update_vertices(skinned_positions, skinned_normals)      # every frame
+    out = comp.render([right, left], env, camera, shading="pbr")     # dict of numpy images
+
+Passes
+------
+1. **Background** -- a fullscreen triangle; every pixel centre's world ray
+   ``R^T K^-1 (u, v, 1)`` is rotated into the map frame (``env.rotation^T``) and looks up the
+   equirect image (``env.image``, uploaded once per image as a float texture, bilinear, u
+   wraps) times ``env.scale`` (2^exposure of the map).
+2. **Shadow maps** -- the ``k`` (default 4) brightest lights of ``env.dominant_lights(k, n)``
+   each get an orthographic depth map (``shadow_map_size``^2, tiles of one depth atlas) whose
+   frustum is fitted to the bounding sphere of *all* rendered hands, so one hand shadows the
+   other (back faces w.r.t. the light are culled when ``cull_back_faces``). Lookup: normal-offset bias (``texel * (1 + 2 (1 - N.L))`` along the geometric
+   normal) + a constant depth bias of 1.5 texels, 2x2 taps (+-0.5 texel) of hardware 2x2
+   bilinear PCF (a 3x3-texel tent footprint).
+3. **Hands** -- depth-tested rasterisation of every hand (4x MSAA by default) into an RGBA32F
+   radiance target and an RGBA32F aux target (hand id + 1, camera depth z, -, coverage),
+   resolved (box filter) to single-sample textures (``msaa=None``: 4x on GPUs, off on
+   llvmpipe where it costs 2-3x).
+4. **Tone mapping** -- exposure ``2^exposure_ev``, then ACES (Narkowicz 2015 fit,
+   ``x(2.51x+0.03)/(x(2.43x+0.59)+0.14)``, no 0.6 pre-scale), Hable/Uncharted 2 filmic
+   (A..F = 0.15, 0.50, 0.10, 0.20, 0.02, 0.30, exposure bias 2, white point W = 11.2) or none
+   (clamp), then the exact sRGB OETF, into an RGBA8 target. With ``background='transparent'``
+   the colour is un-premultiplied by the coverage first and alpha = coverage.
+
+Shading model ('pbr')
+---------------------
+Per fragment, with texture samples at the mesh UV (conventions.md: ``texel (row, col) =
+(v R, u R)``, no flips):
+
+* ``albedo`` = sRGB-decoded albedo texture (linear);
+* normal: ``n = normalize(T nm.x + B nm.y + N nm.z)``, ``nm = 2 * normal_map - 1``, with the
+  interpolated vertex normal N, tangent T = +u direction (Gram-Schmidt against N) and
+  bitangent ``B = w cross(N, T)`` (w = handedness, so B is the +v direction, mirrored meshes
+  included);
+* roughness texture R channel = perceptual roughness ``r`` (clamped to [0.045, 1]), GGX
+  ``alpha = r^2``; G channel * 0.08 = F0 (scalar, ~0.028-0.04 for skin).
+
+Lighting. ``E_k`` = irradiance (``rgb``) of dominant light k, ``l_k`` its direction; ``V_k`` its
+shadow-map visibility (1 with ``shadows=False``)::
+
+    L_o = albedo / pi * ( sum_k E_k V_k max(0, n.l_k)  +  max(0, E_sh(n)) )
+        + sum_k E_k V_k max(0, n.l_k) * D(h) * Vis(n.l, n.v) * F(v.h)
+        + P(reflect(-v, n), r) * EnvBRDF(F0, r, n.v)
+
+* ``D`` = GGX/Trowbridge-Reitz ``a^2 / (pi ((n.h)^2 (a^2 - 1) + 1)^2)``, ``a = r^2``;
+  ``Vis`` = Smith height-correlated ``G / (4 n.l n.v) = 0.5 / (n.l sqrt((n.v)^2 (1 - a^2) + a^2)
+  + n.v sqrt((n.l)^2 (1 - a^2) + a^2))``; ``F`` = Schlick ``F0 + (1 - F0)(1 - v.h)^5``.
+  Lambert diffuse and specular are added without energy coupling (no ``1 - F`` factor).
+* ``E_sh`` = irradiance of the *residual* environment from order-2 SH (Ramamoorthi-Hanrahan
+  band factors pi, 2pi/3, pi/4). The residual SH is ``env.sh_coefficients()`` (exact projection
+  of the whole map) minus the SH projection of the k dominant directional lights
+  (``sum_k E_k Y(l_k)``). This is more accurate than projecting the n - k discrete residual
+  lights (their sampling noise leaks into bands 1-2) and is exactly consistent because the
+  lights' energies sum to the map's integral (the map's SH is projected once per image and then
+  rotated exactly / rescaled when only the env rotation or exposure change). ``residual_sh='lights'`` selects the projection
+  of the residual lights instead (used automatically if the env lacks ``sh_coefficients``).
+* ``P(d, r)`` = prefiltered residual environment: a 64x32 equirect (world frame) per roughness
+  level ``r_i`` in ``linspace(0.1, 1, 5)`` (a 3D texture, linear between levels, roughness
+  clamped to that range). Texel value = ``sum_j rgb_j w_ij`` over the n - k residual lights,
+  where ``w_ij = D_{a_i}(h) / 4`` (the GGX lobe's reflected-direction pdf with N = V = d,
+  h = normalize(d + l_j)) normalised per light so that ``sum_texels w_ij dOmega = 1``
+  (energy exact even when a lobe is narrower than a texel).
+* ``EnvBRDF`` = Karis 2014 "mobile" analytic fit of the split-sum ``F0 A + B``.
+* Not modelled: subsurface scattering, ambient occlusion / shadowing of the residual
+  environment, multiple-scattering energy compensation.
+
+Other shading modes: 'uv_texture' (per-hand HDR radiance texture, sampled by UV, displayed as
+is: the student's output), 'normal' (``0.5 n + 0.5`` of the normal-mapped world normal),
+'albedo' (linear albedo), 'uv' (``(u, v, 0)``).
+
+Outputs (row 0 = top, see :mod:`relit_hands.camera` for the pixel convention)
+--------------------------------------------------------------------------------
+``rgb`` uint8 ``[H,W,3]`` (``[H,W,4]`` for transparent), ``linear`` float32 ``[H,W,3]``
+scene-referred radiance (before exposure_ev and tone mapping; premultiplied by coverage at edges
+when the background is not drawn) when ``return_linear``, ``mask`` bool (coverage >= 0.5),
+``coverage`` float32 in [0, 1], ``hand_id`` int8 (-1 background, else the position of the hand
+in the ``hands`` argument), ``depth`` float32 camera z in metres (``inf`` on background),
+``timings_ms``.
+"""
+from __future__ import annotations
+
+import functools
+import importlib.resources
+import re
+import time
+
+import numpy as np
+import scipy.sparse as sp
+
+from .camera import Camera
+
+__all__ = ["Compositor", "HandDrawable", "create_headless_context", "load_shader"]
+
+SHADINGS = {"pbr": 0, "uv_texture": 1, "normal": 2, "albedo": 3, "uv": 4}
+TONEMAPS = {"none": 0, "aces": 1, "filmic": 2}
+BACKGROUNDS = ("env", "none", "transparent")
+_MAX_LIGHTS = 8  # must match MAX_LIGHTS in hand.frag
+_SH_BAND = np.array([np.pi] + [2.0 * np.pi / 3.0] * 3 + [np.pi / 4.0] * 5)
+
+_EGL_HELP = (
+    "Could not create a headless OpenGL context through EGL ({err}).\n"
+    "The compositor needs OpenGL >= 3.3 via EGL. On Debian/Ubuntu install the EGL loader and\n"
+    "Mesa drivers:   sudo apt-get install libegl1 libgl1-mesa-dri   (plus `pip install moderngl\n"
+    "glcontext`). Check with:\n"
+    "    python -c \"import moderngl; print(moderngl.create_context(standalone=True, "
+    "backend='egl').info['GL_RENDERER'])\"\n"
+    "(prints e.g. 'llvmpipe (LLVM ...)' on CPU or your GPU's name). On NVIDIA machines make sure "
+    "libEGL_nvidia is installed with the driver. Alternatively pass an existing context: "
+    "Compositor(ctx=...)."
+)
+
+
+def create_headless_context(require: int = 330):
+    """A standalone moderngl context on EGL; RuntimeError with install hints if impossible."""
+    try:
+        import moderngl
+    except ImportError as exc:  # pragma: no cover - moderngl is a hard dependency
+        raise RuntimeError("moderngl is not installed: pip install moderngl glcontext") from exc
+    try:
+        return moderngl.create_context(standalone=True, backend="egl", require=require)
+    except Exception as exc:  # noqa: BLE001 - glcontext raises various types
+        raise RuntimeError(_EGL_HELP.format(err=f"{type(exc).__name__}: {exc}")) from exc
+
+
+_SHADER_CACHE: dict[str, str] = {}
+
+
+def load_shader(name: str) -> str:
+    """GLSL source from the ``relit_hands.shaders`` package, with ``#include "x"`` expanded."""
+    src = _SHADER_CACHE.get(name)
+    if src is None:
+        src = importlib.resources.files("relit_hands.shaders").joinpath(name).read_text(encoding="utf-8")
+        src = re.sub(r'^\s*#include\s+"([^"]+)"\s*$', lambda m: load_shader(m.group(1)), src, flags=re.M)
+        _SHADER_CACHE[name] = src
+    return src
+
+
+def _gl_current(method):
+    """Run a method with ``self.ctx`` made current (and the previous context restored), so
+    several contexts (tests, a viewer window plus a headless renderer) can coexist."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with self.ctx:
+            return method(self, *args, **kwargs)
+    return wrapper
+
+
+def _mat_bytes(m) -> bytes:
+    """Row-major numpy matrix -> column-major float32 bytes for GLSL."""
+    return np.ascontiguousarray(np.asarray(m, dtype=np.float32).T).tobytes()
+
+
+def _sh_basis(d: np.ndarray) -> np.ndarray:
+    x, y, z = d[..., 0], d[..., 1], d[..., 2]
+    return np.stack([np.full_like(x, 0.282095), 0.488603 * y, 0.488603 * z, 0.488603 * x,
+                     1.092548 * x * y, 1.092548 * y * z, 0.315392 * (3.0 * z * z - 1.0),
+                     1.092548 * x * z, 0.546274 * (x * x - y * y)], axis=-1)
+
+
+def _equirect_dirs(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    u = (np.arange(w) + 0.5) / w
+    v = (np.arange(h) + 0.5) / h
+    phi = 2.0 * np.pi * (u[None, :] - 0.5)
+    el = np.pi * (0.5 - v[:, None])
+    d = np.stack(np.broadcast_arrays(np.sin(phi) * np.cos(el), np.sin(el), -np.cos(phi) * np.cos(el)), -1)
+    edges = np.pi * (0.5 - np.arange(h + 1) / h)
+    omega_row = (2.0 * np.pi / w) * (np.sin(edges[:-1]) - np.sin(edges[1:]))
+    return d.reshape(-1, 3), np.repeat(omega_row, w)
+
+
+def _check_image(name, img, channels=3) -> np.ndarray:
+    a = np.asarray(img)
+    if a.ndim != 3 or a.shape[2] != channels:
+        raise ValueError(f"{name} must be an [H, W, {channels}] image, got shape {a.shape}")
+    return a
+
+
+class HandDrawable:
+    """GPU state of one hand mesh: expanded (position, uv) vertex buffer, textures, VAOs.
+
+    The mesh has separate position and UV topologies (``faces`` / ``uv_faces``); every distinct
+    (position index, uv index) pair of a face corner becomes one GPU vertex, once.
+    :meth:`update_vertices` then only gathers positions / normals through ``pos_index`` and
+    recomputes tangents (vectorised, sparse scatter-add) -- no Python loops per frame.
+    """
+
+    def __init__(self, compositor: "Compositor", positions, faces, uvs, uv_faces, *,
+                 albedo=None, normal_map=None, roughness=None, normals=None, name: str = ""):
+        self.compositor = compositor
+        self.ctx = compositor.ctx
+        with self.ctx:
+            self._init(positions, faces, uvs, uv_faces, albedo, normal_map, roughness, normals, name)
+
+    def _init(self, positions, faces, uvs, uv_faces, albedo, normal_map, roughness, normals, name):
+        compositor, ctx = self.compositor, self.ctx
+        self.name = name
+        positions = np.asarray(positions, dtype=np.float32)
+        faces = np.asarray(faces)
+        uvs = np.asarray(uvs, dtype=np.float32)
+        uv_faces = np.asarray(uv_faces)
+        if positions.ndim != 2 or positions.shape[1] != 3:
+            raise ValueError(f"positions must be [V, 3], got {positions.shape}")
+        if uvs.ndim != 2 or uvs.shape[1] != 2:
+            raise ValueError(f"uvs must be [T, 2], got {uvs.shape}")
+        if faces.ndim != 2 or faces.shape[1] != 3 or faces.shape != uv_faces.shape:
+            raise ValueError(f"faces and uv_faces must both be [F, 3], got {faces.shape}, {uv_faces.shape}")
+        if not (np.issubdtype(faces.dtype, np.integer) and np.issubdtype(uv_faces.dtype, np.integer)):
+            raise ValueError("faces / uv_faces must be integer arrays")
+        V, T, F = len(positions), len(uvs), len(faces)
+        if F == 0 or faces.min() < 0 or faces.max() >= V or uv_faces.min() < 0 or uv_faces.max() >= T:
+            raise ValueError(f"face indices out of range (V={V}, T={T}, F={F})")
+        self.num_positions = V
+        self.faces = faces.astype(np.int64)
+
+        key = self.faces.ravel() * T + uv_faces.astype(np.int64).ravel()
+        uniq, inv = np.unique(key, return_inverse=True)
+        self.pos_index = (uniq // T).astype(np.int64)  # expanded vertex -> position index
+        self.uv_index = (uniq % T).astype(np.int64)
+        self.indices = inv.reshape(F, 3).astype(np.int64)  # faces in expanded vertices
+        Ve = len(uniq)
+        self.num_vertices = Ve
+        uv_e = uvs[self.uv_index].astype(np.float64)
+
+        # Static per-face tangent coefficients: dP/du = a_u e1 + b_u e2, dP/dv = a_v e1 + b_v e2.
+        i0, i1, i2 = self.indices.T
+        d1, d2 = uv_e[i1] - uv_e[i0], uv_e[i2] - uv_e[i0]
+        det = d1[:, 0] * d2[:, 1] - d2[:, 0] * d1[:, 1]
+        r = np.where(np.abs(det) > 1e-20, 1.0 / np.where(det == 0, 1.0, det), 0.0)
+        self._tc = np.stack([d2[:, 1] * r, -d1[:, 1] * r, -d2[:, 0] * r, d1[:, 0] * r], axis=1)
+        rows = self.indices.ravel()
+        cols = np.repeat(np.arange(F), 3)
+        one = np.ones(3 * F)
+        self._scatter_e = sp.csr_matrix((one, (rows, cols)), shape=(Ve, F))  # face -> expanded vtx
+        self._scatter_p = sp.csr_matrix((one, (self.faces.ravel(), cols)), shape=(V, F))  # face -> position
+
+        self._interleaved = np.zeros((Ve, 10), dtype=np.float32)
+        self.vbo = ctx.buffer(reserve=self._interleaved.nbytes, dynamic=True)
+        self.vbo_uv = ctx.buffer(np.ascontiguousarray(uv_e, dtype=np.float32).tobytes())
+        self.ibo = ctx.buffer(np.ascontiguousarray(self.indices, dtype=np.uint32).tobytes())
+        self.vao = ctx.vertex_array(
+            compositor.prog_hand,
+            [(self.vbo, "3f 3f 4f", "in_pos", "in_normal", "in_tangent"), (self.vbo_uv, "2f", "in_uv")],
+            index_buffer=self.ibo, index_element_size=4)
+        self.vao_shadow = ctx.vertex_array(
+            compositor.prog_shadow, [(self.vbo, "3f 28x", "in_pos")],
+            index_buffer=self.ibo, index_element_size=4)
+
+        self.albedo_tex = self.normal_tex = self.rough_tex = None
+        self.radiance_tex = None
+        self.set_textures(
+            albedo=np.full((4, 4, 3), 255, np.uint8) if albedo is None else albedo,
+            normal_map=np.tile(np.array([128, 128, 255], np.uint8), (4, 4, 1)) if normal_map is None else normal_map,
+            roughness=np.tile(np.array([128, 128, 0], np.uint8), (4, 4, 1)) if roughness is None else roughness)
+        self.center = np.zeros(3)
+        self.radius = 0.0
+        self.update_vertices(positions, normals)
+
+    # ---------------------------------------------------------------- textures
+    def _make_tex(self, img, srgb=False):
+        ctx = self.ctx
+        a = _check_image("texture", img)
+        if a.dtype != np.uint8:
+            raise ValueError(f"albedo / normal / roughness textures must be uint8, got {a.dtype}")
+        h, w = a.shape[:2]
+        kw = {"internal_format": 0x8C41} if srgb else {}  # GL_SRGB8: decoded to linear when sampled
+        tex = ctx.texture((w, h), 3, np.ascontiguousarray(a).tobytes(), alignment=1, **kw)
+        tex.build_mipmaps()
+        import moderngl
+        tex.filter = (moderngl.LINEAR_MIPMAP_LINEAR, moderngl.LINEAR)
+        tex.repeat_x = tex.repeat_y = False  # UV atlas: clamp to edge
+        if not self.compositor.software:  # anisotropic filtering is slow on llvmpipe
+            tex.anisotropy = 8.0
+        return tex
+
+    @_gl_current
+    def set_textures(self, *, albedo=None, normal_map=None, roughness=None):
+        """Replace any of the static material textures (uint8 [R, R, 3], see conventions.md)."""
+        if albedo is not None:
+            old, self.albedo_tex = self.albedo_tex, self._make_tex(albedo, srgb=True)
+            if old is not None:
+                old.release()
+        if normal_map is not None:
+            old, self.normal_tex = self.normal_tex, self._make_tex(normal_map)
+            if old is not None:
+                old.release()
+        if roughness is not None:
+            old, self.rough_tex = self.rough_tex, self._make_tex(roughness)
+            if old is not None:
+                old.release()
+
+    @_gl_current
+    def set_radiance_texture(self, tex):
+        """HDR radiance texture ``[R, R, 3]`` (float32, or float16 to halve the upload) for
+        'uv_texture' shading; re-uploaded in place when the size and dtype are unchanged.
+        Accepts a torch tensor too (``[R, R, 3]`` or ``[3, R, R]``, moved to the CPU)."""
+        if hasattr(tex, "detach"):
+            t = tex.detach().cpu()
+            if t.ndim == 3 and t.shape[0] == 3 and t.shape[-1] != 3:
+                t = t.permute(1, 2, 0)
+            tex = t.contiguous().numpy()
+        a = _check_image("radiance texture", tex)
+        if a.dtype == np.float16:
+            dtype = "f2"
+        else:
+            a = a.astype(np.float32, copy=False)
+            dtype = "f4"
+        a = np.ascontiguousarray(a)
+        h, w = a.shape[:2]
+        t = self.radiance_tex
+        if t is None or t.size != (w, h) or t.dtype != dtype:
+            if t is not None:
+                t.release()
+            import moderngl
+            t = self.ctx.texture((w, h), 3, dtype=dtype, alignment=1)
+            t.filter = (moderngl.LINEAR, moderngl.LINEAR)
+            t.repeat_x = t.repeat_y = False
+            self.radiance_tex = t
+        t.write(a.tobytes())
+
+    # ---------------------------------------------------------------- geometry
+    @_gl_current
+    def update_vertices(self, vertices, normals=None):
+        """New posed positions ``[V, 3]`` (position topology) and optional normals ``[V, 3]``
+        (area-weighted face normals if omitted). Tangents are recomputed from the static UVs."""
+        P = np.asarray(vertices, dtype=np.float32)
+        if P.shape != (self.num_positions, 3):
+            raise ValueError(f"vertices must be [{self.num_positions}, 3], got {P.shape}")
+        if normals is None:
+            f = self.faces
+            fn = np.cross(P[f[:, 1]] - P[f[:, 0]], P[f[:, 2]] - P[f[:, 0]])
+            Np = self._scatter_p @ fn
+        else:
+            Np = np.asarray(normals, dtype=np.float32)
+            if Np.shape != (self.num_positions, 3):
+                raise ValueError(f"normals must be [{self.num_positions}, 3], got {Np.shape}")
+        N = Np[self.pos_index].astype(np.float32)
+        N /= np.maximum(np.linalg.norm(N, axis=1, keepdims=True), 1e-20)
+        Pe = P[self.pos_index]
+        i0, i1, i2 = self.indices.T
+        e1, e2 = Pe[i1] - Pe[i0], Pe[i2] - Pe[i0]
+        c = self._tc.astype(np.float32)
+        tu = e1 * c[:, 0:1] + e2 * c[:, 1:2]
+        tv = e1 * c[:, 2:3] + e2 * c[:, 3:4]
+        area = np.linalg.norm(np.cross(e1, e2), axis=1, keepdims=True)
+        tu *= area / np.maximum(np.linalg.norm(tu, axis=1, keepdims=True), 1e-30)
+        tv *= area / np.maximum(np.linalg.norm(tv, axis=1, keepdims=True), 1e-30)
+        Tn = self._scatter_e @ tu
+        Bn = self._scatter_e @ tv
+        Tn -= N * np.sum(N * Tn, axis=1, keepdims=True)
+        tl = np.linalg.norm(Tn, axis=1, keepdims=True)
+        bad = tl[:, 0] < 1e-12
+        if bad.any():  # degenerate UVs: any vector orthogonal to N
+            alt = np.where(np.abs(N[bad, :1]) < 0.9, np.array([[1.0, 0, 0]]), np.array([[0, 1.0, 0]]))
+            alt = alt - N[bad] * np.sum(N[bad] * alt, axis=1, keepdims=True)
+            Tn[bad] = alt
+            tl[bad] = np.linalg.norm(alt, axis=1, keepdims=True)
+        Tn /= tl
+        w = np.where(np.sum(np.cross(N, Tn) * Bn, axis=1) < 0.0, -1.0, 1.0)
+        buf = self._interleaved
+        buf[:, 0:3] = Pe
+        buf[:, 3:6] = N
+        buf[:, 6:9] = Tn
+        buf[:, 9] = w
+        self.vbo.write(buf.tobytes())
+        lo, hi = P.min(axis=0).astype(np.float64), P.max(axis=0).astype(np.float64)
+        self.center = 0.5 * (lo + hi)
+        self.radius = float(np.sqrt(((P - self.center) ** 2).sum(axis=1).max()))
+
+    @_gl_current
+    def release(self):
+        for obj in (self.vao, self.vao_shadow, self.vbo, self.vbo_uv, self.ibo, self.albedo_tex,
+                    self.normal_tex, self.rough_tex, self.radiance_tex):
+            if obj is not None:
+                obj.release()
+        self.radiance_tex = None
+
+
+class _EnvState:
+    __slots__ = ("key", "image_ref", "light_dirs", "light_rgb", "sh_irr", "prefilter")
+
+
+class Compositor:
+    """Renders hands over an environment map; see the module docstring for the exact model.
+
+    Parameters: ``ctx`` an existing moderngl context (e.g. the viewer's) or None for a headless
+    EGL one; ``shadow_map_size`` texels per shadow map side; ``num_shadow_lights`` k dominant
+    lights (<= 8); ``num_env_lights`` n lights the environment is split into (32..1024);
+    ``msaa`` samples (1 disables; None = 4 on GPUs, 1 on CPU rasterisers such as llvmpipe);
+    ``prefilter_size`` (W, H) of each prefiltered level;
+    ``prefilter_roughness`` roughness levels (increasing, uniformly spaced);
+    ``residual_sh`` 'map' or 'lights' (see module docstring); ``cull_back_faces`` in the hands
+    and shadow passes (meshes must be closed, CCW = outward; set False for open meshes).
+    """
+
+    def __init__(self, ctx=None, *, shadow_map_size: int = 1024, num_shadow_lights: int = 4,
+                 num_env_lights: int = 64, msaa: int | None = None, prefilter_size=(64, 32),
+                 prefilter_roughness=(0.1, 0.325, 0.55, 0.775, 1.0), residual_sh: str = "map",
+                 cull_back_faces: bool = True):
+        import moderngl
+        self._mgl = moderngl
+        self.owns_ctx = ctx is None
+        self.ctx = create_headless_context() if ctx is None else ctx
+        with self.ctx:
+            self._init(num_shadow_lights, residual_sh, prefilter_roughness, shadow_map_size,
+                       num_env_lights, msaa, prefilter_size, cull_back_faces)
+
+    def _init(self, num_shadow_lights, residual_sh, prefilter_roughness, shadow_map_size,
+              num_env_lights, msaa, prefilter_size, cull_back_faces):
+        moderngl = self._mgl
+        if not 0 <= num_shadow_lights <= _MAX_LIGHTS:
+            raise ValueError(f"num_shadow_lights must be in [0, {_MAX_LIGHTS}]")
+        if residual_sh not in ("map", "lights"):
+            raise ValueError("residual_sh must be 'map' or 'lights'")
+        pr = np.asarray(prefilter_roughness, dtype=np.float64)
+        if pr.ndim != 1 or len(pr) < 2 or np.any(np.diff(pr) <= 0) or not np.allclose(np.diff(pr), pr[1] - pr[0]):
+            raise ValueError("prefilter_roughness must be >= 2 increasing, uniformly spaced values")
+        self.shadow_map_size = int(shadow_map_size)
+        self.num_shadow_lights = int(num_shadow_lights)
+        self.num_env_lights = int(num_env_lights)
+        renderer = str(self.ctx.info.get("GL_RENDERER", "")).lower()
+        self.software = any(w in renderer for w in ("llvmpipe", "softpipe", "swiftshader", "swrast"))
+        if msaa is None:  # auto: MSAA costs ~2-3x on CPU rasterisers, where it is off by default
+            msaa = 1 if self.software else 4
+        self.msaa = max(1, min(int(msaa), self.ctx.max_samples))
+        self.prefilter_size = (int(prefilter_size[0]), int(prefilter_size[1]))
+        self.prefilter_roughness = pr
+        self.residual_sh = residual_sh
+        self.cull_back_faces = bool(cull_back_faces)
+        self.hands: list[HandDrawable] = []
+        self.last_timings: dict[str, float] = {}
+
+        vs_fs = load_shader("fullscreen.vert")
+        self.prog_bg = self.ctx.program(vertex_shader=vs_fs, fragment_shader=load_shader("background.frag"))
+        self.prog_tm = self.ctx.program(vertex_shader=vs_fs, fragment_shader=load_shader("tonemap.frag"))
+        self.prog_hand = self.ctx.program(vertex_shader=load_shader("hand.vert"),
+                                          fragment_shader=load_shader("hand.frag"))
+        self.prog_shadow = self.ctx.program(vertex_shader=load_shader("shadow.vert"),
+                                            fragment_shader=load_shader("shadow.frag"))
+        self.vao_fs = self.ctx.vertex_array(self.prog_bg, [])
+        self.vao_tm = self.ctx.vertex_array(self.prog_tm, [])
+        self._set_samplers()
+
+        S = self.shadow_map_size
+        ntiles = max(1, self.num_shadow_lights)
+        max_tex = int(self.ctx.info.get("GL_MAX_TEXTURE_SIZE", 16384))
+        if S < 16 or S * ntiles > max_tex:
+            raise ValueError(f"shadow atlas {S * ntiles}x{S} (shadow_map_size x num_shadow_lights) "
+                             f"exceeds GL_MAX_TEXTURE_SIZE={max_tex} or is too small")
+        self.shadow_tex = self.ctx.depth_texture((S * ntiles, S))
+        self.shadow_tex.compare_func = "<="
+        self.shadow_tex.filter = (moderngl.LINEAR, moderngl.LINEAR)
+        self.shadow_tex.repeat_x = self.shadow_tex.repeat_y = False
+        self.shadow_fbo = self.ctx.framebuffer(depth_attachment=self.shadow_tex)
+
+        self._dummy2d = self.ctx.texture((1, 1), 3, np.zeros(3, np.float32).tobytes(), dtype="f4")
+        self._env_tex = None
+        self._env_tex_ref = None
+        self._env_state: _EnvState | None = None
+        self._prefilter_tex = None
+        self._targets = None
+        self._targets_key = None
+
+    # ---------------------------------------------------------------- setup
+    def _set_samplers(self):
+        units = {"u_albedo": 0, "u_normal_map": 1, "u_rough": 2, "u_radiance": 3, "u_shadow": 4,
+                 "u_prefilter": 5}
+        for name, unit in units.items():
+            if name in self.prog_hand:
+                self.prog_hand[name].value = unit
+        self.prog_bg["u_env"].value = 6
+        self.prog_tm["u_hdr"].value = 0
+        if "u_aux" in self.prog_tm:
+            self.prog_tm["u_aux"].value = 1
+
+    @_gl_current
+    def add_hand(self, positions, faces, uvs, uv_faces, **kw) -> HandDrawable:
+        """Create a :class:`HandDrawable` (keyword args: albedo, normal_map, roughness, normals,
+        name), register it (its index = registration order) and return it."""
+        h = HandDrawable(self, positions, faces, uvs, uv_faces, **kw)
+        self.hands.append(h)
+        return h
+
+    def set_radiance_texture(self, hand_index: int, tex):
+        """HDR radiance texture of registered hand ``hand_index`` for ``shading='uv_texture'``."""
+        self.hands[hand_index].set_radiance_texture(tex)
+
+    def release(self):
+        with self.ctx:
+            for h in self.hands:
+                h.release()
+            self.hands.clear()
+        if self.owns_ctx:
+            self.ctx.release()
+
+    # ---------------------------------------------------------------- environment
+    def _env_key(self, env):
+        img = getattr(env, "image", None)
+        rot = np.asarray(getattr(env, "rotation", np.eye(3)), dtype=np.float64)
+        scale = float(getattr(env, "scale", 1.0))
+        return (id(env) if img is None else id(img), rot.tobytes(), scale)
+
+    def _prepare_env(self, env) -> _EnvState:
+        key = self._env_key(env)
+        st = self._env_state
+        if st is not None and st.key == key:
+            return st
+        st = _EnvState()
+        st.key = key
+        st.image_ref = getattr(env, "image", None)  # keeps id(image) valid while cached
+        k, n = self.num_shadow_lights, self.num_env_lights
+        res = env.dominant_lights(k, n)
+        dirs_k, rgb_k, dirs_r, rgb_r = (np.asarray(a, dtype=np.float64).reshape(-1, 3) for a in
+                                        (res[0], res[1], res[2], res[3]))
+        st.light_dirs, st.light_rgb = dirs_k, rgb_k
+        if self.residual_sh == "map" and hasattr(env, "sh_coefficients"):
+            sh = self._map_sh(env) - _sh_basis(dirs_k).T @ rgb_k
+        else:
+            sh = _sh_basis(dirs_r).T @ rgb_r
+        st.sh_irr = sh * _SH_BAND[:, None]
+        st.prefilter = self._prefilter(dirs_r, rgb_r)
+        self._upload_env(env, st)
+        self._env_state = st
+        return st
+
+    def _map_sh(self, env) -> np.ndarray:
+        """env.sh_coefficients(), computed once per image and then rotated / rescaled (an exact
+        order-2 SH rotation, solved on 64 directions) when only rotation or exposure change."""
+        img = getattr(env, "image", None)
+        rot = np.asarray(getattr(env, "rotation", np.eye(3)), dtype=np.float64)
+        scale = float(getattr(env, "scale", 1.0))
+        ref = getattr(self, "_sh_ref", None)
+        if img is None or ref is None or ref[0] is not img or ref[3] <= 0.0:
+            c = np.asarray(env.sh_coefficients(), dtype=np.float64)
+            if img is not None:
+                self._sh_ref = (img, rot, c, scale)
+            return c
+        _, rot0, c0, s0 = ref
+        Q = rot @ rot0.T  # world_from_ref-world
+        i = np.arange(64) + 0.5
+        z = 1.0 - 2.0 * i / 64
+        ph = np.pi * (1.0 + 5.0 ** 0.5) * i
+        X = np.stack([np.sqrt(1 - z * z) * np.cos(ph), np.sqrt(1 - z * z) * np.sin(ph), z], 1)
+        Y = _sh_basis(X)
+        c = np.linalg.lstsq(Y, _sh_basis(X @ Q) @ c0, rcond=None)[0]
+        return c * (scale / s0)
+
+    def _prefilter(self, dirs, rgb) -> np.ndarray:
+        W, H = self.prefilter_size
+        d, omega = _equirect_dirs(H, W)
+        levels = []
+        for r in self.prefilter_roughness:
+            a2 = (r * r) ** 2
+            if len(dirs) == 0:
+                levels.append(np.zeros((H * W, 3)))
+                continue
+            # N = V = d, h = normalize(d + l): (n.h)^2 = (1 + d.l) / 2
+            nh2 = np.clip(0.5 * (1.0 + d @ dirs.T), 0.0, 1.0)  # [P, L]
+            dd = nh2 * (a2 - 1.0) + 1.0
+            w = a2 / (np.pi * dd * dd) / 4.0
+            norm = omega @ w  # [L]
+            w = w / np.where(norm > 0, norm, 1.0)[None, :]
+            levels.append(w @ rgb)
+        return np.stack(levels).reshape(len(levels), H, W, 3).astype(np.float32)
+
+    def _upload_env(self, env, st):
+        mgl = self._mgl
+        img = getattr(env, "image", None)
+        if img is None:  # generic env: world-frame image with rotation/exposure baked in
+            img = np.asarray(env.resampled_image(), dtype=np.float32)
+        if self._env_tex is None or self._env_tex_ref is not img:
+            a = np.ascontiguousarray(img, dtype=np.float32)
+            h, w = a.shape[:2]
+            if self._env_tex is not None:
+                self._env_tex.release()
+            self._env_tex = self.ctx.texture((w, h), 3, a.tobytes(), dtype="f4", alignment=1)
+            self._env_tex.filter = (mgl.LINEAR, mgl.LINEAR)
+            self._env_tex.repeat_x = True
+            self._env_tex.repeat_y = False
+            self._env_tex_ref = img
+        pf = st.prefilter
+        L, H, W = pf.shape[:3]
+        if self._prefilter_tex is None or self._prefilter_tex.size != (W, H, L):
+            if self._prefilter_tex is not None:
+                self._prefilter_tex.release()
+            self._prefilter_tex = self.ctx.texture3d((W, H, L), 3, dtype="f4", alignment=1)
+            self._prefilter_tex.filter = (mgl.LINEAR, mgl.LINEAR)
+            self._prefilter_tex.repeat_x = True
+            self._prefilter_tex.repeat_y = False
+            self._prefilter_tex.repeat_z = False
+        self._prefilter_tex.write(np.ascontiguousarray(pf).tobytes())
+
+    # ---------------------------------------------------------------- targets
+    def _get_targets(self, W, H):
+        if self._targets_key == (W, H):
+            return self._targets
+        if self._targets is not None:
+            for o in self._targets.values():
+                o.release()
+        ctx, s = self.ctx, self.msaa
+        t = {}
+        t["hdr"] = ctx.texture((W, H), 4, dtype="f4")
+        t["aux"] = ctx.texture((W, H), 4, dtype="f4")
+        for k in ("hdr", "aux"):
+            t[k].filter = (self._mgl.NEAREST, self._mgl.NEAREST)
+        t["out"] = ctx.texture((W, H), 4)
+        if s > 1:
+            t["ms_c"] = ctx.renderbuffer((W, H), 4, samples=s, dtype="f4")
+            t["ms_a"] = ctx.renderbuffer((W, H), 4, samples=s, dtype="f4")
+            t["ms_d"] = ctx.depth_renderbuffer((W, H), samples=s)
+            t["fbo_draw"] = ctx.framebuffer([t["ms_c"], t["ms_a"]], t["ms_d"])
+            t["fbo_resolve"] = ctx.framebuffer([t["hdr"], t["aux"]])
+        else:
+            t["ms_d"] = ctx.depth_renderbuffer((W, H))
+            t["fbo_draw"] = ctx.framebuffer([t["hdr"], t["aux"]], t["ms_d"])
+        t["fbo_out"] = ctx.framebuffer([t["out"]])
+        self._targets, self._targets_key = t, (W, H)
+        return t
+
+    # ---------------------------------------------------------------- shadows
+    @staticmethod
+    def _light_matrix(d, center, radius):
+        d = d / np.linalg.norm(d)
+        up = np.array([0.0, 1.0, 0.0]) if abs(d[1]) < 0.99 else np.array([1.0, 0.0, 0.0])
+        x = np.cross(up, d)
+        x /= np.linalg.norm(x)
+        y = np.cross(d, x)
+        view = np.eye(4)
+        view[:3, :3] = np.stack([x, y, d])
+        view[:3, 3] = -view[:3, :3] @ center
+        proj = np.diag([1.0 / radius, 1.0 / radius, -1.0 / radius, 1.0])
+        return proj @ view
+
+    def _render_shadows(self, hands, st, center, radius):
+        k = len(st.light_dirs)
+        S = self.shadow_map_size
+        r = radius * 1.02 + 1e-6
+        r *= 1.0 + 4.0 / S  # margin so PCF taps stay inside the tile
+        mats = [self._light_matrix(st.light_dirs[i], center, r) for i in range(k)]
+        fbo = self.shadow_fbo
+        fbo.use()
+        fbo.viewport = (0, 0, S * max(1, self.num_shadow_lights), S)
+        fbo.clear(depth=1.0)
+        if self.cull_back_faces:  # closed meshes: the light-facing surface is enough
+            self.ctx.front_face = "ccw"
+            self.ctx.enable(self._mgl.CULL_FACE)
+        for i in range(k):
+            fbo.viewport = (i * S, 0, S, S)
+            self.prog_shadow["u_light_mat"].write(_mat_bytes(mats[i]))
+            for h in hands:
+                h.vao_shadow.render()
+        self.ctx.disable(self._mgl.CULL_FACE)
+        texel = 2.0 * r / S
+        return mats, texel, 1.5 * texel / (2.0 * r)
+
+    # ---------------------------------------------------------------- render
+    @_gl_current
+    def render(self, hands=None, env=None, camera: Camera | None = None, *, shading: str = "pbr",
+               exposure_ev: float = 0.0, tonemap: str = "aces", background: str = "env",
+               shadows: bool = True, return_linear: bool = False) -> dict:
+        """Render ``hands`` (HandDrawables or registered indices; None = all registered) under
+        ``env`` seen by ``camera``. Returns a dict of numpy images (module docstring)."""
+        if shading not in SHADINGS:
+            raise ValueError(f"shading must be one of {sorted(SHADINGS)}, got {shading!r}")
+        if tonemap not in TONEMAPS:
+            raise ValueError(f"tonemap must be one of {sorted(TONEMAPS)}, got {tonemap!r}")
+        if background not in BACKGROUNDS:
+            raise ValueError(f"background must be one of {BACKGROUNDS}, got {background!r}")
+        if not isinstance(camera, Camera):
+            raise TypeError("camera must be a relit_hands.camera.Camera")
+        hands = list(self.hands if hands is None else hands)
+        hands = [self.hands[h] if isinstance(h, (int, np.integer)) else h for h in hands]
+        for i, h in enumerate(hands):
+            if not isinstance(h, HandDrawable) or h.ctx is not self.ctx:
+                raise TypeError(f"hands[{i}] is not a HandDrawable of this compositor")
+            if shading == "uv_texture" and h.radiance_tex is None:
+                raise ValueError(f"hands[{i}] has no radiance texture: call set_radiance_texture first")
+        need_env = background == "env" or shading == "pbr"
+        if need_env and env is None:
+            raise ValueError("an environment map is required for shading='pbr' or background='env'")
+        ctx, mgl = self.ctx, self._mgl
+        timings = {}
+        t0 = time.perf_counter()
+        prev_fbo = ctx.fbo
+        st = self._prepare_env(env) if env is not None else None
+        t1 = time.perf_counter()
+        timings["env_prepare"] = (t1 - t0) * 1e3
+
+        W, H = camera.width, camera.height
+        tg = self._get_targets(W, H)
+        if hands:
+            lo = np.min([h.center - h.radius for h in hands], axis=0)
+            hi = np.max([h.center + h.radius for h in hands], axis=0)
+            center = 0.5 * (lo + hi)
+            radius = max(max(np.linalg.norm(h.center - center) + h.radius for h in hands), 1e-6)
+        else:
+            center, radius = np.zeros(3), 1.0
+
+        # ---- shadow maps
+        pbr = shading == "pbr"
+        k = len(st.light_dirs) if (pbr and st is not None) else 0
+        use_shadows = bool(shadows) and pbr and k > 0 and bool(hands)
+        ctx.disable(mgl.CULL_FACE | mgl.BLEND)
+        ctx.enable(mgl.DEPTH_TEST)
+        if use_shadows:
+            mats, texel, bias = self._render_shadows(hands, st, center, radius)
+        t2 = time.perf_counter()
+        timings["shadows"] = (t2 - t1) * 1e3
+
+        # ---- background
+        fbo = tg["fbo_draw"]
+        fbo.use()
+        fbo.viewport = (0, 0, W, H)
+        fbo.clear(0.0, 0.0, 0.0, 0.0, depth=1.0)
+        if background == "env":
+            ctx.disable(mgl.DEPTH_TEST)
+            m = getattr(env, "rotation", None)
+            rot_t = np.eye(3) if (m is None or getattr(env, "image", None) is None) else np.asarray(m).T
+            ray = rot_t @ camera.R.T @ np.linalg.inv(camera.K)
+            self.prog_bg["u_ray_from_pix"].write(_mat_bytes(ray))
+            self.prog_bg["u_height"].value = float(H)
+            scale = float(getattr(env, "scale", 1.0)) if getattr(env, "image", None) is not None else 1.0
+            self.prog_bg["u_scale"].value = scale
+            self._env_tex.use(6)
+            self.vao_fs.render(mgl.TRIANGLES, vertices=3)
+            ctx.enable(mgl.DEPTH_TEST)
+
+        # ---- hands
+        if hands:
+            zc = float((camera.R @ center + camera.t)[2])
+            far = max(zc + radius * 1.1, 1e-3)
+            near = max(zc - radius * 1.1, far * 1e-4)
+            p = self.prog_hand
+            p["u_view_proj"].write(_mat_bytes(camera.gl_view_projection(near, far)))
+            p["u_mode"].value = SHADINGS[shading]
+            self._set(p, "u_cam_pos", tuple(camera.center.astype(float)))
+            self._set(p, "u_cam_rz", tuple(camera.R[2].astype(float)))
+            self._set(p, "u_cam_tz", float(camera.t[2]))
+            if pbr:
+                p["u_num_lights"].value = k
+                dirs = np.zeros((_MAX_LIGHTS, 3), np.float32)
+                rgbs = np.zeros((_MAX_LIGHTS, 3), np.float32)
+                dirs[:k], rgbs[:k] = st.light_dirs, st.light_rgb
+                p["u_light_dir"].write(dirs.tobytes())
+                p["u_light_rgb"].write(rgbs.tobytes())
+                p["u_shadows"].value = int(use_shadows)
+                if use_shadows:
+                    allm = np.stack(list(mats) + [np.eye(4)] * (_MAX_LIGHTS - k))
+                    p["u_light_mat"].write(np.ascontiguousarray(
+                        allm.transpose(0, 2, 1), dtype=np.float32).tobytes())
+                    p["u_light_texel"].write(np.full(_MAX_LIGHTS, texel, np.float32).tobytes())
+                    p["u_light_bias"].write(np.full(_MAX_LIGHTS, bias, np.float32).tobytes())
+                    p["u_shadow_tile"].value = float(self.shadow_map_size)
+                p["u_sh_irr"].write(st.sh_irr.astype(np.float32).tobytes())
+                p["u_pf_r0"].value = float(self.prefilter_roughness[0])
+                p["u_pf_r1"].value = float(self.prefilter_roughness[-1])
+                p["u_pf_levels"].value = float(len(self.prefilter_roughness))
+            self.shadow_tex.use(4)  # always bind matching sampler types, even if unused
+            if self._prefilter_tex is not None:
+                self._prefilter_tex.use(5)
+            if self.cull_back_faces:  # meshes are closed with CCW = outward (conventions.md)
+                ctx.front_face = "ccw"
+                ctx.enable(mgl.CULL_FACE)
+            for i, h in enumerate(hands):
+                self._set(p, "u_hand_id", float(i))
+                h.albedo_tex.use(0)
+                h.normal_tex.use(1)
+                h.rough_tex.use(2)
+                (h.radiance_tex or self._dummy2d).use(3)
+                h.vao.render()
+        if self.msaa > 1:
+            ctx.copy_framebuffer(tg["fbo_resolve"], fbo)
+
+        # ---- tone mapping
+        ctx.disable(mgl.DEPTH_TEST | mgl.CULL_FACE)
+        tg["fbo_out"].use()
+        tg["fbo_out"].viewport = (0, 0, W, H)
+        self.prog_tm["u_exposure"].value = float(2.0 ** exposure_ev)
+        self.prog_tm["u_tonemap"].value = TONEMAPS[tonemap]
+        self.prog_tm["u_transparent"].value = int(background == "transparent")
+        tg["hdr"].use(0)
+        tg["aux"].use(1)
+        self.vao_tm.render(mgl.TRIANGLES, vertices=3)
+        t3 = time.perf_counter()
+        timings["draw"] = (t3 - t2) * 1e3
+
+        # ---- readback (GL rows are bottom-up)
+        out = {}
+        ncomp = 4 if background == "transparent" else 3
+        rgba = np.frombuffer(tg["out"].read(alignment=1), np.uint8).reshape(H, W, 4)[::-1]
+        out["rgb"] = np.ascontiguousarray(rgba[..., :ncomp])
+        aux = np.frombuffer(tg["aux"].read(alignment=1), np.float32).reshape(H, W, 4)[::-1]
+        cov = np.clip(aux[..., 3], 0.0, 1.0)
+        mask = cov >= 0.5
+        hid = np.full((H, W), -1, np.int8)
+        safe = np.where(cov > 0, aux[..., 3], 1.0)
+        hid[mask] = (np.rint(aux[..., 0][mask] / safe[mask]) - 1).astype(np.int8)
+        depth = np.full((H, W), np.inf, np.float32)
+        cvd = cov > 0
+        depth[cvd] = aux[..., 1][cvd] / safe[cvd]
+        out["mask"], out["coverage"], out["hand_id"], out["depth"] = mask, np.ascontiguousarray(cov), hid, depth
+        if return_linear:
+            hdr = np.frombuffer(tg["hdr"].read(alignment=1), np.float32).reshape(H, W, 4)[::-1]
+            out["linear"] = np.ascontiguousarray(hdr[..., :3])
+        t4 = time.perf_counter()
+        timings["readback"] = (t4 - t3) * 1e3
+        timings["total"] = (t4 - t0) * 1e3
+        out["timings_ms"] = timings
+        self.last_timings = timings
+        if not self.owns_ctx and prev_fbo is not None and type(getattr(prev_fbo, "mglo", None)).__name__ != "InvalidObject":
+            prev_fbo.use()  # leave a shared (viewer) context bound as we found it
+        return out
+
+    @property
+    def output_texture(self):
+        """The RGBA8 moderngl texture of the last render (GL orientation: row 0 = bottom), for a
+        viewer that shares the context and wants to draw it without the numpy readback."""
+        return None if self._targets is None else self._targets["out"]
+
+    @staticmethod
+    def _set(prog, name, value):
+        if name in prog:
+            prog[name].value = value

@@ -1,0 +1,264 @@
+"""Scenes: one or two posed hands placed in the world, presets, and pose files.
+
+A :class:`HandState` is what a hand tracker (or the viewer) gives for one hand: MANO pose
+parameters plus the root transform. World frame: metres, right-handed, Y up; the default
+camera looks from +Z towards the origin (see :func:`default_camera`).
+
+Pose files (``.json`` or ``.npz``) hold either one hand::
+
+    {"side": "right", "pose": [45 floats], "global_orient": [3], "transl": [3]}
+
+(``global_orient``/``transl`` optional, radians axis-angle / metres), or a whole scene::
+
+    {"hands": [{...right...}, {...left...}]}
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+from .poses import POSE_PRESETS, anatomical_to_pose, pose_preset
+
+SIDES = ("right", "left")
+
+
+class PoseFileError(ValueError):
+    """A pose / scene file that is missing, unreadable or holds wrongly shaped values."""
+
+
+def _vector(value, n, what):
+    a = np.asarray(value, dtype=np.float64)
+    if a.shape != (n,):
+        raise ValueError(f"{what}: expected {n} numbers, got an array of shape {a.shape}")
+    if not np.isfinite(a).all():
+        raise ValueError(f"{what}: contains NaN or infinite values")
+    return a.astype(np.float32)
+
+
+@dataclass
+class HandState:
+    """One hand: ``side``, MANO ``pose`` [45] (radians, axis-angle per finger joint in the rest
+    world axes), ``global_orient`` [3] (axis-angle about the wrist joint) and ``transl`` [3]
+    (metres, world position of the wrist joint)."""
+
+    side: str
+    pose: np.ndarray
+    global_orient: np.ndarray = field(default_factory=lambda: np.zeros(3, np.float32))
+    transl: np.ndarray = field(default_factory=lambda: np.zeros(3, np.float32))
+
+    def __post_init__(self):
+        if self.side not in SIDES:
+            raise ValueError(f"side must be 'right' or 'left', got {self.side!r}")
+        self.pose = _vector(self.pose, 45, f"{self.side} hand pose")
+        self.global_orient = _vector(self.global_orient, 3, f"{self.side} hand global_orient")
+        self.transl = _vector(self.transl, 3, f"{self.side} hand transl")
+
+    def to_dict(self) -> dict:
+        return {"side": self.side, "pose": self.pose.tolist(), "global_orient": self.global_orient.tolist(),
+                "transl": self.transl.tolist()}
+
+    def copy(self) -> "HandState":
+        return HandState(self.side, self.pose.copy(), self.global_orient.copy(), self.transl.copy())
+
+
+@dataclass
+class Scene:
+    """One or two hands (at most one per side), with a name for captions."""
+
+    hands: list
+    name: str = "custom"
+
+    def __post_init__(self):
+        sides = [h.side for h in self.hands]
+        if not 1 <= len(sides) <= 2 or len(set(sides)) != len(sides):
+            raise ValueError(f"a scene has one or two hands, one per side; got sides {sides}")
+
+    def hand(self, side: str):
+        return next((h for h in self.hands if h.side == side), None)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "hands": [h.to_dict() for h in self.hands]}
+
+    def copy(self) -> "Scene":
+        return Scene([h.copy() for h in self.hands], self.name)
+
+
+# ----------------------------------------------------------------------------------------
+# Placement helpers
+
+
+def orientation(fingers, palm_normal) -> np.ndarray:
+    """Axis-angle [3] turning the rest hand (fingers +X, palm normal -Y) so that its fingers
+    point along ``fingers`` and its palm faces ``palm_normal`` (world vectors)."""
+    f = np.asarray(fingers, np.float64)
+    f = f / np.linalg.norm(f)
+    n = np.asarray(palm_normal, np.float64)
+    n = n - f * (n @ f)
+    n = n / np.linalg.norm(n)
+    # columns: images of +X (fingers), +Y (= -palm normal) and +Z
+    R = np.stack([f, -n, np.cross(f, -n)], 1)
+    return Rotation.from_matrix(R).as_rotvec().astype(np.float32)
+
+
+def _hand(side, pose, fingers, palm, transl, twist_deg=0.0):
+    go = orientation(fingers, palm)
+    if twist_deg:
+        axis = np.asarray(fingers, np.float64) / np.linalg.norm(fingers)
+        go = (Rotation.from_rotvec(axis * np.radians(twist_deg)) * Rotation.from_rotvec(go)).as_rotvec()
+    return HandState(side, pose, go, transl)
+
+
+def _angles(mcp=0.0, pip=0.0, dip=0.0, abd=None, thumb=((0, 0, 0), (0, 0, 0), (0, 0, 0))):
+    """[15,3] anatomical angles: the same flexion for the four fingers, optional abductions."""
+    a = np.zeros((15, 3))
+    abd = abd or {}
+    for k, (j0, name) in enumerate(((0, "index"), (3, "middle"), (6, "pinky"), (9, "ring"))):
+        a[j0] = (mcp, abd.get(name, 0.0), 0.0)
+        a[j0 + 1] = (pip, 0.0, 0.0)
+        a[j0 + 2] = (dip, 0.0, 0.0)
+    a[12:15] = np.asarray(thumb, np.float64)
+    return a
+
+
+def _posed(side, angles):
+    return anatomical_to_pose(angles, side=side)
+
+
+# ----------------------------------------------------------------------------------------
+# Presets
+
+
+def single_hand_scene(pose_name: str, side: str = "right") -> Scene:
+    """One hand in a named pose preset, raised with the palm towards the default camera."""
+    pose = pose_preset(pose_name, side)
+    x = -0.01 if side == "right" else 0.01
+    hand = _hand(side, pose, fingers=(0, 1, 0), palm=(0, 0, 1), transl=(x, -0.09, 0.0))
+    return Scene([hand], name=pose_name)
+
+
+def _prayer():
+    pose = _angles(5, 5, 3)
+    r = _hand("right", _posed("right", pose), (0, 1, 0), (1, 0, 0), (-0.0135, -0.09, 0.0))
+    l_ = _hand("left", _posed("left", pose), (0, 1, 0), (-1, 0, 0), (0.0135, -0.09, 0.0))
+    return [r, l_]
+
+
+def _clap():
+    pose = _angles(12, 15, 8, thumb=((5, 10, 0), (5, 0, 0), (5, 0, 0)))
+    r = _hand("right", _posed("right", pose), (0.15, 1, -0.1), (1, 0, 0.35), (-0.045, -0.09, 0.0))
+    l_ = _hand("left", _posed("left", pose), (-0.15, 1, -0.1), (-1, 0, 0.35), (0.045, -0.09, 0.0))
+    return [r, l_]
+
+
+def _shadow():
+    # The right hand hovers palm-down above the left hand, which lies palm-up: under light
+    # from above, the upper hand casts its shadow on the lower one.
+    r = _hand("right", _posed("right", _angles(10, 12, 6)), (0, 0, -1), (0, -1, 0), (0.01, 0.075, 0.07))
+    l_ = _hand("left", _posed("left", _angles(8, 10, 5)), (0, 0, -1), (0, 1, 0), (-0.005, 0.0, 0.08))
+    return [r, l_]
+
+
+def _clasp():
+    # Palms together at right angles; each hand's fingers wrap around the other's back.
+    grip = _angles(70, 75, 40, thumb=((20, 10, 0), (20, 0, 0), (15, 0, 0)))
+    r = _hand("right", _posed("right", grip), (1, 0.25, 0), (0, 0, -1), (-0.075, -0.03, 0.013))
+    l_ = _hand("left", _posed("left", grip), (0, 1, 0.15), (0, 0, 1), (0.0, -0.1, -0.013))
+    return [r, l_]
+
+
+def _interlocked():
+    # Palms facing each other, fingers interlaced: each finger flexes ~80 deg at the knuckle
+    # and passes between two fingers of the other hand.
+    inter = _angles(75, 35, 15, abd={"index": -4, "middle": 0, "ring": 4, "pinky": 8},
+                    thumb=((10, 10, 0), (10, 0, 0), (10, 0, 0)))
+    r = _hand("right", _posed("right", inter), (0.1, 1, 0), (1, 0, 0), (-0.052, -0.09, 0.006))
+    l_ = _hand("left", _posed("left", inter), (-0.1, 1, 0), (-1, 0, 0), (0.052, -0.09, -0.006))
+    return [r, l_]
+
+
+_SCENES = {
+    "clasp": _clasp,
+    "interlocked": _interlocked,
+    "shadow": _shadow,
+    "prayer": _prayer,
+    "clap": _clap,
+}
+SCENE_PRESETS = tuple(_SCENES)
+
+
+def scene_preset(name: str) -> Scene:
+    """A two-hand scene preset (``SCENE_PRESETS``) or a single-hand pose preset (``POSE_PRESETS``,
+    right hand)."""
+    if name in _SCENES:
+        return Scene(_SCENES[name](), name=name)
+    if name in POSE_PRESETS:
+        return single_hand_scene(name)
+    raise ValueError(f"unknown scene {name!r}; two-hand scenes: {list(SCENE_PRESETS)}; "
+                     f"single-hand poses: {list(POSE_PRESETS)}")
+
+
+# ----------------------------------------------------------------------------------------
+# Files
+
+
+def _load_raw(path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise PoseFileError(f"{path}: pose file not found")
+    try:
+        if path.suffix.lower() == ".json":
+            return json.loads(path.read_text())
+        if path.suffix.lower() == ".npz":
+            with np.load(path, allow_pickle=False) as d:
+                return {k: (d[k].item() if d[k].dtype.kind == "U" else d[k]) for k in d.files}
+    except (OSError, ValueError) as e:
+        raise PoseFileError(f"{path}: cannot read pose file ({e})") from None
+    raise PoseFileError(f"{path}: unsupported pose file type {path.suffix!r} (use .json or .npz)")
+
+
+def _hand_from_dict(d: dict, side: str | None, path) -> HandState:
+    if not isinstance(d, dict) or "pose" not in d:
+        raise PoseFileError(f"{path}: expected a 'pose' entry of 45 numbers")
+    try:
+        return HandState(side or str(d.get("side", "right")), d["pose"], d.get("global_orient", np.zeros(3)),
+                         d.get("transl", np.zeros(3)))
+    except ValueError as e:
+        raise PoseFileError(f"{path}: {e}") from None
+
+
+def load_hand_file(path, side: str | None = None) -> HandState:
+    """One hand from a pose file; ``side`` overrides the file's ``side`` entry."""
+    raw = _load_raw(path)
+    if "hands" in raw:
+        hands = [_hand_from_dict(h, None, path) for h in raw["hands"]]
+        match = [h for h in hands if side is None or h.side == side]
+        if not match:
+            raise PoseFileError(f"{path}: no {side} hand in this scene file")
+        return match[0]
+    return _hand_from_dict(raw, side, path)
+
+
+def load_scene_file(path) -> Scene:
+    raw = _load_raw(path)
+    if "hands" in raw:
+        try:
+            return Scene([_hand_from_dict(h, None, path) for h in raw["hands"]], name=str(raw.get("name", Path(path).stem)))
+        except ValueError as e:
+            raise PoseFileError(f"{path}: {e}") from None
+    return Scene([_hand_from_dict(raw, None, path)], name=Path(path).stem)
+
+
+def save_scene_file(scene: Scene, path) -> None:
+    """Write a scene as JSON (``.json``) or npz (``.npz``, one hand per side key prefix)."""
+    path = Path(path)
+    if path.suffix.lower() == ".json":
+        path.write_text(json.dumps(scene.to_dict(), indent=1) + "\n")
+    elif path.suffix.lower() == ".npz" and len(scene.hands) == 1:
+        h = scene.hands[0]
+        np.savez(path, side=np.array(h.side), pose=h.pose, global_orient=h.global_orient, transl=h.transl)
+    else:
+        raise PoseFileError(f"{path}: save scenes as .json (npz holds a single hand)")

@@ -1,0 +1,16 @@
+#version 330
+#include "common.glsl"
+// Background: per-pixel world ray through the pixel centre -> equirect lookup.
+uniform sampler2D u_env;      // world-frame equirect (rotation + exposure already baked in)
+uniform mat3 u_ray_from_pix;  // R^T K^-1 : OpenCV pixel (u, v, 1) -> world ray
+uniform float u_height;       // image height in pixels (GL y is bottom-up)
+uniform float u_scale;        // extra radiance scale (1.0 by default)
+layout(location = 0) out vec4 o_color;
+layout(location = 1) out vec4 o_aux;
+void main() {
+    vec2 pix = vec2(gl_FragCoord.x, u_height - gl_FragCoord.y);
+    vec3 d = u_ray_from_pix * vec3(pix, 1.0);
+    vec2 uv = dir_to_equirect(d);
+    o_color = vec4(textureLod(u_env, uv, 0.0).rgb * u_scale, 1.0);
+    o_aux = vec4(0.0);
+}

@@ -1,0 +1,273 @@
+"""``relit-hands``: the command-line entry point.
+
+Subcommands: render, list, info, contact-sheet, build-asset, make-envs. User errors (a missing
+file, a corrupt HDR, a pose of the wrong shape, an unknown preset) print one line naming the
+problem and exit with status 2; ``--debug`` shows the traceback instead.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+
+class UserError(Exception):
+    """An error caused by the command line or the user's files; printed without a traceback."""
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must look like 1280x720, got {text!r}") from None
+    if not (16 <= w <= 8192 and 16 <= h <= 8192):
+        raise argparse.ArgumentTypeError(f"size {w}x{h} out of range (16..8192 per side)")
+    return w, h
+
+
+def _load_env(spec: str, yaw: float, pitch: float, exposure: float):
+    from ..environment import EnvironmentMap
+
+    env = EnvironmentMap.from_name_or_path(spec)
+    if yaw or pitch:
+        env = env.rotate(yaw, pitch)
+    if exposure:
+        env = env.with_exposure(exposure)
+    return env
+
+
+def _build_scene(args):
+    from ..scene import Scene, load_hand_file, scene_preset
+
+    scene = scene_preset(args.scene)
+    hands = {h.side: h for h in scene.hands}
+    for side, path in (("right", args.pose_right), ("left", args.pose_left)):
+        if path:
+            hands[side] = load_hand_file(path, side=side)
+    if args.hands != "auto":
+        keep = ("right", "left") if args.hands == "both" else (args.hands,)
+        missing = [s for s in keep if s not in hands]
+        if missing:
+            raise UserError(f"--hands {args.hands}: scene {args.scene!r} has no {missing[0]} hand "
+                            f"(give --pose-{missing[0]} FILE)")
+        hands = {s: hands[s] for s in keep}
+    return Scene([hands[s] for s in ("right", "left") if s in hands], name=scene.name)
+
+
+def cmd_render(args) -> int:
+    from ..engine import Engine
+    from ..image_io import write_hdr_image, write_png
+
+    scene = _build_scene(args)
+    env = _load_env(args.env, args.yaw, args.pitch, args.env_exposure)
+    t0 = time.perf_counter()
+    engine = Engine()
+    t_init = (time.perf_counter() - t0) * 1e3
+    w, h = args.size
+    frame = engine.render(scene, env, shading=args.shading, exposure_ev=args.exposure, tonemap=args.tonemap,
+                          background=args.background, shadows=not args.no_shadows,
+                          return_linear=bool(args.exr), width=w, height=h)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_png(out, frame.image)
+    if args.exr:
+        write_hdr_image(args.exr, frame.linear)
+    summary = {
+        "command": "relit-hands " + " ".join(sys.argv[1:]) if args.argv is None else args.argv,
+        "scene": scene.to_dict(), "env": env.name, "yaw_deg": args.yaw, "pitch_deg": args.pitch,
+        "size": [w, h], "shading": args.shading, "shadows": not args.no_shadows,
+        "hand_coverage": float(frame.mask.mean()), "output": str(out), "exr": args.exr,
+        "timings_ms": {"engine_init": t_init, **frame.timings_ms},
+        "camera": {"K": frame.camera.K.tolist(), "R": frame.camera.R.tolist(), "t": frame.camera.t.tolist()},
+    }
+    out.with_suffix(".json").write_text(json.dumps(summary, indent=1) + "\n")
+    ms = frame.timings_ms
+    print(f"wrote {out} ({w}x{h}, scene {scene.name}, env {env.name}, {args.shading}); "
+          f"skinning {ms['skinning']:.1f} ms, compositing {ms['composite']:.1f} ms"
+          + (f"; linear EXR {args.exr}" if args.exr else ""))
+    engine.release()
+    return 0
+
+
+def cmd_list(args) -> int:
+    from ..environment import EnvironmentMap
+    from ..poses import POSE_PRESETS
+    from ..scene import SCENE_PRESETS
+
+    data = {"pose_presets": list(POSE_PRESETS), "scene_presets": list(SCENE_PRESETS),
+            "environments": EnvironmentMap.list_shipped()}
+    if args.json:
+        print(json.dumps(data, indent=1))
+    else:
+        print("single-hand pose presets:", ", ".join(data["pose_presets"]))
+        print("two-hand scene presets:  ", ", ".join(data["scene_presets"]))
+        print("shipped environments:    ", ", ".join(data["environments"]))
+    return 0
+
+
+def _versions() -> dict:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version(), "platform": platform.platform()}
+    for pkg in ("relit-hands", "numpy", "torch", "moderngl", "opencv-python-headless", "openexr", "trimesh",
+                "embreex", "triton", "onnxruntime", "imgui-bundle", "glfw", "mitsuba", "smplx"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def cmd_info(args) -> int:
+    import os
+
+    import torch
+
+    info = {"versions": _versions(), "cpu_count": os.cpu_count()}
+    info["cuda"] = {"available": torch.cuda.is_available(),
+                    "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    try:
+        from ..compositor import create_headless_context
+
+        ctx = create_headless_context()
+        info["opengl"] = {"renderer": ctx.info["GL_RENDERER"], "version": ctx.info["GL_VERSION"]}
+        ctx.release()
+    except Exception as e:  # report, do not fail: info is a diagnostic tool
+        info["opengl"] = {"error": str(e)}
+    backends = {}
+    try:
+        from .. import raycast
+
+        backends["raycast"] = raycast.available_backends()
+    except Exception as e:
+        backends["raycast"] = f"unavailable: {e}"
+    info["backends"] = backends
+    if args.json:
+        print(json.dumps(info, indent=1))
+    else:
+        v = info["versions"]
+        print(f"relit-hands {v['relit-hands']}  python {v['python']}  ({v['platform']})")
+        print("packages:  " + ", ".join(f"{k} {val}" for k, val in v.items()
+                                        if k not in ("relit-hands", "python", "platform") and val))
+        missing = [k for k, val in v.items() if val is None]
+        if missing:
+            print("optional, not installed:  " + ", ".join(missing))
+        print(f"CPU cores: {info['cpu_count']}   CUDA: "
+              + (info["cuda"]["device"] if info["cuda"]["available"] else "not available"))
+        gl = info["opengl"]
+        print("OpenGL:    " + (f"{gl['renderer']} ({gl['version']})" if "renderer" in gl else gl["error"]))
+        for k, val in backends.items():
+            print(f"{k} backends: {val}")
+    return 0
+
+
+def cmd_contact_sheet(args) -> int:
+    from tqdm import tqdm
+
+    from ..engine import Engine
+    from ..image_io import write_png
+    from ..poses import POSE_PRESETS
+    from ..scene import SCENE_PRESETS, scene_preset
+    from .contact_sheet import preset_contact_sheet
+
+    names = args.scenes or list(POSE_PRESETS) + list(SCENE_PRESETS)
+    scenes = [scene_preset(n) for n in names]
+    envs = [_load_env(e, args.yaw, 0.0, 0.0) for e in args.envs]
+    engine = Engine()
+    with tqdm(total=len(scenes) * len(envs), desc="contact sheet", unit="tile") as bar:
+        sheet, records = preset_contact_sheet(engine, scenes, envs, tile=args.tile, columns=args.columns,
+                                              progress=bar)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_png(out, sheet)
+    out.with_suffix(".json").write_text(json.dumps({"tiles": records, "size": list(sheet.shape[:2][::-1])},
+                                                   indent=1) + "\n")
+    print(f"wrote {out} ({sheet.shape[1]}x{sheet.shape[0]}, {len(records)} tiles)")
+    return 0
+
+
+def cmd_build_asset(args) -> int:
+    from .build_hand_asset import main
+
+    main(args.rest)
+    return 0
+
+
+def cmd_make_envs(args) -> int:
+    from .make_environments import main
+
+    main(args.rest)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="relit-hands", description="Real-time relightable two-hand renderer.")
+    ap.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("render", help="render one frame headless to PNG (and EXR)")
+    r.add_argument("--scene", default="clasp", help="two-hand scene or single-hand pose preset (see `list`)")
+    r.add_argument("--pose-right", metavar="FILE", help="right-hand pose file (.json/.npz), overrides the scene's")
+    r.add_argument("--pose-left", metavar="FILE", help="left-hand pose file (.json/.npz), overrides the scene's")
+    r.add_argument("--hands", choices=("auto", "right", "left", "both"), default="auto",
+                   help="which hands to draw (auto: the scene's and any given pose files)")
+    r.add_argument("--env", default="studio", help="shipped environment name or .hdr/.exr path")
+    r.add_argument("--yaw", type=float, default=0.0, help="environment rotation about +Y (degrees)")
+    r.add_argument("--pitch", type=float, default=0.0, help="environment rotation about +X (degrees)")
+    r.add_argument("--env-exposure", type=float, default=0.0, help="scale the environment by 2^EV")
+    r.add_argument("--exposure", type=float, default=0.0, help="camera exposure (EV) before tone mapping")
+    r.add_argument("--tonemap", choices=("aces", "filmic", "none"), default="aces")
+    r.add_argument("--background", choices=("env", "none", "transparent"), default="env")
+    r.add_argument("--shading", choices=("pbr", "albedo", "normal", "uv"), default="pbr")
+    r.add_argument("--no-shadows", action="store_true", help="disable the dominant-light shadow maps")
+    r.add_argument("--size", type=_size, default=(1280, 720), help="WxH pixels (default 1280x720)")
+    r.add_argument("--out", default="relit_hands.png", help="output PNG (a .json summary is written beside it)")
+    r.add_argument("--exr", metavar="FILE", help="also write the linear HDR image (.exr)")
+    r.set_defaults(func=cmd_render)
+
+    ls = sub.add_parser("list", help="pose presets, two-hand scenes and shipped environments")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(func=cmd_list)
+
+    inf = sub.add_parser("info", help="versions, devices and available backends")
+    inf.add_argument("--json", action="store_true")
+    inf.set_defaults(func=cmd_info)
+
+    cs = sub.add_parser("contact-sheet", help="render every preset under some environments into one PNG")
+    cs.add_argument("--envs", nargs="+", default=["studio", "sky_sun"])
+    cs.add_argument("--scenes", nargs="+", help="default: every pose and scene preset")
+    cs.add_argument("--yaw", type=float, default=0.0)
+    cs.add_argument("--tile", type=_size, default=(256, 256))
+    cs.add_argument("--columns", type=int, default=7)
+    cs.add_argument("--out", default="docs/contact_sheet.png")
+    cs.set_defaults(func=cmd_contact_sheet)
+
+    for name, func, helptext in (("build-asset", cmd_build_asset, "rebuild the procedural hand asset"),
+                                 ("make-envs", cmd_make_envs, "regenerate the shipped environment maps")):
+        p = sub.add_parser(name, help=helptext, add_help=False)
+        p.add_argument("rest", nargs=argparse.REMAINDER)
+        p.set_defaults(func=func)
+    return ap
+
+
+def main(argv=None) -> int:
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    args.argv = None if argv is None else "relit-hands " + " ".join(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("relit-hands: interrupted", file=sys.stderr)
+        return 130
+    except (UserError, ValueError, FileNotFoundError, OSError) as e:
+        if args.debug:
+            raise
+        print(f"relit-hands {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
