@@ -109,6 +109,7 @@ class Engine:
         """A camera from the front (+Z), slightly above, framing all hands of ``scene``."""
         posed = self.pose(scene)
         pts = torch.cat([o.render_vertices[0] for o in posed.values()]).numpy()
+        kw.setdefault("direction", scene.view_direction)
         return framing_camera(pts, width, height, **kw)
 
     def render(self, scene: Scene, env: EnvironmentMap | None, camera: Camera | None = None, *,
@@ -140,7 +141,7 @@ class Engine:
         t["normals_upload"] = (t2 - t1) * 1e3
         if camera is None:
             pts = torch.cat([posed[s].render_vertices[0] for s in sides]).numpy()
-            camera = framing_camera(pts, width, height)
+            camera = framing_camera(pts, width, height, direction=scene.view_direction)
         out = self.compositor.render([self.drawables[s] for s in sides], env, camera, shading=shading,
                                      exposure_ev=exposure_ev, tonemap=tonemap, background=background,
                                      shadows=shadows, return_linear=return_linear)

@@ -71,6 +71,7 @@ class Scene:
 
     hands: list
     name: str = "custom"
+    view_direction: tuple = (0.0, 0.25, 1.0)  # world, towards the default camera
 
     def __post_init__(self):
         sides = [h.side for h in self.hands]
@@ -81,10 +82,11 @@ class Scene:
         return next((h for h in self.hands if h.side == side), None)
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "hands": [h.to_dict() for h in self.hands]}
+        return {"name": self.name, "hands": [h.to_dict() for h in self.hands],
+                "view_direction": list(self.view_direction)}
 
     def copy(self) -> "Scene":
-        return Scene([h.copy() for h in self.hands], self.name)
+        return Scene([h.copy() for h in self.hands], self.name, tuple(self.view_direction))
 
 
 # ----------------------------------------------------------------------------------------
@@ -171,21 +173,21 @@ def _clasp():
 
 
 def _interlocked():
-    # Palms facing each other, fingers interlaced: each finger flexes ~80 deg at the knuckle
-    # and passes between two fingers of the other hand.
-    inter = _angles(75, 35, 15, abd={"index": -4, "middle": 0, "ring": 4, "pinky": 8},
-                    thumb=((10, 10, 0), (10, 0, 0), (10, 0, 0)))
-    r = _hand("right", _posed("right", inter), (0.1, 1, 0), (1, 0, 0), (-0.052, -0.09, 0.006))
-    l_ = _hand("left", _posed("left", inter), (-0.1, 1, 0), (-1, 0, 0), (0.052, -0.09, -0.006))
+    # Fingers interlaced in front of the chest, thumbs up: palms face each other along X,
+    # knuckles point at the camera, each finger flexes ~80 deg at the knuckle and wraps the
+    # other hand's back between two of its fingers (the hands are offset by half a finger).
+    inter = _angles(80, 35, 15, thumb=((10, 15, 0), (10, 0, 0), (5, 0, 0)))
+    r = _hand("right", _posed("right", inter), (0, 0, 1), (1, 0, 0), (-0.0135, 0.005, -0.095))
+    l_ = _hand("left", _posed("left", inter), (0, 0, 1), (-1, 0, 0), (0.0135, -0.005, -0.095))
     return [r, l_]
 
 
-_SCENES = {
-    "clasp": _clasp,
-    "interlocked": _interlocked,
-    "shadow": _shadow,
-    "prayer": _prayer,
-    "clap": _clap,
+_SCENES = {  # name: (hands, default view direction)
+    "clasp": (_clasp, (0.0, 0.25, 1.0)),
+    "interlocked": (_interlocked, (0.45, 0.35, 1.0)),
+    "shadow": (_shadow, (1.0, 0.7, 0.4)),
+    "prayer": (_prayer, (0.6, 0.2, 1.0)),
+    "clap": (_clap, (0.0, 0.25, 1.0)),
 }
 SCENE_PRESETS = tuple(_SCENES)
 
@@ -194,7 +196,8 @@ def scene_preset(name: str) -> Scene:
     """A two-hand scene preset (``SCENE_PRESETS``) or a single-hand pose preset (``POSE_PRESETS``,
     right hand)."""
     if name in _SCENES:
-        return Scene(_SCENES[name](), name=name)
+        make, view = _SCENES[name]
+        return Scene(make(), name=name, view_direction=view)
     if name in POSE_PRESETS:
         return single_hand_scene(name)
     raise ValueError(f"unknown scene {name!r}; two-hand scenes: {list(SCENE_PRESETS)}; "
@@ -246,7 +249,9 @@ def load_scene_file(path) -> Scene:
     raw = _load_raw(path)
     if "hands" in raw:
         try:
-            return Scene([_hand_from_dict(h, None, path) for h in raw["hands"]], name=str(raw.get("name", Path(path).stem)))
+            view = tuple(_vector(raw.get("view_direction", (0.0, 0.25, 1.0)), 3, "view_direction"))
+            return Scene([_hand_from_dict(h, None, path) for h in raw["hands"]],
+                         name=str(raw.get("name", Path(path).stem)), view_direction=view)
         except ValueError as e:
             raise PoseFileError(f"{path}: {e}") from None
     return Scene([_hand_from_dict(raw, None, path)], name=Path(path).stem)

@@ -175,11 +175,17 @@ def cmd_contact_sheet(args) -> int:
 
     names = args.scenes or list(POSE_PRESETS) + list(SCENE_PRESETS)
     scenes = [scene_preset(n) for n in names]
-    envs = [_load_env(e, args.yaw, 0.0, 0.0) for e in args.envs]
+    envs = []
+    for spec in args.envs:  # NAME or NAME@YAW
+        name, _, yaw = spec.partition("@")
+        try:
+            envs.append(_load_env(name, float(yaw) if yaw else args.yaw, 0.0, 0.0))
+        except ValueError as e:
+            raise UserError(f"--envs {spec}: {e}") from None
     engine = Engine()
     with tqdm(total=len(scenes) * len(envs), desc="contact sheet", unit="tile") as bar:
         sheet, records = preset_contact_sheet(engine, scenes, envs, tile=args.tile, columns=args.columns,
-                                              progress=bar)
+                                              progress=bar, env_labels=[e.replace("@", " yaw ") for e in args.envs])
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_png(out, sheet)
@@ -237,7 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     inf.set_defaults(func=cmd_info)
 
     cs = sub.add_parser("contact-sheet", help="render every preset under some environments into one PNG")
-    cs.add_argument("--envs", nargs="+", default=["studio", "sky_sun"])
+    cs.add_argument("--envs", nargs="+", default=["studio", "sky_sun@160"],
+                    help="environments as NAME or NAME@YAW_DEGREES")
     cs.add_argument("--scenes", nargs="+", help="default: every pose and scene preset")
     cs.add_argument("--yaw", type=float, default=0.0)
     cs.add_argument("--tile", type=_size, default=(256, 256))

@@ -38,14 +38,15 @@ def grid(tiles: list, columns: int, gap: int = 2, background=(12, 12, 14)) -> np
 
 
 def preset_contact_sheet(engine, scenes: list, envs: list, tile=(256, 256), columns: int = 7,
-                         progress=None, **render_kw) -> tuple[np.ndarray, list]:
+                         progress=None, env_labels=None, **render_kw) -> tuple[np.ndarray, list]:
     """Render every scene under every environment; returns (sheet uint8, per-tile records)."""
     tiles, records = [], []
-    for env in envs:
+    env_labels = env_labels or [env.name for env in envs]
+    for env, env_label in zip(envs, env_labels):
         for scene in scenes:
             frame = engine.render(scene, env, width=tile[0], height=tile[1], **render_kw)
-            tiles.append(label_tile(frame.image, f"{scene.name} | {env.name}"))
-            records.append({"scene": scene.name, "env": env.name, "coverage": float(frame.mask.mean()),
+            tiles.append(label_tile(frame.image, f"{scene.name} | {env_label}"))
+            records.append({"scene": scene.name, "env": env_label, "coverage": float(frame.mask.mean()),
                             "ms": frame.timings_ms})
             if progress is not None:
                 progress.update(1)

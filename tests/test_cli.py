@@ -1,0 +1,81 @@
+"""The relit-hands command line: real renders, JSON summaries, clear errors (exit 2, no traceback)."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from relit_hands.image_io import read_hdr_image, read_png, write_hdr_image
+from relit_hands.scene import save_scene_file, scene_preset
+from relit_hands.tools.cli import main
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", "relit_hands.tools.cli", *args], capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_render_writes_png_exr_and_summary(tmp_path):
+    out = tmp_path / "frame.png"
+    rc = main(["render", "--scene", "shadow", "--env", "sky_sun", "--yaw", "45", "--size", "160x120",
+               "--out", str(out), "--exr", str(tmp_path / "frame.exr")])
+    assert rc == 0
+    img = read_png(out)
+    assert img.shape == (120, 160, 3)
+    lin = read_hdr_image(tmp_path / "frame.exr")
+    assert lin.shape == (120, 160, 3) and np.isfinite(lin).all() and lin.max() > 0
+    summary = json.loads((tmp_path / "frame.json").read_text())
+    assert summary["env"] == "sky_sun" and summary["yaw_deg"] == 45.0
+    assert [h["side"] for h in summary["scene"]["hands"]] == ["right", "left"]
+    assert 0.02 < summary["hand_coverage"] < 0.8
+    assert summary["timings_ms"]["skinning"] > 0
+
+
+def test_render_with_pose_files_and_one_hand(tmp_path):
+    save_scene_file(scene_preset("fist"), tmp_path / "fist.json")
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    assert main(["render", "--scene", "flat", "--size", "96x96", "--out", str(a)]) == 0
+    assert main(["render", "--scene", "flat", "--pose-right", str(tmp_path / "fist.json"), "--size", "96x96",
+                 "--out", str(b)]) == 0
+    assert np.abs(read_png(a).astype(int) - read_png(b).astype(int)).mean() > 1.0
+    assert main(["render", "--scene", "clasp", "--hands", "left", "--size", "96x96", "--out", str(a)]) == 0
+    assert json.loads(a.with_suffix(".json").read_text())["scene"]["hands"][0]["side"] == "left"
+
+
+def test_render_errors_are_one_line(tmp_path):
+    bad = tmp_path / "corrupt.hdr"
+    bad.write_bytes(b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y 64 +X 128\n" + b"\x02\x02" * 10)
+    pose = tmp_path / "pose.json"
+    pose.write_text(json.dumps({"pose": [0.1] * 40}))
+    cases = [
+        (["render", "--env", str(tmp_path / "missing.hdr")], "missing.hdr"),
+        (["render", "--env", str(bad)], "corrupt.hdr"),
+        (["render", "--scene", "nope"], "unknown scene"),
+        (["render", "--pose-right", str(pose)], "45 numbers"),
+        (["render", "--scene", "flat", "--hands", "left"], "no left hand"),
+    ]
+    for args, text in cases:
+        r = run(*args, "--out", str(tmp_path / "x.png"), "--size", "64x64")
+        assert r.returncode == 2, (args, r.stderr)
+        assert text in r.stderr and "Traceback" not in r.stderr, r.stderr
+    r = run("render", "--size", "10x")
+    assert r.returncode == 2 and "size must look like" in r.stderr
+
+
+def test_nan_environment_is_cleaned_with_a_warning(tmp_path):
+    img = np.ones((32, 64, 3), np.float32)
+    img[3, 4] = np.nan
+    write_hdr_image(tmp_path / "nan.exr", img)
+    r = run("render", "--env", str(tmp_path / "nan.exr"), "--size", "64x64", "--out", str(tmp_path / "o.png"))
+    assert r.returncode == 0, r.stderr
+    assert "nan.exr" in r.stderr and "NaN" in r.stderr
+
+
+def test_list_json_and_info(capsys):
+    assert main(["list", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert len(data["pose_presets"]) >= 8 and len(data["scene_presets"]) >= 4 and len(data["environments"]) >= 6
+    assert main(["info", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["versions"]["torch"] and info["opengl"].get("renderer"), info["opengl"]
