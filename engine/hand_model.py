@@ -358,15 +358,18 @@ def vertex_normals(vertices: torch.Tensor, faces) -> torch.Tensor:
     Each face adds its unnormalized normal (cross product = 2 x area x unit normal) to its three
     vertices; CCW faces give outward normals.  Differentiable.
     """
+    vertices = torch.as_tensor(vertices, dtype=torch.float32) if not torch.is_tensor(vertices) else vertices
     squeeze = vertices.dim() == 2
     v = vertices.unsqueeze(0) if squeeze else vertices
     f = torch.as_tensor(np.asarray(faces) if not torch.is_tensor(faces) else faces,
                         device=v.device).long()
     v0, v1, v2 = v[:, f[:, 0]], v[:, f[:, 1]], v[:, f[:, 2]]
-    fn = torch.cross(v1 - v0, v2 - v0, dim=-1)
-    n = torch.zeros_like(v)
-    for k in range(3):
-        n = n.index_add(1, f[:, k], fn)
+    fn = torch.cross(v1 - v0, v2 - v0, dim=-1)  # [B, F, 3]
+    B, V = v.shape[:2]
+    # one scatter-add over the flattened batch (each face's normal to its three corners)
+    index = (f.reshape(-1).unsqueeze(0) + torch.arange(B, device=v.device).unsqueeze(1) * V).reshape(-1)
+    n = torch.zeros(B * V, 3, dtype=v.dtype, device=v.device).index_add_(
+        0, index, fn.repeat_interleave(3, dim=1).reshape(-1, 3)).view(B, V, 3)
     n = n / n.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     return n[0] if squeeze else n
 
