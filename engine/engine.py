@@ -6,8 +6,10 @@
     frame.image        # uint8 [H, W, 3], tone mapped sRGB
     frame.timings_ms   # {'skinning': ..., 'composite': ..., 'total': ...}
 
-Stages (each owned by one module): skinning (:mod:`.hand_model`), compositing with the
-physically based baseline or a per-hand UV radiance texture (:mod:`.compositor`).
+Stages (each owned by one module): skinning (:mod:`.hand_model`), proxy ray casting
+(:mod:`.raycast`), per-vertex lighting features (:mod:`.features`), UV feature maps
+(:mod:`.uv_maps`), compositing with the physically based baseline or per-hand UV radiance
+textures (:mod:`.compositor`). The ray-casting backend is chosen once, when the Engine is made.
 """
 from __future__ import annotations
 
@@ -19,11 +21,14 @@ import numpy as np
 import torch
 
 from .camera import Camera
+from . import raycast
 from .compositor import Compositor
 from .environment import EnvironmentMap
+from .features import lighting_features
 from .hand_model import HandAsset, HandModel, default_asset_path, vertex_normals
 from .image_io import read_png
 from .scene import Scene
+from .uv_maps import UVRasterizer
 
 SHADINGS = ("pbr", "uv_texture", "albedo", "normal", "uv")
 
@@ -45,6 +50,28 @@ class Frame:
     sides: list
     timings_ms: dict = field(default_factory=dict)
     linear: np.ndarray | None = None
+
+
+@dataclass
+class FeatureFrame:
+    """The student's input for one frame (hands in ``sides`` order, as in the scene).
+
+    maps: float32 [H, C, R, R] UV feature maps (zeros outside the atlas); mask: bool [R, R]
+    texels covered by the atlas (before seam dilation); energy: [3] RGB total light energy the
+    features were divided by; names: C channel names; visibility: bool [H, Vp, N] per proxy
+    vertex and light; light_dirs / light_rgb: [N, 3] world directions / irradiance;
+    timings_ms: per stage.
+    """
+
+    maps: torch.Tensor
+    mask: np.ndarray
+    energy: torch.Tensor
+    names: list
+    sides: list
+    visibility: torch.Tensor
+    light_dirs: np.ndarray
+    light_rgb: np.ndarray
+    timings_ms: dict = field(default_factory=dict)
 
 
 def framing_camera(points, width=1280, height=720, direction=(0.0, 0.25, 1.0), fov_y_deg=30.0,
@@ -82,7 +109,8 @@ class Engine:
     moderngl context (the viewer's), else a headless EGL one is created.
     """
 
-    def __init__(self, asset=None, *, ctx=None, shadow_map_size: int = 1024, device="cpu"):
+    def __init__(self, asset=None, *, ctx=None, shadow_map_size: int = 1024, device="cpu",
+                 raycast_backend: str = "auto"):
         path = Path(asset) if asset is not None else default_asset_path()
         self.asset = HandAsset.load(path)
         self.device = torch.device(device)
@@ -95,6 +123,52 @@ class Engine:
             self.drawables[side] = self.compositor.add_hand(a.render_vertices, a.render_faces, a.render_uvs,
                                                             a.render_uv_faces, name=side, **tex)
         self._faces = {side: m.render_faces for side, m in self.models.items()}
+        self._proxy_faces = {side: m.proxy_faces for side, m in self.models.items()}
+        self.raycaster = raycast.get_backend(raycast_backend)
+        self.raycast_backend = self.raycaster.name
+        self._uv = {}
+
+    def uv_rasterizer(self, resolution: int) -> UVRasterizer:
+        """Texel -> proxy (triangle, barycentrics) for the shared atlas at ``resolution`` (cached)."""
+        if resolution not in self._uv:
+            a = self.asset  # the right hand; the left hand is its mirror with the same layout
+            self._uv[resolution] = UVRasterizer(a.proxy_uvs, a.proxy_uv_faces, resolution, faces=a.proxy_faces)
+        return self._uv[resolution]
+
+    def lighting_features(self, scene: Scene, env: EnvironmentMap, view_origin, *, n_lights: int = 64,
+                          resolution: int = 256, **feature_kw) -> FeatureFrame:
+        """Skin the proxies, ray cast visibility of ``n_lights`` environment lights against both
+        hands, compute per-vertex features seen from ``view_origin`` [3] (world; for stereo the
+        midpoint of the eyes) and gather them into UV maps of ``resolution``."""
+        t = {}
+        t0 = time.perf_counter()
+        sides = [h.side for h in scene.hands]
+        with torch.no_grad():
+            proxies = torch.stack([self.models[h.side](h.pose, h.global_orient, h.transl, meshes=("proxy",))
+                                   .proxy_vertices[0] for h in scene.hands])
+        t1 = time.perf_counter()
+        t["skinning_proxy"] = (t1 - t0) * 1e3
+        normals = torch.stack([vertex_normals(proxies[i], self._proxy_faces[s]) for i, s in enumerate(sides)])
+        dirs, rgb = env.directional_lights(n_lights)
+        t2 = time.perf_counter()
+        t["lights"] = (t2 - t1) * 1e3
+        vis = raycast.proxy_visibility(proxies, normals, [self._proxy_faces[s] for s in sides], dirs,
+                                       backend=self.raycaster)
+        t3 = time.perf_counter()
+        t["raycast"] = (t3 - t2) * 1e3
+        feats, energy, names = lighting_features(proxies, normals, vis, dirs, rgb, np.asarray(view_origin),
+                                                 **feature_kw)
+        t4 = time.perf_counter()
+        t["features"] = (t4 - t3) * 1e3
+        uv = self.uv_rasterizer(resolution)
+        # the left proxy's faces are the right's with two columns swapped (mirroring); the UV
+        # lookup's barycentrics follow the right hand's corner order, so gather with those faces
+        maps = uv.gather(feats, self.asset.proxy_faces)
+        t5 = time.perf_counter()
+        t["uv_gather"] = (t5 - t4) * 1e3
+        t["total"] = (t5 - t0) * 1e3
+        return FeatureFrame(maps=maps, mask=uv.mask, energy=torch.as_tensor(energy), names=list(names), sides=sides,
+                            visibility=vis, light_dirs=dirs, light_rgb=rgb, timings_ms=t)
 
     # ---------------------------------------------------------------------------------
     def pose(self, scene: Scene, meshes=("render",)) -> dict:

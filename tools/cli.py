@@ -1,6 +1,6 @@
 """``relit-hands``: the command-line entry point.
 
-Subcommands: render, list, info, contact-sheet, build-asset, make-envs. User errors (a missing
+Subcommands: render, list, info, contact-sheet, build-asset, make-envs, eval. User errors (a missing
 file, a corrupt HDR, a pose of the wrong shape, an unknown preset) print one line naming the
 problem and exit with status 2; ``--debug`` shows the traceback instead.
 """
@@ -195,6 +195,36 @@ def cmd_contact_sheet(args) -> int:
     return 0
 
 
+def cmd_features(args) -> int:
+    from ..engine import Engine
+    from ..image_io import write_png
+    from .feature_views import feature_sheet
+
+    scene = _build_scene(args)
+    env = _load_env(args.env, args.yaw, args.pitch, 0.0)
+    engine = Engine(raycast_backend=args.backend)
+    w, h = args.size
+    camera = engine.default_camera(scene, w, h)
+    sheet, ff = feature_sheet(engine, scene, env, camera, n_lights=args.lights, resolution=args.resolution,
+                              tile=args.tile)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_png(out, sheet)
+    maps = ff.maps.float()
+    summary = {"scene": scene.to_dict(), "env": env.name, "yaw_deg": args.yaw, "lights": args.lights,
+               "resolution": args.resolution, "raycast_backend": engine.raycast_backend, "channels": ff.names,
+               "energy_rgb": ff.energy.tolist(), "visible_fraction": float(ff.visibility.float().mean()),
+               "channel_ranges": {n: [float(maps[:, i].min()), float(maps[:, i].max())]
+                                  for i, n in enumerate(ff.names)},
+               "timings_ms": ff.timings_ms}
+    out.with_suffix(".json").write_text(json.dumps(summary, indent=1) + "\n")
+    t = ff.timings_ms
+    print(f"wrote {out} ({len(ff.names)} channels, {args.lights} lights, R={args.resolution}, "
+          f"{engine.raycast_backend}); skinning {t['skinning_proxy']:.1f} ms, ray casting {t['raycast']:.1f} ms, "
+          f"features {t['features']:.1f} ms, UV gather {t['uv_gather']:.1f} ms")
+    return 0
+
+
 def cmd_build_asset(args) -> int:
     from .build_hand_asset import main
 
@@ -207,6 +237,15 @@ def cmd_make_envs(args) -> int:
 
     main(args.rest)
     return 0
+
+
+def cmd_eval(args) -> int:
+    import shlex
+
+    from .evaluate import run_from_args
+
+    command = args.argv if args.argv is not None else "relit-hands " + shlex.join(sys.argv[1:])
+    return run_from_args(args, command)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -251,6 +290,28 @@ def build_parser() -> argparse.ArgumentParser:
     cs.add_argument("--columns", type=int, default=7)
     cs.add_argument("--out", default="docs/contact_sheet.png")
     cs.set_defaults(func=cmd_contact_sheet)
+
+    from .evaluate import add_eval_arguments
+
+    ev = sub.add_parser("eval", help="compare renderers with the path-traced held-out frames of a capture")
+    add_eval_arguments(ev)
+    ev.set_defaults(func=cmd_eval)
+
+    fe = sub.add_parser("features", help="picture of every lighting-feature channel, in UV space and on the hands")
+    fe.add_argument("--scene", default="shadow")
+    fe.add_argument("--pose-right", metavar="FILE")
+    fe.add_argument("--pose-left", metavar="FILE")
+    fe.add_argument("--hands", choices=("auto", "right", "left", "both"), default="auto")
+    fe.add_argument("--env", default="sky_sun")
+    fe.add_argument("--yaw", type=float, default=160.0)
+    fe.add_argument("--pitch", type=float, default=0.0)
+    fe.add_argument("--lights", type=int, default=256, help="environment lights N (32..1024)")
+    fe.add_argument("--resolution", type=int, default=256, choices=(128, 256, 512, 1024), help="UV map size R")
+    fe.add_argument("--backend", default="auto", help="ray casting backend: auto, embree, torch, triton")
+    fe.add_argument("--size", type=_size, default=(512, 512), help="camera image size for the view direction")
+    fe.add_argument("--tile", type=int, default=256)
+    fe.add_argument("--out", default="features.png")
+    fe.set_defaults(func=cmd_features)
 
     for name, func, helptext in (("build-asset", cmd_build_asset, "rebuild the procedural hand asset"),
                                  ("make-envs", cmd_make_envs, "regenerate the shipped environment maps")):
