@@ -17,18 +17,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-JOINT_NAMES = [
-    "wrist",
-    "index1", "index2", "index3",
-    "middle1", "middle2", "middle3",
-    "pinky1", "pinky2", "pinky3",
-    "ring1", "ring2", "ring3",
-    "thumb1", "thumb2", "thumb3",
-]
-PARENTS = np.array([-1, 0, 1, 2, 0, 4, 5, 0, 7, 8, 0, 10, 11, 0, 13, 14], dtype=np.int32)
-# First joint of each finger chain, in MANO order, and the tip order of the 21 keypoints.
+from ..hand_model import JOINT_NAMES, PARENTS, TIP_ORDER  # noqa: F401  (MANO order, one definition)
+
+# First joint of each finger chain, in MANO order.
 FINGER_CHAINS = {"index": 1, "middle": 4, "pinky": 7, "ring": 10, "thumb": 13}
-TIP_ORDER = ["thumb", "index", "middle", "ring", "pinky"]
 
 
 @dataclass(frozen=True)
