@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-extras="viewer,assets,features,mano"
+extras="viewer,assets,features,mano,eval"
 for arg in "$@"; do
   case "$arg" in
     --dev) extras="$extras,dev" ;;

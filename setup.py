@@ -56,6 +56,8 @@ setup(
         # Offline asset build: marching cubes, simplification, UV atlas packing.
         "assets": ["scikit-image>=0.21,<1", "fast-simplification>=0.1.7,<1", "xatlas>=0.0.9,<0.1"],
         "features": ["embreex>=2.17,<5"],
+        # Evaluation metrics: SSIM (scikit-image) and NVIDIA's HDR-FLIP (no network weights needed).
+        "eval": ["scikit-image>=0.21,<1", "flip-evaluator>=1.7,<2"],
         "mano": ["smplx>=0.1.28,<0.2"],
         "train": ["mitsuba>=3.5,<4", "tensorboard>=2.14,<3"],
         "cuda": ["triton>=3.0,<5", "diffrp-nvdiffrast>=0.3,<0.4"],
