@@ -62,7 +62,9 @@ setup(
         "train": ["mitsuba>=3.5,<4", "tensorboard>=2.14,<3"],
         "cuda": ["triton>=3.0,<5", "diffrp-nvdiffrast>=0.3,<0.4"],
         # triton: its interpreter mode runs the CUDA ray-casting kernels on CPU tensors in tests.
-        "dev": ["pytest>=7.4,<10", "pytest-timeout>=2.1,<3", "triton>=3.0,<5"],
+        "dev": ["pytest>=7.4,<10", "pytest-timeout>=2.1,<3", "triton>=3.0,<5",
+                # rtree: trimesh's closest-point queries in the surface tests
+                "rtree>=1.0,<2"],
     },
     entry_points={"console_scripts": ["relit-hands=relit_hands.tools.cli:main"]},
 )
