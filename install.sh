@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-extras="viewer,assets,features,mano,eval"
+extras="viewer,assets,features,mano,eval,onnx"
 for arg in "$@"; do
   case "$arg" in
     --dev) extras="$extras,dev" ;;
@@ -15,7 +15,7 @@ for arg in "$@"; do
 done
 
 # 1. System packages: EGL/OpenGL through Mesa (llvmpipe renders on the CPU), Xvfb for the viewer.
-apt_pkgs="libegl1 libegl-mesa0 libgl1-mesa-dri libgl1 libglx-mesa0 xvfb xauth"
+apt_pkgs="libegl1 libegl-mesa0 libgl1-mesa-dri libgl1 libglx-mesa0 xvfb xauth libllvm19"  # libllvm19: Mitsuba 3 LLVM backend (light stage)
 need_apt=0
 for p in $apt_pkgs; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_apt=1

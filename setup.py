@@ -32,7 +32,7 @@ setup(
     },
     package_data={
         "relit_hands.shaders": ["*.glsl", "*.vert", "*.frag", "*.comp"],
-        "relit_hands.models": ["*.json", "*.md", "hand/*", "environments/*"],
+        "relit_hands.models": ["*.json", "*.md", "hand/*", "environments/*", "student/*"],
     },
     install_requires=[
         "numpy>=1.24,<3",
@@ -50,12 +50,16 @@ setup(
         # Offscreen OpenGL (EGL headless: Mesa llvmpipe on CPU, NVIDIA on GPUs).
         "moderngl>=5.10,<6",
         "matplotlib>=3.7,<4",
+        # weights of the student (and teacher) load without pickle
+        "safetensors>=0.4,<1",
     ],
     extras_require={
         "viewer": ["glfw>=2.6,<3", "imgui-bundle>=1.6,<2"],
         # Offline asset build: marching cubes, simplification, UV atlas packing.
         "assets": ["scikit-image>=0.21,<1", "fast-simplification>=0.1.7,<1", "xatlas>=0.0.9,<0.1"],
         "features": ["embreex>=2.17,<5"],
+        # ONNX export of the student + ONNX Runtime inference (CPU); TensorRT consumes the same graph.
+        "onnx": ["onnx>=1.15,<2", "onnxruntime>=1.17,<2"],
         # Evaluation metrics: SSIM (scikit-image) and NVIDIA's HDR-FLIP (no network weights needed).
         "eval": ["scikit-image>=0.21,<1", "flip-evaluator>=1.7,<2"],
         "mano": ["smplx>=0.1.28,<0.2"],
@@ -63,6 +67,7 @@ setup(
         "cuda": ["triton>=3.0,<5", "diffrp-nvdiffrast>=0.3,<0.4"],
         # triton: its interpreter mode runs the CUDA ray-casting kernels on CPU tensors in tests.
         "dev": ["pytest>=7.4,<10", "pytest-timeout>=2.1,<3", "triton>=3.0,<5",
+                "onnx>=1.15,<2", "onnxruntime>=1.17,<2",
                 # rtree: trimesh's closest-point queries in the surface tests
                 "rtree>=1.0,<2"],
     },

@@ -120,8 +120,27 @@ _EGL_HELP = (
 )
 
 
+def preload_triton() -> None:
+    """Import Triton (if installed) before an OpenGL driver loads Mesa's LLVM.
+
+    Mesa's llvmpipe and Triton each bring their own LLVM. If Mesa's is loaded first (any
+    OpenGL context on a CPU machine), a later ``import triton`` -- which PyTorch itself does
+    lazily, e.g. when a ``torch.optim`` optimiser is created -- crashes the process with a
+    segmentation fault. Loaded in the other order they coexist, so every context this package
+    creates (here and in the viewer) calls this first. Without Triton installed it does nothing.
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("triton") is not None:
+        try:
+            import triton  # noqa: F401
+        except Exception:  # noqa: BLE001 - a broken triton must not stop rendering
+            pass
+
+
 def create_headless_context(require: int = 330):
     """A standalone moderngl context on EGL; RuntimeError with install hints if impossible."""
+    preload_triton()
     try:
         import moderngl
     except ImportError as exc:  # pragma: no cover - moderngl is a hard dependency

@@ -225,5 +225,167 @@ class Engine:
         return Frame(image=out["rgb"], mask=out["mask"], hand_id=out["hand_id"], camera=camera, sides=sides,
                      timings_ms=t, linear=out.get("linear"))
 
+    # ---------------------------------------------------------------------------------
+    # Neural student path (issue 7). Added: StudentFrame (dataclass below), Engine.student_backend,
+    # Engine.render_student. Everything above is unchanged.
+    def student_backend(self, student=None, *, backend: str = "auto", resolution: int = 256):
+        """Resolve ``student`` to an :class:`~relit_hands.inference.InferenceBackend` (cached).
+
+        None: the shipped default model (``relit_hands/models/student/student.safetensors``) through
+        ``backend``; if there is none yet, a randomly initialised 'vis' student at ``resolution``
+        on the torch CPU backend, with a one-time notice (``.untrained = True`` on the backend).
+        A path: that weights file through ``backend``. An ``InferenceBackend``: used as is. A
+        :class:`~relit_hands.student.StudentNet`: wrapped in the torch backend."""
+        from .inference import InferenceBackend, TorchBackend, make_backend
+        from .student import StudentNet, default_student_path
+
+        if isinstance(student, InferenceBackend):
+            return student
+        if isinstance(student, StudentNet):
+            return TorchBackend(student, device=str(self.device))
+        cache = self.__dict__.setdefault("_student_backends", {})
+        if student is None:
+            path = default_student_path()
+            if not path.is_file():
+                key = ("untrained", int(resolution))
+                if key not in cache:
+                    import sys
+                    print(f"relit-hands: no trained default student at {path}; using a RANDOMLY INITIALISED "
+                          f"student (images are not meaningful). Train one with `relit-hands train-student "
+                          f"... --install-default` (docs/student.md).", file=sys.stderr)
+                    torch.manual_seed(0)
+                    be = TorchBackend(StudentNet.for_variant("vis", resolution=resolution), device=str(self.device))
+                    be.untrained = True
+                    cache[key] = be
+                return cache[key]
+            student = path
+        key = (str(Path(student).resolve()), backend)
+        if key not in cache:
+            cache[key] = make_backend(backend, student)
+        return cache[key]
+
+    def render_student(self, scene: Scene, env: EnvironmentMap, cameras=None, *, student=None,
+                       backend: str = "auto", n_lights: int = 64, resolution: int | None = None,
+                       exposure_ev: float = 0.0, tonemap: str = "aces", background: str = "env",
+                       return_linear: bool = False, width: int = 1280, height: int = 720) -> "StudentFrame":
+        """Render ``scene`` with the neural student: ONE feature + student pass, then one
+        composite per camera (``shading='uv_texture'``).
+
+        ``cameras``: a :class:`Camera`, a list of one or two (stereo: left eye, right eye), or None
+        (one framing camera of ``width`` x ``height``). The lighting features are computed for
+        the view origin = the camera centre, or the midpoint of the two eye centres for stereo
+        (see :mod:`.features` on why one texture serves both eyes), so both eyes see the same
+        textures from different viewpoints. ``student``: see :meth:`student_backend`;
+        ``resolution`` (UV R) defaults to the model's and must match it. ``env`` carries its
+        rotation (:meth:`EnvironmentMap.rotate`).
+
+        Returns a :class:`StudentFrame`: ``frames`` (one :class:`Frame` per camera),
+        ``textures`` {side: float32 [R, R, 3] linear HDR radiance}, ``timings_ms`` per stage
+        (skinning, lights, raycast, features, uv_gather, student, textures, upload, composite
+        = the sum over views, total) and the backend's name.
+        """
+        from .student import environment_code, scene_centre, select_channels, variant_feature_source
+
+        t_start = time.perf_counter()
+        be = self.student_backend(student, backend=backend, resolution=resolution or 256)
+        R = be.resolution
+        if resolution is not None and int(resolution) != R:
+            raise ValueError(f"resolution={resolution} but the student was trained at R={R}")
+        sides = [h.side for h in scene.hands]
+        t = {}
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            posed = {h.side: self.models[h.side](h.pose, h.global_orient, h.transl, meshes=("render", "proxy"))
+                     for h in scene.hands}
+        t["skinning"] = (time.perf_counter() - t0) * 1e3
+        if cameras is None:
+            pts = torch.cat([posed[s].render_vertices[0] for s in sides]).numpy()
+            cameras = [framing_camera(pts, width, height, direction=scene.view_direction)]
+        elif isinstance(cameras, Camera):
+            cameras = [cameras]
+        cameras = list(cameras)
+        if not 1 <= len(cameras) <= 2 or not all(isinstance(c, Camera) for c in cameras):
+            raise ValueError("cameras must be a Camera or a list of one or two Cameras (stereo)")
+        origin = np.mean([c.center for c in cameras], 0)
+        # features (per proxy vertex) -> UV maps
+        from .student_data import proxy_vertex_features
+
+        source = variant_feature_source(be.variant)
+        vf = proxy_vertex_features(self, scene, env, origin, n_lights=n_lights, sources=(source,), posed=posed)
+        for k in ("lights", "raycast", "features"):
+            t[k] = vf["timings_ms"][k]
+        t["skinning"] += vf["timings_ms"]["skinning_proxy"]
+        t1 = time.perf_counter()
+        uv = self.uv_rasterizer(R)
+        maps = uv.gather(vf[source], self.asset.proxy_faces)
+        maps = select_channels(maps, vf["names"], be.feature_names or vf["names"])
+        code = None
+        if be.needs_code:
+            code = torch.from_numpy(environment_code(env.sh_coefficients(), vf["energy"].numpy(), origin,
+                                                     scene_centre(scene)))[None].expand(len(sides), -1)
+        t2 = time.perf_counter()
+        t["uv_gather"] = (t2 - t1) * 1e3
+        out = be.run(maps, code)
+        if out.is_cuda:
+            torch.cuda.synchronize()
+        t3 = time.perf_counter()
+        t["student"] = (t3 - t2) * 1e3
+        rad = (out.float() * vf["energy"].to(out.device).reshape(1, 3, 1, 1)).permute(0, 2, 3, 1).cpu()
+        textures = {s: np.ascontiguousarray(rad[i].numpy()) for i, s in enumerate(sides)}
+        t4 = time.perf_counter()
+        t["textures"] = (t4 - t3) * 1e3
+        for side in sides:
+            v = posed[side].render_vertices
+            self.drawables[side].update_vertices(v[0].numpy(), vertex_normals(v, self._faces[side])[0].numpy())
+            self.drawables[side].set_radiance_texture(textures[side])
+        t5 = time.perf_counter()
+        t["upload"] = (t5 - t4) * 1e3
+        frames, per_view = [], []
+        for cam in cameras:
+            tc = time.perf_counter()
+            o = self.compositor.render([self.drawables[s] for s in sides], env, cam, shading="uv_texture",
+                                       exposure_ev=exposure_ev, tonemap=tonemap, background=background,
+                                       shadows=False, return_linear=return_linear)
+            per_view.append((time.perf_counter() - tc) * 1e3)
+            frames.append(Frame(image=o["rgb"], mask=o["mask"], hand_id=o["hand_id"], camera=cam, sides=sides,
+                                timings_ms={"composite": per_view[-1]}, linear=o.get("linear")))
+        t6 = time.perf_counter()
+        t["composite"] = sum(per_view)
+        t["composite_per_view"] = per_view
+        t["total"] = (t6 - t_start) * 1e3
+        return StudentFrame(frames=frames, textures=textures, timings_ms=t, backend=be.name, variant=be.variant,
+                            view_origin=origin, energy=vf["energy"].numpy(), resolution=R,
+                            untrained=bool(getattr(be, "untrained", False)))
+
     def release(self):
         self.compositor.release()
+
+
+@dataclass
+class StudentFrame:
+    """What :meth:`Engine.render_student` returns.
+
+    frames: one :class:`Frame` per camera (stereo: [left eye, right eye]); textures: {side:
+    float32 [R, R, 3]} linear HDR radiance (shared by every view); timings_ms: per stage;
+    backend: the inference backend's name; variant: the student's variant; view_origin [3]: where
+    the features were computed from; energy [3]; resolution R; untrained: True when the
+    randomly initialised stand-in ran (no trained default model)."""
+
+    frames: list
+    textures: dict
+    timings_ms: dict
+    backend: str
+    variant: str
+    view_origin: np.ndarray
+    energy: np.ndarray
+    resolution: int
+    untrained: bool = False
+
+    @property
+    def image(self) -> np.ndarray:
+        """The first view's image (mono) -- see :meth:`side_by_side` for stereo."""
+        return self.frames[0].image
+
+    def side_by_side(self) -> np.ndarray:
+        """The views next to each other (left eye | right eye), as a VR compositor takes them."""
+        return np.concatenate([f.image for f in self.frames], axis=1)

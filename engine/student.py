@@ -1,0 +1,363 @@
+r"""The run-time student: a UV-space convolutional encoder-decoder (RelightableHands' student).
+
+Input: the spatially aligned lighting features of :mod:`.features` gathered to UV maps
+``[B, C, R, R]`` (B = hands, both hands through one network: the left hand is the mirror of the
+right one and shares its UV layout, so texel (row, col) is the same anatomical spot on both),
+plus a learned static UV tensor ``[1, S, R, R]`` (per-texel "what is here": albedo-like detail,
+nails, creases, that the coarse proxy's features cannot carry) concatenated at the input.
+Output: ``[B, 3, R, R]`` linear RGB radiance **divided by the environment energy** (the
+features are divided by ``energy`` per RGB channel, :mod:`.features`); the caller multiplies
+back by ``energy`` [3], so any HDR scale works.
+
+Architecture (``StudentNet(in_channels, base=32, levels=4, static_channels=8, resolution)``):
+a U-Net made only of export-friendly operations (ONNX opset 17 ``Conv``, ``LeakyRelu``,
+``Resize`` nearest x2, ``Concat``, ``Softplus``, ``Add``/``Mul`` (input affine, broadcast adds),
+and for the bottleneck variant ``Gemm`` + ``Unsqueeze``: all TensorRT layers; no shape
+arithmetic in the graph)::
+
+    x = maps * in_scale + in_shift                                     R
+    e0 = lrelu(conv3x3(cat(x, static)) -> c0)                          R
+         (computed as conv(x) + conv(static), the latter broadcast over the batch)
+    e_i = conv3x3 stride 2 (c_{i-1} -> c_i) lrelu, conv3x3 lrelu       R / 2^i, i = 1..levels
+    [bottleneck variant: e_L = lrelu(conv3x3(e_L) + W mlp(code)), i.e. the code tiled over the
+     bottleneck grid and concatenated, through a 1x1 convolution; written as a broadcast add]
+    d_i = conv3x3(nearest_up2(d_{i+1}) -> c_i) lrelu,
+          conv3x3(cat(d_i, e_i) -> c_i) lrelu                          i = levels-1..0
+    out = softplus(conv3x3(d_0 -> 3))                                  radiance / energy
+
+with ``c_i = base * min(2^i, 4)`` (32, 64, 128, 128, 128 for base 32, levels 4). Full-resolution
+work is kept to three 3x3 convolutions (plus the output one): at R = 256 every level costs about
+the same FLOPs, so the channel cap keeps the deep levels cheap. ``softplus`` keeps radiance
+positive without a dead zone (ReLU outputs can get stuck at 0 for dark texels); its bias is
+initialised so the untrained network predicts ~0.05 (a mid-grey Lambertian skin under an
+average light), not softplus(0) = 0.69.
+
+Variants (the paper's comparison; all three share the network, the loss and the training tool):
+
+* ``'vis'`` (ours): every feature channel of :func:`.features.lighting_features` with ray-cast
+  visibility -- diffuse_vis rgb, diffuse_novis rgb, spec_a{0.20,0.40,0.70} rgb (shadowed), ao,
+  normal xyz (C = 19).
+* ``'novis'`` (ablation a, "the same features without visibility"): the features are computed
+  with visibility = 1 for every vertex and light (no ray casting), which makes diffuse_vis ==
+  diffuse_novis, the specular lobes unshadowed and ao == 1. The redundant channels are dropped
+  instead of fed as duplicates / constants: inputs = diffuse_novis rgb, the three unshadowed
+  specular lobes, normal xyz (C = 15). The network is otherwise identical.
+* ``'bottleneck'`` (ablation b, "bottleneck conditioning"): no spatially aligned lighting at all.
+  Spatial inputs = the world normal map (normal xyz, pure geometry: it carries the pose) and
+  the learned static UV tensor; the environment enters only as a global code -- an MLP
+  (Linear-LeakyReLU-Linear) on :func:`environment_code` (the environment's order-2 SH
+  coefficients [9, 3] in the WORLD frame, i.e. with the map's rotation applied, each colour
+  divided by that colour's energy, plus the unit direction from the hands to the camera), tiled
+  over the bottleneck grid and concatenated there (DRAM-style conditioning).
+
+Files: :func:`save_student` / :func:`load_student` -- safetensors (tensors) + JSON metadata in the
+safetensors header (key ``relit_hands_student``): variant, architecture, resolution, the model's
+input feature names and which feature computation they come from, the input normalisation, the
+loss scale. No pickle anywhere. Any problem (missing, unreadable, corrupt, not a student, wrong
+shapes) raises :class:`StudentLoadError` (a ``ValueError``) that names the file.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+__all__ = [
+    "StudentNet", "StudentLoadError", "VARIANTS", "FEATURE_NAMES", "variant_feature_names",
+    "variant_feature_source", "select_channels", "environment_code", "CODE_IN", "save_student",
+    "load_student", "default_student_path", "FORMAT_VERSION", "model_meta",
+]
+
+FORMAT_VERSION = 1
+META_KEY = "relit_hands_student"
+VARIANTS = ("vis", "novis", "bottleneck")
+
+#: Channels of :func:`relit_hands.features.lighting_features` with its defaults (C = 19).
+FEATURE_NAMES = (
+    "diffuse_vis_r", "diffuse_vis_g", "diffuse_vis_b",
+    "diffuse_novis_r", "diffuse_novis_g", "diffuse_novis_b",
+    "spec_a0.20_r", "spec_a0.20_g", "spec_a0.20_b",
+    "spec_a0.40_r", "spec_a0.40_g", "spec_a0.40_b",
+    "spec_a0.70_r", "spec_a0.70_g", "spec_a0.70_b",
+    "ao", "normal_x", "normal_y", "normal_z",
+)
+#: Length of :func:`environment_code`: 27 normalised SH values + 3 view-direction values.
+CODE_IN = 30
+
+
+class StudentLoadError(ValueError):
+    """A student weights file that is missing, unreadable, corrupt or does not fit the model."""
+
+
+def variant_feature_names(variant: str, available: Sequence[str] = FEATURE_NAMES) -> list:
+    """The feature channels (in order) that ``variant`` consumes, picked from ``available``."""
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    av = list(available)
+    if variant == "vis":
+        return av
+    if variant == "novis":
+        # computed with visibility = 1: diffuse_vis duplicates diffuse_novis, ao is constant 1
+        return [n for n in av if not n.startswith("diffuse_vis") and n != "ao"]
+    return [n for n in av if n.startswith("normal_")]
+
+
+def variant_feature_source(variant: str) -> str:
+    """Which per-vertex feature computation a variant reads: 'vis' (ray-cast visibility) or
+    'novis' (visibility = 1 everywhere). The bottleneck variant only reads normals (identical in
+    both), so it uses 'novis' and needs no ray casting at run time."""
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    return "vis" if variant == "vis" else "novis"
+
+
+def select_channels(maps: torch.Tensor, names: Sequence[str], wanted: Sequence[str]) -> torch.Tensor:
+    """``maps [B, C, R, R]`` with channel ``names`` -> the ``wanted`` channels in that order."""
+    names = list(names)
+    if list(wanted) == names:
+        return maps
+    missing = [w for w in wanted if w not in names]
+    if missing:
+        raise ValueError(f"feature maps lack channel(s) {missing}; they have {names}")
+    idx = torch.tensor([names.index(w) for w in wanted], device=maps.device)
+    return maps.index_select(1, idx)
+
+
+def scene_centre(scene) -> np.ndarray:
+    """Mean wrist position of the scene's hands (world, metres) -- the 'where the hands are'
+    point used for the bottleneck code's view direction."""
+    return np.mean([np.asarray(h.transl, np.float64) for h in scene.hands], 0)
+
+
+def environment_code(sh, energy, view_origin, centre) -> np.ndarray:
+    """The bottleneck variant's global input, ``[CODE_IN]`` float32.
+
+    ``sh [9, 3]``: :meth:`EnvironmentMap.sh_coefficients` (WORLD frame, rotation and exposure
+    applied); ``energy [3]``: the features' energy (sum of the N lights' rgb = the map's total
+    energy); each colour's SH is divided by that colour's energy so the code is scale free like
+    the features (coefficient 0 becomes the constant 0.282). Then the unit direction from
+    ``centre`` (:func:`scene_centre`) to ``view_origin`` (the camera) -- the bottleneck network's
+    only view information, as the specular lobes carry it for the other variants."""
+    sh = np.asarray(sh, np.float64).reshape(9, 3)
+    e = np.maximum(np.asarray(energy, np.float64).reshape(3), 1e-12)
+    d = np.asarray(view_origin, np.float64).reshape(3) - np.asarray(centre, np.float64).reshape(3)
+    d = d / max(float(np.linalg.norm(d)), 1e-12)
+    return np.concatenate([(sh / e[None]).reshape(-1), d]).astype(np.float32)
+
+
+def _conv(cin, cout, stride=1):
+    return nn.Conv2d(cin, cout, 3, stride=stride, padding=1)
+
+
+class StudentNet(nn.Module):
+    """UV-space U-Net: ``forward(maps [B, C, R, R], env_code [B, CODE_IN] or None) -> [B, 3, R, R]``
+    (radiance / energy). See the module docstring for the architecture and the variants.
+
+    ``in_channels`` must equal ``len(feature_names)`` when given; ``resolution`` R must be a
+    multiple of ``2 ** levels``. Buffers ``in_scale`` / ``in_shift`` [1, C, 1, 1] hold the input
+    normalisation (set by the trainer from data statistics; identity by default) and travel
+    with the weights (and into the ONNX graph).
+    """
+
+    def __init__(self, in_channels: int, base: int = 32, levels: int = 4, static_channels: int = 8,
+                 resolution: int = 256, variant: str = "vis", code_dim: int = 64,
+                 feature_names: Optional[Sequence[str]] = None, slope: float = 0.2):
+        super().__init__()
+        if variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+        R = int(resolution)
+        if levels < 1 or R % (2 ** levels):
+            raise ValueError(f"resolution {R} must be a multiple of 2^levels = {2 ** levels}")
+        if feature_names is not None and len(feature_names) != in_channels:
+            raise ValueError(f"in_channels={in_channels} but {len(feature_names)} feature names")
+        self.in_channels, self.base, self.levels = int(in_channels), int(base), int(levels)
+        self.static_channels, self.resolution, self.variant = int(static_channels), R, variant
+        self.code_dim, self.slope = int(code_dim), float(slope)
+        self.feature_names = list(feature_names) if feature_names is not None else None
+        ch = [base * min(2 ** i, 4) for i in range(levels + 1)]
+        self.channels = ch
+        self.register_buffer("in_scale", torch.ones(1, in_channels, 1, 1))
+        self.register_buffer("in_shift", torch.zeros(1, in_channels, 1, 1))
+        if static_channels > 0:
+            self.static = nn.Parameter(0.01 * torch.randn(1, static_channels, R, R))
+        else:
+            self.register_parameter("static", None)
+        # conv3x3(cat(x, static)) == conv_x(x) + conv_s(static) (a convolution is linear in its
+        # input channels): the static branch is computed once per call on [1, S, R, R] and
+        # broadcast over the batch -- and in the ONNX export it is a folded constant.
+        self.enc0 = _conv(in_channels, ch[0])
+        self.enc0_static = nn.Conv2d(static_channels, ch[0], 3, padding=1, bias=False) if static_channels else None
+        self.down = nn.ModuleList([_conv(ch[i - 1], ch[i], stride=2) for i in range(1, levels + 1)])
+        self.enc = nn.ModuleList([_conv(ch[i], ch[i]) for i in range(1, levels + 1)])
+        if variant == "bottleneck":
+            self.code_mlp = nn.Sequential(nn.Linear(CODE_IN, code_dim), nn.LeakyReLU(slope),
+                                          nn.Linear(code_dim, code_dim))
+            self.code_merge = _conv(ch[levels], ch[levels])
+            self.code_proj = nn.Linear(code_dim, ch[levels])
+        self.up = nn.ModuleList([_conv(ch[i + 1], ch[i]) for i in range(levels)])
+        self.merge = nn.ModuleList([_conv(2 * ch[i], ch[i]) for i in range(levels)])
+        self.out = _conv(ch[0], 3)
+        self._init()
+
+    def _init(self):
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_normal_(m.weight, a=self.slope, nonlinearity="leaky_relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        nn.init.normal_(self.out.weight, std=1e-3)
+        nn.init.constant_(self.out.bias, math.log(math.expm1(0.05)))  # softplus(b) = 0.05
+
+    @property
+    def code_in(self) -> int:
+        return CODE_IN if self.variant == "bottleneck" else 0
+
+    def set_input_normalisation(self, mean, std):
+        """Inputs become ``(x - mean) / std`` per channel (std clamped >= 1e-3)."""
+        mean = torch.as_tensor(np.asarray(mean), dtype=torch.float32).reshape(1, -1, 1, 1)
+        std = torch.as_tensor(np.asarray(std), dtype=torch.float32).reshape(1, -1, 1, 1).clamp_min(1e-3)
+        self.in_scale.copy_(1.0 / std)
+        self.in_shift.copy_(-mean / std)
+
+    def forward(self, maps: torch.Tensor, env_code: Optional[torch.Tensor] = None) -> torch.Tensor:
+        a = self.slope
+        x = self.enc0(maps * self.in_scale + self.in_shift)
+        if self.static is not None:
+            x = x + self.enc0_static(self.static.to(x.dtype))                 # [1, c0, R, R] broadcast
+        e = [F.leaky_relu(x, a)]
+        for down, conv in zip(self.down, self.enc):
+            y = F.leaky_relu(down(e[-1]), a)
+            e.append(F.leaky_relu(conv(y), a))
+        d = e[-1]
+        if self.variant == "bottleneck":
+            if env_code is None:
+                raise ValueError("the bottleneck student needs env_code [B, %d]" % CODE_IN)
+            c = self.code_proj(self.code_mlp(env_code.to(d.dtype)))          # [B, c_L]
+            # == a 1x1 convolution over cat(d, code tiled over the grid); broadcast, no Expand
+            d = F.leaky_relu(self.code_merge(d) + c[:, :, None, None], a)
+        for i in reversed(range(self.levels)):
+            d = F.interpolate(d, scale_factor=2.0, mode="nearest")
+            d = F.leaky_relu(self.up[i](d), a)
+            d = F.leaky_relu(self.merge[i](torch.cat([d, e[i]], 1)), a)
+        return F.softplus(self.out(d))
+
+    def config(self) -> dict:
+        return {"in_channels": self.in_channels, "base": self.base, "levels": self.levels,
+                "static_channels": self.static_channels, "resolution": self.resolution,
+                "variant": self.variant, "code_dim": self.code_dim, "slope": self.slope,
+                "feature_names": self.feature_names}
+
+    @classmethod
+    def for_variant(cls, variant: str, resolution: int = 256, available=FEATURE_NAMES, **kw) -> "StudentNet":
+        """A fresh network for ``variant`` reading the channels of ``available``."""
+        names = variant_feature_names(variant, available)
+        return cls(len(names), resolution=resolution, variant=variant, feature_names=names, **kw)
+
+
+# ------------------------------------------------------------------------------ files
+
+def default_student_path() -> Path:
+    """Where the shipped default model lives: ``relit_hands/models/student/student.safetensors``
+    (made by ``relit-hands train-student ... --install-default``)."""
+    from . import models  # noqa: F401
+
+    return Path(models.__file__).resolve().parent / "student" / "student.safetensors"
+
+
+def model_meta(model: StudentNet, **extra) -> dict:
+    meta = {"format": "relit_hands.student", "format_version": FORMAT_VERSION, **model.config(),
+            "feature_source": variant_feature_source(model.variant), "code_in": model.code_in,
+            "output": "linear RGB radiance / energy (multiply by the features' energy [3])"}
+    meta["input_normalisation"] = {"scale": model.in_scale.flatten().tolist(),
+                                   "shift": model.in_shift.flatten().tolist()}
+    meta.update(extra)
+    return meta
+
+
+def save_student(path, model: StudentNet, meta: Optional[dict] = None) -> Path:
+    """Write ``model`` (its state dict, float32) and JSON metadata to a safetensors file.
+    Written to a temporary file first and renamed, so a crash never leaves half a model."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    full = model_meta(model, **(meta or {}))
+    tensors = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(full)})
+    tmp.replace(path)
+    return path
+
+
+def read_student_meta(path) -> dict:
+    """The JSON metadata of a student file (no tensors loaded)."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise StudentLoadError(f"{path}: student weights file not found")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+    except Exception as e:  # safetensors raises its own error types for bad headers
+        raise StudentLoadError(f"{path}: not a readable safetensors file (corrupt or truncated?): {e}") from None
+    if META_KEY not in header:
+        raise StudentLoadError(f"{path}: safetensors file without relit-hands student metadata "
+                               f"(was it written by save_student?)")
+    try:
+        meta = json.loads(header[META_KEY])
+    except json.JSONDecodeError as e:
+        raise StudentLoadError(f"{path}: student metadata is not valid JSON ({e})") from None
+    if meta.get("format") != "relit_hands.student":
+        raise StudentLoadError(f"{path}: metadata format {meta.get('format')!r} is not a relit-hands student")
+    if int(meta.get("format_version", -1)) > FORMAT_VERSION:
+        raise StudentLoadError(f"{path}: student format version {meta.get('format_version')} is newer than "
+                               f"this relit-hands ({FORMAT_VERSION}); upgrade the package")
+    return meta
+
+
+def load_student(path, device="cpu") -> tuple[StudentNet, dict]:
+    """``(model in eval mode, metadata)`` from a file written by :func:`save_student`.
+
+    Raises :class:`StudentLoadError` naming the file if it is missing, not safetensors, lacks the
+    metadata, or its tensors do not fit the architecture the metadata describes."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    meta = read_student_meta(path)
+    try:
+        kw = {k: meta[k] for k in ("in_channels", "base", "levels", "static_channels", "resolution", "variant",
+                                   "code_dim")}
+        model = StudentNet(**kw, feature_names=meta.get("feature_names"), slope=meta.get("slope", 0.2))
+    except (KeyError, TypeError, ValueError) as e:
+        raise StudentLoadError(f"{path}: student metadata does not describe a valid network ({e})") from None
+    try:
+        tensors = load_file(str(path), device="cpu")
+    except Exception as e:
+        raise StudentLoadError(f"{path}: cannot read the weights (corrupt or truncated?): {e}") from None
+    sd = model.state_dict()
+    missing = sorted(set(sd) - set(tensors))
+    unexpected = sorted(set(tensors) - set(sd))
+    bad = [f"{k} {tuple(tensors[k].shape)} != {tuple(v.shape)}" for k, v in sd.items()
+           if k in tensors and tuple(tensors[k].shape) != tuple(v.shape)]
+    if missing or unexpected or bad:
+        parts = []
+        if missing:
+            parts.append(f"missing {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+        if unexpected:
+            parts.append(f"unexpected {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
+        if bad:
+            parts.append(f"wrong shapes {bad[:3]}")
+        raise StudentLoadError(f"{path}: weights do not match the {meta['variant']} student they claim to be: "
+                               + "; ".join(parts))
+    for k, t in tensors.items():
+        if not torch.isfinite(t).all():
+            raise StudentLoadError(f"{path}: tensor {k!r} contains NaN or infinite values")
+    model.load_state_dict(tensors)
+    return model.to(device).eval(), meta

@@ -1,0 +1,112 @@
+"""Engine.render_student: every preset renders through the student path; stereo is one feature +
+student pass seen by two cameras (same textures, different images)."""
+import numpy as np
+import pytest
+import torch
+
+from relit_hands.camera import Camera
+from relit_hands.engine import Engine, StudentFrame
+from relit_hands.environment import EnvironmentMap
+from relit_hands.inference import TorchBackend
+from relit_hands.poses import POSE_PRESETS
+from relit_hands.scene import SCENE_PRESETS, scene_preset
+from relit_hands.student import StudentNet
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def engine():
+    e = Engine(raycast_backend="embree")
+    yield e
+    e.release()
+
+
+@pytest.fixture(scope="module")
+def env():
+    return EnvironmentMap.from_name_or_path("sky_sun").rotate(160.0)
+
+
+@pytest.fixture(scope="module", params=["vis", "bottleneck"])
+def student(request):
+    torch.manual_seed(0)
+    m = StudentNet.for_variant(request.param, resolution=128, base=8, levels=3, static_channels=4)
+    with torch.no_grad():
+        m.out.weight.normal_(std=0.05)
+    return TorchBackend(m)
+
+
+@pytest.mark.parametrize("name", list(SCENE_PRESETS) + list(POSE_PRESETS))
+def test_every_preset_renders_through_the_student(engine, env, student, name):
+    scene = scene_preset(name)
+    f = engine.render_student(scene, env, student=student, n_lights=32, width=160, height=120)
+    assert isinstance(f, StudentFrame) and len(f.frames) == 1 and f.backend == "torch-cpu-fp32"
+    assert set(f.textures) == {h.side for h in scene.hands}
+    for tex in f.textures.values():
+        assert tex.shape == (128, 128, 3) and tex.dtype == np.float32 and np.isfinite(tex).all() and tex.min() >= 0
+    fr = f.frames[0]
+    assert fr.image.shape == (120, 160, 3) and fr.mask.mean() > 0.02
+    for k in ("skinning", "raycast", "features", "uv_gather", "student", "composite", "total"):
+        assert f.timings_ms[k] >= 0
+    assert f.variant == student.variant
+    assert (f.timings_ms["raycast"] > 0) == (student.variant == "vis")  # bottleneck: no ray casting
+
+
+def eyes(cam: Camera, ipd=0.064):
+    """Left / right eye cameras: the centre camera shifted by -/+ ipd/2 along its x axis."""
+    out = []
+    for s in (-0.5, 0.5):
+        centre = cam.center + s * ipd * cam.R[0]
+        out.append(Camera(cam.K, cam.R, -cam.R @ centre, cam.width, cam.height))
+    return out
+
+
+def test_stereo_shares_textures_and_differs_in_images(engine, env, student):
+    scene = scene_preset("clasp")
+    mid = engine.default_camera(scene, 200, 160)
+    left, right = eyes(mid)
+    st = engine.render_student(scene, env, [left, right], student=student, n_lights=32)
+    mono = engine.render_student(scene, env, mid, student=student, n_lights=32)
+    assert len(st.frames) == 2 and st.side_by_side().shape == (160, 400, 3)
+    assert np.allclose(st.view_origin, mid.center, atol=1e-9)  # features from the eyes' midpoint
+    for side in st.textures:  # one feature + student pass: the same textures as the centre view
+        np.testing.assert_allclose(st.textures[side], mono.textures[side], rtol=1e-5, atol=1e-6)
+    a, b = st.frames[0].image.astype(int), st.frames[1].image.astype(int)
+    assert np.abs(a - b).mean() > 0.5, "the two eyes must see different images"
+    assert st.frames[0].mask.mean() > 0.05 and st.frames[1].mask.mean() > 0.05
+    # each eye is exactly the engine's uv_texture render of those textures from that eye
+    ref = engine.render(scene, env, right, shading="uv_texture", radiance_textures=st.textures, shadows=False)
+    assert np.abs(ref.image.astype(int) - b).max() <= 1
+
+
+def test_errors(engine, env, student):
+    scene = scene_preset("clasp")
+    with pytest.raises(ValueError, match="resolution"):
+        engine.render_student(scene, env, student=student, resolution=256)
+    cam = engine.default_camera(scene, 64, 64)
+    with pytest.raises(ValueError, match="one or two"):
+        engine.render_student(scene, env, [cam, cam, cam], student=student)
+
+
+def test_students_are_registered_in_the_evaluation_harness(engine, env, tmp_path, monkeypatch):
+    evaluate = pytest.importorskip("relit_hands.tools.evaluate")
+    from relit_hands.student import StudentLoadError, save_student
+    from relit_hands.tools import student_eval
+
+    names = evaluate.available_renderers()
+    assert {"student", "student_novis", "student_bottleneck"} <= set(names)
+    # a renderer built from weights named by the environment renders a capture-like frame
+    torch.manual_seed(0)
+    p = save_student(tmp_path / "nov.safetensors",
+                     StudentNet.for_variant("novis", resolution=128, base=8, levels=3, static_channels=4))
+    monkeypatch.setenv("RELIT_HANDS_STUDENT_NOVIS", str(p))
+    monkeypatch.setenv("RELIT_HANDS_STUDENT_BACKEND", "torch")
+    monkeypatch.setenv("RELIT_HANDS_CACHE", str(tmp_path / "cache"))
+    r = student_eval.StudentRenderer(engine, "novis", n_lights=32)
+    scene = scene_preset("prayer")
+    frame = type("F", (), {"scene": scene})()
+    out = r(frame, engine.default_camera(scene, 96, 64), env)
+    assert out.linear.shape == (64, 96, 3) and out.mask.any()
+    monkeypatch.setenv("RELIT_HANDS_STUDENT_BOTTLENECK", str(p))  # wrong variant in the file
+    with pytest.raises(StudentLoadError, match="novis student"):
+        student_eval.StudentRenderer(engine, "bottleneck")

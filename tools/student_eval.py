@@ -1,0 +1,65 @@
+"""The three students as renderers of the evaluation harness (``relit-hands eval``).
+
+    relit-hands eval --capture captures/lightstage --plugin relit_hands.tools.student_eval \\
+        --renderer pbr student student_novis student_bottleneck --out docs/eval_student
+
+registers ``student`` (spatially aligned features with visibility, ours), ``student_novis``
+(ablation: the same features without visibility) and ``student_bottleneck`` (ablation: the
+environment as a global code). Weights: ``$RELIT_HANDS_STUDENT_VIS`` / ``_NOVIS`` /
+``_BOTTLENECK`` if set, else ``relit_hands/models/student/student_{variant}.safetensors`` (for
+``student`` also the shipped default ``student.safetensors``). The inference backend is
+``$RELIT_HANDS_STUDENT_BACKEND`` (default ``auto``). A missing weights file is a clear error when
+the renderer is used, not when the module is imported.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .evaluate import register_renderer
+
+RENDERERS = {"student": "vis", "student_novis": "novis", "student_bottleneck": "bottleneck"}
+
+
+def student_weights(variant: str) -> Path:
+    """Where the harness looks for a variant's weights (see the module docstring)."""
+    from ..student import StudentLoadError, default_student_path
+
+    env = os.environ.get(f"RELIT_HANDS_STUDENT_{variant.upper()}")
+    if env:
+        return Path(env)
+    d = default_student_path().parent
+    cands = [d / f"student_{variant}.safetensors"] + ([default_student_path()] if variant == "vis" else [])
+    for c in cands:
+        if c.is_file():
+            return c
+    raise StudentLoadError(f"{cands[0]}: no trained {variant} student (train one with `relit-hands train-student "
+                           f"--variant {variant} ...` and copy its student.safetensors there, or set "
+                           f"RELIT_HANDS_STUDENT_{variant.upper()})")
+
+
+class StudentRenderer:
+    """Harness renderer: ``(frame, camera, env) -> Frame`` (hands only, linear radiance)."""
+
+    def __init__(self, engine, variant: str, n_lights: int = 64):
+        from ..inference import make_backend
+        from ..student import StudentLoadError
+
+        self.engine, self.n_lights = engine, n_lights
+        self.backend = make_backend(os.environ.get("RELIT_HANDS_STUDENT_BACKEND", "auto"), student_weights(variant))
+        if self.backend.variant != variant:
+            raise StudentLoadError(f"{student_weights(variant)}: holds a {self.backend.variant} student, "
+                                   f"expected {variant}")
+
+    def __call__(self, frame, camera, env):
+        out = self.engine.render_student(frame.scene, env, camera, student=self.backend, n_lights=self.n_lights,
+                                         background="none", return_linear=True)
+        return out.frames[0]
+
+
+for _name, _variant in RENDERERS.items():
+    register_renderer(_name, (lambda v: (lambda ctx: StudentRenderer(ctx.engine, v)))(_variant),
+                      {"vis": "neural student: spatially aligned features with ray-cast visibility",
+                       "novis": "student ablation: the same features without visibility",
+                       "bottleneck": "student ablation: environment as a global code (bottleneck)"}[_variant],
+                      overwrite=True)
