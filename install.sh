@@ -9,7 +9,7 @@ cd "$(dirname "$0")"
 extras="viewer,assets,features,mano,eval,onnx"
 for arg in "$@"; do
   case "$arg" in
-    --dev) extras="$extras,dev" ;;
+    --dev) extras="$extras,train,dev" ;;
     *) echo "install.sh: unknown option $arg" >&2; exit 2 ;;
   esac
 done

@@ -63,7 +63,8 @@ setup(
         # Evaluation metrics: SSIM (scikit-image) and NVIDIA's HDR-FLIP (no network weights needed).
         "eval": ["scikit-image>=0.21,<1", "flip-evaluator>=1.7,<2"],
         "mano": ["smplx>=0.1.28,<0.2"],
-        "train": ["mitsuba>=3.5,<4", "tensorboard>=2.14,<3"],
+        # mitsuba: tested with 3.9.1 (the light stage's LLVM variant needs Debian's libllvm19, see install.sh)
+        "train": ["mitsuba>=3.9,<4", "tensorboard>=2.14,<3"],
         "cuda": ["triton>=3.0,<5", "diffrp-nvdiffrast>=0.3,<0.4"],
         # triton: its interpreter mode runs the CUDA ray-casting kernels on CPU tensors in tests.
         "dev": ["pytest>=7.4,<10", "pytest-timeout>=2.1,<3", "triton>=3.0,<5",
