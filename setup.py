@@ -54,7 +54,8 @@ setup(
         "safetensors>=0.4,<1",
     ],
     extras_require={
-        "viewer": ["glfw>=2.6,<3", "imgui-bundle>=1.6,<2"],
+        # imgui-bundle >= 1.92: the viewer's moderngl renderer uses imgui 1.92's dynamic font textures
+        "viewer": ["glfw>=2.6,<3", "imgui-bundle>=1.92,<2"],
         # Offline asset build: marching cubes, simplification, UV atlas packing.
         "assets": ["scikit-image>=0.21,<1", "fast-simplification>=0.1.7,<1", "xatlas>=0.0.9,<0.1"],
         "features": ["embreex>=2.17,<5"],
