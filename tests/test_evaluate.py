@@ -308,3 +308,12 @@ def test_cli_eval_on_disk_capture(tiny_capture, tmp_path, monkeypatch):
     assert js["results"]["pbr"]["by_camera"]["c0"]["psnr_linear"] == ev.PSNR_CAP_DB
     assert cli.main(["eval", "--capture", str(root), "--renderer", "pbr", "--out", str(out),
                      "--frames", "env_002"]) == 2
+    # a capture still being rendered: the training frame's images are missing -> still evaluates
+    for p in (root / "images" / "env_002").glob("*"):
+        p.unlink()
+    assert cli.main(["eval", "--capture", str(root), "--renderer", "pbr", "--out", str(out), "--no-progress",
+                     "--grid-rows", "1"]) == 0
+    # ...but a missing reference of an evaluated frame is a clear error
+    next((root / "images" / "env_000").glob("*")).unlink()
+    assert cli.main(["eval", "--capture", str(root), "--renderer", "pbr", "--out", str(out),
+                     "--no-progress"]) == 2

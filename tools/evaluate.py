@@ -558,12 +558,27 @@ def _reference(capture, frame, cam_id) -> np.ndarray:
 
 
 def load_capture(path):
-    """``relit_hands.capture.Capture.load(path)`` (the one loader of the on-disk capture format)."""
+    """``relit_hands.capture.Capture.load(path, check_files=False)``: the one loader of the on-disk
+    format, everything validated but the presence of image files -- the harness needs only the
+    held-out environment frames' images, which :func:`evaluate` checks itself, so a capture whose
+    training frames are still being rendered (other shards, ``lightstage --kinds``) can be evaluated."""
     try:
         from ..capture import Capture
     except ImportError as e:  # pragma: no cover - the loader ships with the package
         raise EvaluationError(f"the capture loader (relit_hands.capture) is not available: {e}") from None
-    return Capture.load(path)
+    return Capture.load(path, check_files=False)
+
+
+def _check_reference_files(capture, pairs) -> None:
+    root = getattr(capture, "root", None)
+    if root is None:
+        return
+    missing = [f"{f.id}/{c}" for f, c in pairs
+               if not (Path(root) / f.images[c]).is_file() or not (Path(root) / f.masks[c]).is_file()]
+    if missing:
+        raise EvaluationError(f"{root}: {len(missing)} reference image(s) or mask(s) of the evaluated frames are "
+                              f"missing (e.g. {missing[:3]}); finish the capture, e.g. "
+                              f"`relit-hands lightstage --preset ... --out {root} --kinds env`")
 
 
 def evaluate(capture, renderers, out_dir, *, frames=None, cameras=None, max_frames: int | None = None,
@@ -608,6 +623,7 @@ def evaluate(capture, renderers, out_dir, *, frames=None, cameras=None, max_fram
     pairs = [(f, c) for f in sel for c in cam_ids if c in f.images]
     if not pairs:
         raise EvaluationError("no reference images for the selected frames and cameras")
+    _check_reference_files(capture, pairs)
     step = 1
     for f, c in tqdm(pairs, desc="reference statistics", unit="img", disable=not progress):
         ref = _reference(capture, f, c)

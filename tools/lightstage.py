@@ -740,7 +740,7 @@ def _mitsuba_version():
 
 
 def run(preset_name: str, out, *, shard=(0, 1), variant="auto", spp=None, boundary="index_matched",
-        sheet_only=False, sheet_path=None, quiet=False, frame_limit=None) -> dict:
+        sheet_only=False, sheet_path=None, quiet=False, frame_limit=None, kinds=None) -> dict:
     from tqdm import tqdm
 
     from relit_hands.capture import CaptureWriter
@@ -787,7 +787,7 @@ def run(preset_name: str, out, *, shard=(0, 1), variant="auto", spp=None, bounda
     writer.write()
 
     si, sn = shard
-    mine = [(k, f) for k, f in enumerate(frames) if k % sn == si]
+    mine = [(k, f) for k, f in enumerate(frames) if k % sn == si and (not kinds or f.kind in kinds)]
     todo = [(k, f) for k, f in mine if not all(writer.has_view(f.id, c) for c in cams)]
     n_views_todo = sum(sum(1 for c in cams if not writer.has_view(f.id, c)) for _, f in todo)
     render_s, n_rendered, build_s = 0.0, 0, 0.0
@@ -875,6 +875,9 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--spp", type=int, help="samples per pixel (default: the preset's)")
     ap.add_argument("--boundary", choices=("index_matched", "rough_dielectric"), default="index_matched",
                     help="skin boundary model (see the module docstring)")
+    ap.add_argument("--kinds", type=lambda t: [k.strip() for k in t.split(",") if k.strip()], metavar="K[,K]",
+                    help="render only frames of these kinds (olat, group, env) now; the rest on a later run "
+                         "(e.g. --kinds env renders the evaluation frames first)")
     ap.add_argument("--sheet", help="contact sheet PNG path (default OUT/contact_sheet.png)")
     ap.add_argument("--sheet-only", action="store_true", help="render nothing, rebuild the sheet and summary")
     ap.add_argument("--calibrate", action="store_true", help="measure the bare skin reflectance and exit")
@@ -889,7 +892,7 @@ def run_from_args(args) -> int:
     if not args.out:
         raise ValueError("lightstage: --out DIR is required")
     run(args.preset, args.out, shard=args.shard, variant=args.variant, spp=args.spp, boundary=args.boundary,
-        sheet_only=args.sheet_only, sheet_path=args.sheet, quiet=args.quiet)
+        sheet_only=args.sheet_only, sheet_path=args.sheet, quiet=args.quiet, kinds=args.kinds)
     return 0
 
 
