@@ -135,40 +135,69 @@ class Engine:
             self._uv[resolution] = UVRasterizer(a.proxy_uvs, a.proxy_uv_faces, resolution, faces=a.proxy_faces)
         return self._uv[resolution]
 
+    def vertex_features(self, scene: Scene, env: EnvironmentMap, view_origin, *, n_lights: int = 64,
+                        sources=("vis",), posed: dict | None = None, **feature_kw) -> dict:
+        """Per-proxy-vertex lighting features (the part of :meth:`lighting_features` before the UV
+        gather) for one or both ``sources``: 'vis' (visibility ray cast against both hands'
+        proxies) and 'novis' (visibility = 1 for every vertex and light: no ray casting).
+
+        ``posed`` optionally gives {side: HandOutput} with proxy vertices already skinned.
+        Returns ``{'vis': [H,Vp,C], 'novis': [H,Vp,C] (those asked for), 'energy': [3], 'names':
+        [C], 'visibility': bool [H,Vp,N] or None, 'light_dirs', 'light_rgb', 'timings_ms'}``.
+        """
+        t = {}
+        t0 = time.perf_counter()
+        sides = [h.side for h in scene.hands]
+        with torch.no_grad():
+            if posed is None:
+                posed = {h.side: self.models[h.side](h.pose, h.global_orient, h.transl, meshes=("proxy",))
+                         for h in scene.hands}
+            proxies = torch.stack([posed[s].proxy_vertices[0] for s in sides])
+        t1 = time.perf_counter()
+        t["skinning_proxy"] = (t1 - t0) * 1e3
+        faces = [self._proxy_faces[s] for s in sides]
+        normals = torch.stack([vertex_normals(proxies[i], faces[i]) for i in range(len(sides))])
+        dirs, rgb = env.directional_lights(n_lights)
+        t2 = time.perf_counter()
+        t["lights"] = (t2 - t1) * 1e3
+        out = {"light_dirs": dirs, "light_rgb": rgb, "visibility": None}
+        vis = None
+        if "vis" in sources:
+            vis = raycast.proxy_visibility(proxies, normals, faces, dirs, backend=self.raycaster)
+            out["visibility"] = vis
+        t3 = time.perf_counter()
+        t["raycast"] = (t3 - t2) * 1e3 if vis is not None else 0.0  # 'novis' alone casts no rays
+        origin = np.asarray(view_origin, np.float64)
+        for src in sources:
+            if src not in ("vis", "novis"):
+                raise ValueError(f"feature source must be 'vis' or 'novis', got {src!r}")
+            v = vis if src == "vis" else torch.ones(proxies.shape[0], proxies.shape[1], len(dirs), dtype=torch.bool)
+            feats, energy, names = lighting_features(proxies, normals, v, dirs, rgb, origin, **feature_kw)
+            out[src] = feats
+            out["energy"], out["names"] = torch.as_tensor(energy), list(names)
+        t["features"] = (time.perf_counter() - t3) * 1e3
+        out["timings_ms"] = t
+        return out
+
     def lighting_features(self, scene: Scene, env: EnvironmentMap, view_origin, *, n_lights: int = 64,
                           resolution: int = 256, **feature_kw) -> FeatureFrame:
         """Skin the proxies, ray cast visibility of ``n_lights`` environment lights against both
         hands, compute per-vertex features seen from ``view_origin`` [3] (world; for stereo the
         midpoint of the eyes) and gather them into UV maps of ``resolution``."""
-        t = {}
         t0 = time.perf_counter()
-        sides = [h.side for h in scene.hands]
-        with torch.no_grad():
-            proxies = torch.stack([self.models[h.side](h.pose, h.global_orient, h.transl, meshes=("proxy",))
-                                   .proxy_vertices[0] for h in scene.hands])
-        t1 = time.perf_counter()
-        t["skinning_proxy"] = (t1 - t0) * 1e3
-        normals = torch.stack([vertex_normals(proxies[i], self._proxy_faces[s]) for i, s in enumerate(sides)])
-        dirs, rgb = env.directional_lights(n_lights)
-        t2 = time.perf_counter()
-        t["lights"] = (t2 - t1) * 1e3
-        vis = raycast.proxy_visibility(proxies, normals, [self._proxy_faces[s] for s in sides], dirs,
-                                       backend=self.raycaster)
-        t3 = time.perf_counter()
-        t["raycast"] = (t3 - t2) * 1e3
-        feats, energy, names = lighting_features(proxies, normals, vis, dirs, rgb, np.asarray(view_origin),
-                                                 **feature_kw)
+        vf = self.vertex_features(scene, env, view_origin, n_lights=n_lights, **feature_kw)
+        t = dict(vf["timings_ms"])
         t4 = time.perf_counter()
-        t["features"] = (t4 - t3) * 1e3
         uv = self.uv_rasterizer(resolution)
         # the left proxy's faces are the right's with two columns swapped (mirroring); the UV
         # lookup's barycentrics follow the right hand's corner order, so gather with those faces
-        maps = uv.gather(feats, self.asset.proxy_faces)
+        maps = uv.gather(vf["vis"], self.asset.proxy_faces)
         t5 = time.perf_counter()
         t["uv_gather"] = (t5 - t4) * 1e3
         t["total"] = (t5 - t0) * 1e3
-        return FeatureFrame(maps=maps, mask=uv.mask, energy=torch.as_tensor(energy), names=list(names), sides=sides,
-                            visibility=vis, light_dirs=dirs, light_rgb=rgb, timings_ms=t)
+        return FeatureFrame(maps=maps, mask=uv.mask, energy=vf["energy"], names=vf["names"],
+                            sides=[h.side for h in scene.hands], visibility=vf["visibility"],
+                            light_dirs=vf["light_dirs"], light_rgb=vf["light_rgb"], timings_ms=t)
 
     # ---------------------------------------------------------------------------------
     def pose(self, scene: Scene, meshes=("render",)) -> dict:
@@ -308,10 +337,8 @@ class Engine:
             raise ValueError("cameras must be a Camera or a list of one or two Cameras (stereo)")
         origin = np.mean([c.center for c in cameras], 0)
         # features (per proxy vertex) -> UV maps
-        from .student_data import proxy_vertex_features
-
         source = variant_feature_source(be.variant)
-        vf = proxy_vertex_features(self, scene, env, origin, n_lights=n_lights, sources=(source,), posed=posed)
+        vf = self.vertex_features(scene, env, origin, n_lights=n_lights, sources=(source,), posed=posed)
         for k in ("lights", "raycast", "features"):
             t[k] = vf["timings_ms"][k]
         t["skinning"] += vf["timings_ms"]["skinning_proxy"]

@@ -30,7 +30,7 @@ the right hand's output.  (MANO's own left-hand files follow the same mirror rel
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Optional, Sequence
 

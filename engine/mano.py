@@ -28,7 +28,6 @@ origin, fingers not along +X); outputs are returned in MANO's frame.
 """
 from __future__ import annotations
 
-import os
 import pickle
 from pathlib import Path
 from typing import Optional, Sequence

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from collections import OrderedDict
 from pathlib import Path
 from typing import Optional, Sequence
@@ -32,9 +31,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from . import raycast
-from .features import lighting_features
-from .hand_model import HandAsset, default_asset_path, vertex_normals
+from .hand_model import HandAsset, default_asset_path
 from .student import (environment_code, scene_centre, select_channels, variant_feature_names,
                       variant_feature_source)
 from .uv_maps import UVRasterizer
@@ -56,50 +53,10 @@ class StudentDatasetError(ValueError):
 
 def proxy_vertex_features(engine, scene, env, view_origin, *, n_lights: int = 64, sources=("vis",),
                           posed: Optional[dict] = None, **feature_kw) -> dict:
-    """Per-vertex lighting features of ``scene``'s proxies, the part of
-    :meth:`Engine.lighting_features` before the UV gather, for one or both feature sources.
-
-    ``sources``: any of 'vis' (ray-cast visibility against both hands' proxies) and 'novis'
-    (visibility = 1 for every vertex and light: no ray casting). ``posed`` optionally gives
-    {side: HandOutput} with proxy vertices already skinned (the engine skins render + proxy in one
-    call). Returns ``{'vis': [H,Vp,C], 'novis': [H,Vp,C] (those asked for), 'energy': [3],
-    'names': [C], 'visibility': bool [H,Vp,N] or None, 'light_dirs', 'light_rgb',
-    'timings_ms': {...}}``.
-    """
-    t = {}
-    t0 = time.perf_counter()
-    sides = [h.side for h in scene.hands]
-    with torch.no_grad():
-        if posed is None:
-            posed = {h.side: engine.models[h.side](h.pose, h.global_orient, h.transl, meshes=("proxy",))
-                     for h in scene.hands}
-        proxies = torch.stack([posed[s].proxy_vertices[0] for s in sides])
-    t1 = time.perf_counter()
-    t["skinning_proxy"] = (t1 - t0) * 1e3
-    faces = [engine.models[s].proxy_faces for s in sides]
-    normals = torch.stack([vertex_normals(proxies[i], faces[i]) for i in range(len(sides))])
-    dirs, rgb = env.directional_lights(n_lights)
-    t2 = time.perf_counter()
-    t["lights"] = (t2 - t1) * 1e3
-    out = {"light_dirs": dirs, "light_rgb": rgb, "visibility": None}
-    vis = None
-    if "vis" in sources:
-        vis = raycast.proxy_visibility(proxies, normals, faces, dirs, backend=engine.raycaster)
-        out["visibility"] = vis
-    t3 = time.perf_counter()
-    t["raycast"] = (t3 - t2) * 1e3 if vis is not None else 0.0  # no ray casting for 'novis' alone
-    origin = np.asarray(view_origin, np.float64)
-    for src in sources:
-        if src not in ("vis", "novis"):
-            raise ValueError(f"feature source must be 'vis' or 'novis', got {src!r}")
-        v = vis if src == "vis" else torch.ones(proxies.shape[0], proxies.shape[1], len(dirs), dtype=torch.bool)
-        feats, energy, names = lighting_features(proxies, normals, v, dirs, rgb, origin, **feature_kw)
-        out[src] = feats
-        out["energy"], out["names"] = energy, list(names)
-    t4 = time.perf_counter()
-    t["features"] = (t4 - t3) * 1e3
-    out["timings_ms"] = t
-    return out
+    """Per-vertex lighting features of ``scene``'s proxies: :meth:`Engine.vertex_features` (the
+    part of :meth:`Engine.lighting_features` before the UV gather), for one or both sources."""
+    return engine.vertex_features(scene, env, view_origin, n_lights=n_lights, sources=sources, posed=posed,
+                                  **feature_kw)
 
 
 def asset_sha1(asset: HandAsset) -> str:

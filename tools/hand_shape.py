@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..hand_model import JOINT_NAMES, PARENTS, TIP_ORDER  # noqa: F401  (MANO order, one definition)
+from ..hand_model import JOINT_NAMES, PARENTS, TIP_ORDER  # noqa: F401  (re-exported: MANO order, one definition)
 
 # First joint of each finger chain, in MANO order.
 FINGER_CHAINS = {"index": 1, "middle": 4, "pinky": 7, "ring": 10, "thumb": 13}

@@ -941,7 +941,7 @@ class ViewerApp:
                     imgui.end_combo()
                 self._help("Lighting-feature channels (the student's input, divided by the environment's energy) "
                            "and the visibility of the brightest environment light, drawn on the hands "
-                           f"(N = 64 lights, UV maps 256x256). Lit: warm; shadowed by a hand: blue; facing away: grey.")
+                           "(N = 64 lights, UV maps 256x256). Lit: warm; shadowed by a hand: blue; facing away: grey.")
             else:
                 imgui.text_disabled("lighting features / visibility: not offered by this engine")
             imgui.spacing()
@@ -1145,7 +1145,6 @@ class ViewerApp:
             dl.add_text(imgui.ImVec2((x0 + x1 - ts.x) / 2, (y0 + y1 - ts.y) / 2),
                         imgui.get_color_u32(_rgba(0.7, 0.72, 0.78)), msg)
             return
-        p0, p1 = imgui.ImVec2(x0, y0), imgui.ImVec2(x1, y1)
         # the frame itself is drawn opaque before the UI (see step); overlays go on top here
         # hover / drag highlight
         target = None

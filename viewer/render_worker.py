@@ -224,7 +224,6 @@ class _Renderer:
         return m
 
     def render(self, req: RenderRequest) -> dict:
-        from ..environment import EnvironmentMap  # noqa: F401  (worker import warm-up)
         from ..scene import HandState, Scene
 
         t0 = time.perf_counter()
