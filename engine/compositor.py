@@ -592,6 +592,22 @@ class Compositor:
         return np.stack(levels).reshape(len(levels), H, W, 3).astype(np.float32)
 
     def _upload_env(self, env, st):
+        self._upload_env_image(env)
+        mgl = self._mgl
+        pf = st.prefilter
+        L, H, W = pf.shape[:3]
+        if self._prefilter_tex is None or self._prefilter_tex.size != (W, H, L):
+            if self._prefilter_tex is not None:
+                self._prefilter_tex.release()
+            self._prefilter_tex = self.ctx.texture3d((W, H, L), 3, dtype="f4", alignment=1)
+            self._prefilter_tex.filter = (mgl.LINEAR, mgl.LINEAR)
+            self._prefilter_tex.repeat_x = True
+            self._prefilter_tex.repeat_y = False
+            self._prefilter_tex.repeat_z = False
+        self._prefilter_tex.write(np.ascontiguousarray(pf).tobytes())
+
+    def _upload_env_image(self, env):
+        """The equirect background texture (uploaded once per image)."""
         mgl = self._mgl
         img = getattr(env, "image", None)
         if img is None:  # generic env: world-frame image with rotation/exposure baked in
@@ -606,17 +622,6 @@ class Compositor:
             self._env_tex.repeat_x = True
             self._env_tex.repeat_y = False
             self._env_tex_ref = img
-        pf = st.prefilter
-        L, H, W = pf.shape[:3]
-        if self._prefilter_tex is None or self._prefilter_tex.size != (W, H, L):
-            if self._prefilter_tex is not None:
-                self._prefilter_tex.release()
-            self._prefilter_tex = self.ctx.texture3d((W, H, L), 3, dtype="f4", alignment=1)
-            self._prefilter_tex.filter = (mgl.LINEAR, mgl.LINEAR)
-            self._prefilter_tex.repeat_x = True
-            self._prefilter_tex.repeat_y = False
-            self._prefilter_tex.repeat_z = False
-        self._prefilter_tex.write(np.ascontiguousarray(pf).tobytes())
 
     # ---------------------------------------------------------------- targets
     def _get_targets(self, W, H):
@@ -685,9 +690,17 @@ class Compositor:
     @_gl_current
     def render(self, hands=None, env=None, camera: Camera | None = None, *, shading: str = "pbr",
                exposure_ev: float = 0.0, tonemap: str = "aces", background: str = "env",
-               shadows: bool = True, return_linear: bool = False) -> dict:
+               shadows: bool = True, return_linear: bool = False, readback: str = "all") -> dict:
         """Render ``hands`` (HandDrawables or registered indices; None = all registered) under
-        ``env`` seen by ``camera``. Returns a dict of numpy images (module docstring)."""
+        ``env`` seen by ``camera``. Returns a dict of numpy images (module docstring).
+
+        ``readback``: 'all' (default: rgb, mask, coverage, hand_id, depth), 'rgb' (the tone-mapped
+        image only; mask / coverage / hand_id / depth are None -- saves reading and decoding the
+        float aux target), or 'none' (nothing is read back: the frame stays in
+        :attr:`output_texture` for a viewer / VR compositor sharing the context; 'rgb' is None).
+        ``linear`` is read when ``return_linear`` whatever ``readback`` says. Non-PBR shading
+        prepares only the background texture of ``env`` (its lights, SH and prefiltered maps
+        are not used and not computed)."""
         if shading not in SHADINGS:
             raise ValueError(f"shading must be one of {sorted(SHADINGS)}, got {shading!r}")
         if tonemap not in TONEMAPS:
@@ -696,6 +709,8 @@ class Compositor:
             raise ValueError(f"background must be one of {BACKGROUNDS}, got {background!r}")
         if not isinstance(camera, Camera):
             raise TypeError("camera must be a relit_hands.camera.Camera")
+        if readback not in ("all", "rgb", "none"):
+            raise ValueError(f"readback must be 'all', 'rgb' or 'none', got {readback!r}")
         hands = list(self.hands if hands is None else hands)
         hands = [self.hands[h] if isinstance(h, (int, np.integer)) else h for h in hands]
         for i, h in enumerate(hands):
@@ -710,7 +725,13 @@ class Compositor:
         timings = {}
         t0 = time.perf_counter()
         prev_fbo = ctx.fbo
-        st = self._prepare_env(env) if env is not None else None
+        pbr = shading == "pbr"
+        st = None
+        if env is not None:
+            if pbr:
+                st = self._prepare_env(env)
+            else:  # only the background is drawn from env: lights / SH / prefilter are unused
+                self._upload_env_image(env)
         t1 = time.perf_counter()
         timings["env_prepare"] = (t1 - t0) * 1e3
 
@@ -725,7 +746,6 @@ class Compositor:
             center, radius = np.zeros(3), 1.0
 
         # ---- shadow maps
-        pbr = shading == "pbr"
         k = len(st.light_dirs) if (pbr and st is not None) else 0
         use_shadows = bool(shadows) and pbr and k > 0 and bool(hands)
         ctx.disable(mgl.CULL_FACE | mgl.BLEND)
@@ -784,8 +804,9 @@ class Compositor:
                 p["u_pf_r1"].value = float(self.prefilter_roughness[-1])
                 p["u_pf_levels"].value = float(len(self.prefilter_roughness))
             self.shadow_tex.use(4)  # always bind matching sampler types, even if unused
-            if self._prefilter_tex is not None:
-                self._prefilter_tex.use(5)
+            if self._prefilter_tex is None:  # non-PBR frames before any PBR one: a matching dummy
+                self._prefilter_tex = self.ctx.texture3d((1, 1, 1), 3, np.zeros(3, np.float32).tobytes(), dtype="f4")
+            self._prefilter_tex.use(5)
             if self.cull_back_faces:  # meshes are closed with CCW = outward (conventions.md)
                 ctx.front_face = "ccw"
                 ctx.enable(mgl.CULL_FACE)
@@ -813,20 +834,13 @@ class Compositor:
         timings["draw"] = (t3 - t2) * 1e3
 
         # ---- readback (GL rows are bottom-up)
-        out = {}
+        out = {"rgb": None, "mask": None, "coverage": None, "hand_id": None, "depth": None}
         ncomp = 4 if background == "transparent" else 3
-        rgba = np.frombuffer(tg["out"].read(alignment=1), np.uint8).reshape(H, W, 4)[::-1]
-        out["rgb"] = np.ascontiguousarray(rgba[..., :ncomp])
-        aux = np.frombuffer(tg["aux"].read(alignment=1), np.float32).reshape(H, W, 4)[::-1]
-        cov = np.clip(aux[..., 3], 0.0, 1.0)
-        mask = cov >= 0.5
-        hid = np.full((H, W), -1, np.int8)
-        safe = np.where(cov > 0, aux[..., 3], 1.0)
-        hid[mask] = (np.rint(aux[..., 0][mask] / safe[mask]) - 1).astype(np.int8)
-        depth = np.full((H, W), np.inf, np.float32)
-        cvd = cov > 0
-        depth[cvd] = aux[..., 1][cvd] / safe[cvd]
-        out["mask"], out["coverage"], out["hand_id"], out["depth"] = mask, np.ascontiguousarray(cov), hid, depth
+        if readback != "none":
+            rgba = np.frombuffer(tg["out"].read(alignment=1), np.uint8).reshape(H, W, 4)[::-1]
+            out["rgb"] = np.ascontiguousarray(rgba[..., :ncomp])
+        if readback == "all":
+            self._read_aux(tg, out, H, W)
         if return_linear:
             hdr = np.frombuffer(tg["hdr"].read(alignment=1), np.float32).reshape(H, W, 4)[::-1]
             out["linear"] = np.ascontiguousarray(hdr[..., :3])
@@ -838,6 +852,20 @@ class Compositor:
         if not self.owns_ctx and prev_fbo is not None and type(getattr(prev_fbo, "mglo", None)).__name__ != "InvalidObject":
             prev_fbo.use()  # leave a shared (viewer) context bound as we found it
         return out
+
+    @staticmethod
+    def _read_aux(tg, out, H, W):
+        """mask / coverage / hand_id / depth from the aux target (readback='all')."""
+        aux = np.frombuffer(tg["aux"].read(alignment=1), np.float32).reshape(H, W, 4)[::-1]
+        cov = np.clip(aux[..., 3], 0.0, 1.0)
+        mask = cov >= 0.5
+        hid = np.full((H, W), -1, np.int8)
+        safe = np.where(cov > 0, aux[..., 3], 1.0)
+        hid[mask] = (np.rint(aux[..., 0][mask] / safe[mask]) - 1).astype(np.int8)
+        depth = np.full((H, W), np.inf, np.float32)
+        cvd = cov > 0
+        depth[cvd] = aux[..., 1][cvd] / safe[cvd]
+        out["mask"], out["coverage"], out["hand_id"], out["depth"] = mask, np.ascontiguousarray(cov), hid, depth
 
     @property
     def output_texture(self):

@@ -40,7 +40,8 @@ class Frame:
     image: uint8 [H, W, 3] (or [H, W, 4] with a transparent background), sRGB, tone mapped.
     linear: float32 [H, W, 3] linear HDR radiance before exposure and tone mapping (if asked).
     mask: bool [H, W] hand coverage; hand_id: int8 [H, W] (-1 background, else index into
-    ``sides``); timings_ms: per-stage milliseconds.
+    ``sides``); timings_ms: per-stage milliseconds. With ``readback='rgb'`` mask and hand_id
+    are None, with ``readback='none'`` image is None too.
     """
 
     image: np.ndarray
@@ -218,8 +219,13 @@ class Engine:
     def render(self, scene: Scene, env: EnvironmentMap | None, camera: Camera | None = None, *,
                shading: str = "pbr", radiance_textures: dict | None = None, exposure_ev: float = 0.0,
                tonemap: str = "aces", background: str = "env", shadows: bool = True,
-               return_linear: bool = False, width: int = 1280, height: int = 720) -> Frame:
+               return_linear: bool = False, width: int = 1280, height: int = 720,
+               readback: str = "all") -> Frame:
         """Render ``scene``. ``camera`` None frames the hands (``width`` x ``height``).
+
+        ``readback`` (see :meth:`Compositor.render`): 'all' (default), 'rgb' (``mask`` /
+        ``hand_id`` are None) or 'none' (``image`` None too; the frame stays on the GPU in
+        ``compositor.output_texture``).
 
         ``shading='uv_texture'`` draws ``radiance_textures`` {side: float32 [R, R, 3] linear HDR}
         directly (the neural student's output); 'pbr' is the physically based baseline.
@@ -247,7 +253,7 @@ class Engine:
             camera = framing_camera(pts, width, height, direction=scene.view_direction)
         out = self.compositor.render([self.drawables[s] for s in sides], env, camera, shading=shading,
                                      exposure_ev=exposure_ev, tonemap=tonemap, background=background,
-                                     shadows=shadows, return_linear=return_linear)
+                                     shadows=shadows, return_linear=return_linear, readback=readback)
         t3 = time.perf_counter()
         t["composite"] = (t3 - t2) * 1e3
         t["total"] = (t3 - t0) * 1e3
@@ -296,7 +302,8 @@ class Engine:
     def render_student(self, scene: Scene, env: EnvironmentMap, cameras=None, *, student=None,
                        backend: str = "auto", n_lights: int = 64, resolution: int | None = None,
                        exposure_ev: float = 0.0, tonemap: str = "aces", background: str = "env",
-                       return_linear: bool = False, width: int = 1280, height: int = 720) -> "StudentFrame":
+                       return_linear: bool = False, width: int = 1280, height: int = 720,
+                       readback: str = "all") -> "StudentFrame":
         """Render ``scene`` with the neural student: ONE feature + student pass, then one
         composite per camera (``shading='uv_texture'``).
 
@@ -311,7 +318,8 @@ class Engine:
         Returns a :class:`StudentFrame`: ``frames`` (one :class:`Frame` per camera),
         ``textures`` {side: float32 [R, R, 3] linear HDR radiance}, ``timings_ms`` per stage
         (skinning, lights, raycast, features, uv_gather, student, textures, upload, composite
-        = the sum over views, total) and the backend's name.
+        = the sum over views, total) and the backend's name. ``readback``: as in :meth:`render`
+        ('rgb' skips the per-view mask / hand id / depth read-back, which the bench does).
         """
         from .student import environment_code, scene_centre, select_channels, variant_feature_source
 
@@ -372,7 +380,7 @@ class Engine:
             tc = time.perf_counter()
             o = self.compositor.render([self.drawables[s] for s in sides], env, cam, shading="uv_texture",
                                        exposure_ev=exposure_ev, tonemap=tonemap, background=background,
-                                       shadows=False, return_linear=return_linear)
+                                       shadows=False, return_linear=return_linear, readback=readback)
             per_view.append((time.perf_counter() - tc) * 1e3)
             frames.append(Frame(image=o["rgb"], mask=o["mask"], hand_id=o["hand_id"], camera=cam, sides=sides,
                                 timings_ms={"composite": per_view[-1]}, linear=o.get("linear")))

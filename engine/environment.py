@@ -368,7 +368,9 @@ class EnvironmentMap:
 
     def _derive(self, **changes) -> "EnvironmentMap":
         new = copy.copy(self)  # shares the read-only image
-        new._light_cache = {}
+        # the light cache holds map-frame directions and unscaled energies (functions of the image
+        # alone; rotation and exposure are applied on the way out), so derived maps share it
+        new._light_cache = {} if "image" in changes else self._light_cache
         for k, v in changes.items():
             setattr(new, k, v)
         return new

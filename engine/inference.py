@@ -251,6 +251,10 @@ class OnnxRuntimeBackend(InferenceBackend):
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.intra_op_num_threads = int(threads) if threads else max(1, torch.get_num_threads())
         so.inter_op_num_threads = 1
+        # no busy-waiting of the intra-op pool after a run: on a small shared CPU the spinning
+        # threads otherwise steal the cores from the stages that follow (measured: the next
+        # numpy / OpenGL stages of the frame ran up to 10x slower)
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.providers = list(providers or ["CPUExecutionProvider"])
         self.session = ort.InferenceSession(str(self.onnx_path), so, providers=self.providers)
         self.input_names = [i.name for i in self.session.get_inputs()]
