@@ -309,9 +309,13 @@ def test_cli_eval_on_disk_capture(tiny_capture, tmp_path, monkeypatch):
     assert cli.main(["eval", "--capture", str(root), "--renderer", "pbr", "--out", str(out),
                      "--frames", "env_002"]) == 2
     # a capture still being rendered: the training frame's images are missing -> still evaluates
-    for p in (root / "images" / "env_002").glob("*"):
+    # (and a relative --capture path works)
+    removed = list((root / "images" / "env_002").glob("*"))
+    assert removed
+    for p in removed:
         p.unlink()
-    assert cli.main(["eval", "--capture", str(root), "--renderer", "pbr", "--out", str(out), "--no-progress",
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["eval", "--capture", "cap", "--renderer", "pbr", "--out", str(out), "--no-progress",
                      "--grid-rows", "1"]) == 0
     # ...but a missing reference of an evaluated frame is a clear error
     next((root / "images" / "env_000").glob("*")).unlink()

@@ -570,11 +570,11 @@ def load_capture(path):
 
 
 def _check_reference_files(capture, pairs) -> None:
+    """The loaded frames' image / mask entries are paths resolved against the capture folder."""
     root = getattr(capture, "root", None)
     if root is None:
         return
-    missing = [f"{f.id}/{c}" for f, c in pairs
-               if not (Path(root) / f.images[c]).is_file() or not (Path(root) / f.masks[c]).is_file()]
+    missing = [f"{f.id}/{c}" for f, c in pairs if not Path(f.images[c]).is_file() or not Path(f.masks[c]).is_file()]
     if missing:
         raise EvaluationError(f"{root}: {len(missing)} reference image(s) or mask(s) of the evaluated frames are "
                               f"missing (e.g. {missing[:3]}); finish the capture, e.g. "
