@@ -1,6 +1,6 @@
 """``relit-hands``: the command-line entry point.
 
-Subcommands: render, list, info, contact-sheet, build-asset, make-envs, eval. User errors (a missing
+Subcommands: see ``relit-hands --help``. User errors (a missing
 file, a corrupt HDR, a pose of the wrong shape, an unknown preset) print one line naming the
 problem and exit with status 2; ``--debug`` shows the traceback instead.
 """
@@ -76,7 +76,7 @@ def cmd_render(args) -> int:
     if args.exr:
         write_hdr_image(args.exr, frame.linear)
     summary = {
-        "command": "relit-hands " + " ".join(sys.argv[1:]) if args.argv is None else args.argv,
+        "command": args.argv,
         "scene": scene.to_dict(), "env": env.name, "yaw_deg": args.yaw, "pitch_deg": args.pitch,
         "size": [w, h], "shading": args.shading, "shadows": not args.no_shadows,
         "hand_coverage": float(frame.mask.mean()), "output": str(out), "exr": args.exr,
@@ -225,17 +225,57 @@ def cmd_features(args) -> int:
     return 0
 
 
-def cmd_build_asset(args) -> int:
-    from .build_hand_asset import main
+def cmd_view(args) -> int:
+    """The desktop viewer (``relit_hands.viewer``); headless without a display or with --headless."""
+    from ..viewer.app import ViewerApp, display_available
+    from ..viewer.script import ScriptPlayer, load_script
 
-    main(args.rest)
-    return 0
+    headless = args.headless or not display_available()
+    if headless and not args.headless:
+        print("relit-hands view: no display found (DISPLAY unset): running headless", file=sys.stderr)
+    actions = load_script(args.script) if args.script else None
+    frames = args.frames
+    if headless and frames is None and actions is None:
+        frames = 60
+    try:
+        app = ViewerApp(headless=headless, size=args.size, scene=args.scene, env=args.env,
+                        render_scale=args.render_scale, max_fps=args.max_fps)
+    except RuntimeError as e:
+        if headless:
+            raise
+        print(f"relit-hands view: {e}; running headless instead", file=sys.stderr)
+        app = ViewerApp(headless=True, size=args.size, scene=args.scene, env=args.env,
+                        render_scale=args.render_scale, max_fps=args.max_fps)
+        headless = True
+    try:
+        script = ScriptPlayer(app, actions, Path(args.script).parent) if actions is not None else None
+        shot = args.screenshot or ("relit_hands_viewer.png" if headless else None)
+        summary = args.summary or (str(Path(shot).with_suffix(".json")) if shot else None)
+        rc = app.run(frames=frames, script=script, screenshot=shot, exr=args.exr, summary=summary)
+        s = app.summary()
+        print(f"viewer: {s['frames']} UI frames (median {s['ui_ms_median'] or 0:.1f} ms), "
+              f"{s['frames_rendered']} engine frames (median {s['engine_ms_median'] or 0:.0f} ms at "
+              f"{'x'.join(map(str, s['render_size'] or []))}) on {s['renderer']}"
+              + (f"; screenshot {shot}" if shot else ""))
+        if script is not None:
+            bad = [r for r in script.results if r["status"] != "ok"]
+            for r in bad:
+                print(f"  script action {r['index']} ({r['action']}): {r.get('message')}", file=sys.stderr)
+        return rc
+    finally:
+        app.close()
 
 
-def cmd_make_envs(args) -> int:
-    from .make_environments import main
+def cmd_lightstage(args) -> int:
+    from .lightstage import run_from_args
 
-    main(args.rest)
+    return run_from_args(args)
+
+
+def cmd_train_student(args) -> int:
+    from .train_student import train
+
+    train(args, args.argv)
     return 0
 
 
@@ -246,6 +286,24 @@ def cmd_eval(args) -> int:
 
     command = args.argv if args.argv is not None else "relit-hands " + shlex.join(sys.argv[1:])
     return run_from_args(args, command)
+
+
+def cmd_train_teacher(args) -> int:
+    from .train_teacher import run_from_args
+
+    return run_from_args(args)
+
+
+def cmd_make_student_set(args) -> int:
+    from .relight import run_from_args
+
+    return run_from_args(args)
+
+
+def cmd_bench(args) -> int:
+    from .bench import main_from_args
+
+    return main_from_args(args, args.argv)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -291,6 +349,12 @@ def build_parser() -> argparse.ArgumentParser:
     cs.add_argument("--out", default="docs/contact_sheet.png")
     cs.set_defaults(func=cmd_contact_sheet)
 
+    from .train_student import build_parser as add_train_student_arguments
+
+    ts = sub.add_parser("train-student", help="train the UV student (vis | novis | bottleneck) on a teacher-made set")
+    add_train_student_arguments(ts)
+    ts.set_defaults(func=cmd_train_student)
+
     from .evaluate import add_eval_arguments
 
     ev = sub.add_parser("eval", help="compare renderers with the path-traced held-out frames of a capture")
@@ -313,18 +377,64 @@ def build_parser() -> argparse.ArgumentParser:
     fe.add_argument("--out", default="features.png")
     fe.set_defaults(func=cmd_features)
 
-    for name, func, helptext in (("build-asset", cmd_build_asset, "rebuild the procedural hand asset"),
-                                 ("make-envs", cmd_make_envs, "regenerate the shipped environment maps")):
-        p = sub.add_parser(name, help=helptext, add_help=False)
-        p.add_argument("rest", nargs=argparse.REMAINDER)
-        p.set_defaults(func=func)
+    v = sub.add_parser("view", help="desktop viewer: pose hands, rotate environments, compare shading modes")
+    v.add_argument("--scene", default="clasp", help="two-hand scene or single-hand pose preset to open with")
+    v.add_argument("--env", default="studio", help="shipped environment name or .hdr/.exr path")
+    v.add_argument("--size", type=_size, default=(1600, 900), help="window size WxH (logical pixels)")
+    v.add_argument("--headless", action="store_true",
+                   help="no window: the UI renders offscreen (EGL); implied when there is no display")
+    v.add_argument("--script", metavar="JSON", help="play a JSON list of UI actions (see relit_hands.viewer.script)")
+    v.add_argument("--frames", type=int, help="run at least N UI frames (and until the script ends), then exit")
+    v.add_argument("--screenshot", metavar="PNG", help="write a screenshot (with the UI) at the end")
+    v.add_argument("--exr", metavar="EXR", help="also write the view's linear HDR image at the end")
+    v.add_argument("--summary", metavar="JSON", help="run summary (default: next to the screenshot)")
+    v.add_argument("--render-scale", type=float, default=1.0, help="engine resolution / view resolution (0.25..1)")
+    v.add_argument("--max-fps", type=float, default=60.0, help="UI frame-rate cap (0: none)")
+    v.set_defaults(func=cmd_view)
+
+    for name, helptext in (("build-asset", "rebuild the procedural hand asset (see: relit-hands build-asset --help)"),
+                           ("make-envs", "regenerate the shipped environment maps (see: relit-hands make-envs --help)")):
+        sub.add_parser(name, help=helptext, add_help=False)  # listed for --help; main() forwards them
+
+    from .train_teacher import add_arguments as _teacher_arguments
+    from .relight import add_arguments as _student_set_arguments
+
+    tt = sub.add_parser("train-teacher", help="train the OLAT teacher on a light-stage capture")
+    _teacher_arguments(tt)
+    tt.set_defaults(func=cmd_train_teacher)
+    mss = sub.add_parser("make-student-set", help="write the student's training set with the OLAT teacher")
+    _student_set_arguments(mss)
+    mss.set_defaults(func=cmd_make_student_set)
+
+    from .bench import add_arguments as _bench_arguments
+
+    bp = sub.add_parser("bench", help="headless benchmark: per-stage ms, end-to-end fps, JSON + PNG chart")
+    _bench_arguments(bp)
+    bp.set_defaults(func=cmd_bench)
+
+    from .lightstage import add_arguments as _lightstage_arguments
+
+    lsp = sub.add_parser("lightstage", help="synthetic light stage: OLAT captures with Mitsuba 3 (train extra)")
+    _lightstage_arguments(lsp)
+    lsp.set_defaults(func=cmd_lightstage)
     return ap
 
 
+# Commands whose options belong to another tool's own parser: everything after the command name
+# goes to that tool unparsed (argparse's REMAINDER would reject a leading option such as --help).
+_FORWARDED = {"build-asset": "build_hand_asset", "make-envs": "make_environments"}
+
+
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in _FORWARDED:
+        import importlib
+
+        importlib.import_module(f"{__package__}.{_FORWARDED[argv[0]]}").main(argv[1:])
+        return 0
     ap = build_parser()
     args = ap.parse_args(argv)
-    args.argv = None if argv is None else "relit-hands " + " ".join(argv)
+    args.argv = "relit-hands " + " ".join(argv)
     try:
         return args.func(args)
     except KeyboardInterrupt:

@@ -1,0 +1,97 @@
+"""`relit-hands train-student`: a tiny run on the stand-in set reduces its loss, writes every
+documented file, resumes, and its model loads and runs through the engine's backends.
+
+The training runs go through the real CLI in a subprocess: torch.optim imports torch._dynamo,
+which imports triton, and importing triton into a process that already runs Mesa's llvmpipe (the
+OpenGL contexts of this and other test modules) crashes -- two LLVMs in one process."""
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from relit_hands.engine import Engine
+from relit_hands.inference import make_backend
+from relit_hands.student import load_student
+from relit_hands.student_data import make_synthetic_student_set
+
+
+def cli_main(args, capsys=None) -> int:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    r = subprocess.run([sys.executable, "-m", "relit_hands.tools.cli"] + args, capture_output=True, text=True,
+                       env=env, timeout=300)
+    if capsys is not None:
+        return r
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r.returncode
+
+torch.set_num_threads(1)
+TINY = ["--batch", "4", "--base", "8", "--levels", "3", "--static-channels", "4", "--lr", "3e-3", "--warmup", "5",
+        "--log-every", "5", "--no-progress", "--threads", "1"]
+
+
+@pytest.fixture(scope="module")
+def sset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sset")
+    e = Engine(raycast_backend="embree")
+    make_synthetic_student_set(root, e, n=8, resolution=64, n_lights=32, seed=0)
+    e.release()
+    return root
+
+
+def test_tiny_run_reduces_loss_and_resumes(sset, tmp_path, monkeypatch):
+    monkeypatch.setenv("RELIT_HANDS_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "run"
+    args = ["train-student", "--data", str(sset), "--variant", "vis", "--out", str(out), "--val-every", "20",
+            "--ckpt-every", "20"] + TINY
+    assert cli_main(args + ["--steps", "40"]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    rows = list(csv.DictReader(open(out / "train_log.csv")))
+    first = sum(float(r["loss"]) for r in rows[:2]) / 2
+    last = sum(float(r["loss"]) for r in rows[-2:]) / 2
+    assert last < 0.6 * first, f"loss {first:.3f} -> {last:.3f}"
+    vals = [float(r["val_loss"]) for r in rows if r["val_loss"]]
+    assert len(vals) == 2 and vals[-1] < s["first_train_loss"]
+    for f in ("loss_curve.png", "val/step_000020.png", "val/step_000040.png", "student.safetensors",
+              "checkpoints/latest.json", "checkpoints/step_000040.safetensors", "checkpoints/step_000040.state.pt"):
+        assert (out / f).is_file(), f
+    st = torch.load(out / "checkpoints/step_000040.state.pt", weights_only=True)
+    assert st["step"] == 40
+    # resume to 60 steps: continues from step 40, keeps the log
+    assert cli_main(args + ["--steps", "60", "--resume"]) == 0
+    s2 = json.loads((out / "summary.json").read_text())
+    assert s2["resumed_from"] == 40 and s2["steps"] == 60
+    steps = [int(r["step"]) for r in csv.DictReader(open(out / "train_log.csv"))]
+    assert steps == sorted(set(steps)) and steps[-1] == 60 and 5 in steps
+    model, meta = load_student(out / "student.safetensors")
+    assert meta["variant"] == "vis" and meta["loss_tau"] > 0 and meta["step"] == 60
+    be = make_backend("onnxruntime", out / "student.safetensors")
+    x = torch.rand(2, 19, 64, 64)
+    with torch.no_grad():
+        assert float((be.run(x) - model(x)).abs().max()) < 1e-3 * float(model(x).max())
+
+
+@pytest.mark.parametrize("variant", ["novis", "bottleneck"])
+def test_ablations_train(sset, tmp_path, variant):
+    out = tmp_path / variant
+    assert cli_main(["train-student", "--data", str(sset), "--variant", variant, "--out", str(out), "--steps", "15",
+                     "--val-every", "15", "--ckpt-every", "15"] + TINY) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["variant"] == variant and s["final_val_loss"] is not None
+    _, meta = load_student(out / "student.safetensors")
+    assert meta["in_channels"] == {"novis": 15, "bottleneck": 3}[variant]
+
+
+def test_bad_data_is_a_user_error(tmp_path):
+    r = cli_main(["train-student", "--data", str(tmp_path), "--out", str(tmp_path / "r")], capsys=True)
+    assert r.returncode == 2 and "manifest" in r.stderr
+
+
+def test_cli_variant_choices_match_the_network():
+    from relit_hands.student import VARIANTS
+    from relit_hands.tools import train_student
+
+    assert train_student.VARIANTS == VARIANTS

@@ -1,0 +1,299 @@
+r"""Environment relighting by linearity with the OLAT teacher, and the student-set writer.
+
+    tex = teacher_env_texture(teacher, cond, scene, env, view_origin, n_lights=512)   # [H,3,R,R]
+    relit-hands make-student-set --teacher runs/teacher --out data/student --poses 200 \
+        --envs studio sky_sun sunset --rotations 8
+
+Light transport is linear in the light, and the teacher's output is linear in each light's
+intensity with no interaction between lights (:mod:`.teacher`), so an environment converted into
+N directional lights (N >= 256) gives its texture as ``sum_l E_l * T(w_l)`` with ``T(w)`` the
+teacher's texture for a directional light of unit irradiance from ``w``.
+
+Two ways to choose the lights:
+
+* per environment (:func:`teacher_env_texture`, used by the evaluation renderer):
+  ``EnvironmentMap.directional_lights(n)`` -- region centroids of that map (a sun becomes one light
+  at its true direction). Best accuracy for one environment; the basis is not shared.
+* shared basis (:class:`SharedBasisRelighter`, used for the student set): a FIXED world direction
+  set (Fibonacci sphere, ``n`` points) and each (environment, rotation)'s energy projected onto it
+  (every env pixel's radiance x solid angle goes to its nearest fixed direction, so energy is
+  conserved exactly). The OLAT basis of a pose ``[L, H, 3, R, R]`` is computed once, in chunks of
+  lights, and contracted with the light weights of EVERY environment and rotation of that pose in
+  the same pass (``einsum('ehlc,lhcxy->ehcxy')`` per chunk), so the teacher cost is per pose, not
+  per (pose, environment, rotation). The price: a light can be off its true direction by up to
+  half the spacing (~4.5 deg at n = 512, ~6.5 deg at 256): shadows of a sharp sun move by that
+  much; use n = 1024 for sunny maps if needed.
+
+Student set (:func:`make_student_set`): exactly the format of :mod:`relit_hands.student_data`
+(``write_sample`` / ``write_manifest``); features from
+:func:`relit_hands.student_data.proxy_vertex_features` (the engine's proxy feature pass, with and
+without visibility), targets = the teacher's env-lit textures. Poses: the shipped pose / scene
+presets and the capture's TRAIN poses, jittered; any candidate with a hand closer than ``--exclude-radius``
+(RMS over the 45 finger parameters, radians) to the same-side hand of a held-out pose of the evaluation capture is rejected and redrawn, so the student never trains on the
+evaluation poses. Splits per pose: ``val`` for ``--val-fraction`` of the poses, else ``train``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = ["teacher_env_texture", "SharedBasisRelighter", "env_light_weights", "fixed_light_directions",
+           "make_student_set", "main", "build_parser", "load_teacher_run"]
+
+
+def load_teacher_run(path, resolution=None):
+    """(teacher, meta, TexelConditioning) from a run folder or a weights file."""
+    from relit_hands.engine import Engine  # noqa: F401  (conditioning reuses an engine when given)
+    from .teacher import load_teacher
+    from .teacher_inputs import TexelConditioning
+
+    model, meta = load_teacher(path)
+    R = int(resolution or model.resolution)
+    if R != model.resolution:
+        raise ValueError(f"{path}: teacher resolution is {model.resolution}, asked for {R}")
+    cond = TexelConditioning(None, R, d_ref=model.d_ref)
+    return model, meta, cond
+
+
+def _chunks(n, k):
+    for i in range(0, n, k):
+        yield slice(i, min(n, i + k))
+
+
+@torch.no_grad()
+def directional_response(teacher, geo, directions, view_origin, chunk: int = 32, feats=None):
+    """Yield (slice, response [H, l, 3, R, R]) for unit-irradiance directional lights, chunked."""
+    if feats is None:
+        feats = teacher.trunk_features(geo.pose)
+    dirs = np.asarray(directions, np.float32)
+    for sl in _chunks(len(dirs), chunk):
+        cond, fall = geo.directional_lights(dirs[sl], view_origin)
+        resp = teacher.light_response(feats, cond) * geo.valid.to(torch.float32)
+        yield sl, resp
+
+
+@torch.no_grad()
+def teacher_env_texture(teacher, conditioning, scene, env, view_origin, n_lights: int = 512,
+                        chunk: int = 32, geo=None) -> torch.Tensor:
+    """[H, 3, R, R] linear radiance of ``scene`` under ``env`` seen from ``view_origin`` (the env's
+    own ``directional_lights(n_lights)``)."""
+    if n_lights < 256:
+        raise ValueError(f"n_lights must be >= 256 for environment relighting, got {n_lights}")
+    geo = geo if geo is not None else conditioning.geometry(scene)
+    dirs, rgb = env.directional_lights(n_lights)
+    keep = (rgb.max(1) > 0)
+    dirs, rgb = dirs[keep], torch.as_tensor(rgb[keep])
+    out = None
+    for sl, resp in directional_response(teacher, geo, dirs, view_origin, chunk):
+        part = torch.einsum("hlcxy,lc->hcxy", resp, rgb[sl])
+        out = part if out is None else out + part
+    return out
+
+
+def fixed_light_directions(n: int) -> np.ndarray:
+    """The shared basis's world directions [n, 3] (Fibonacci sphere)."""
+    from relit_hands.environment import fibonacci_sphere
+
+    return np.asarray(fibonacci_sphere(n), np.float32)
+
+
+def env_light_weights(env, directions) -> np.ndarray:
+    """[n, 3] RGB irradiance of ``env`` (rotation and exposure applied) projected onto the fixed
+    world ``directions`` [n, 3] (nearest direction per pixel; energy conserved exactly)."""
+    from scipy.spatial import cKDTree
+
+    d = np.asarray(env.pixel_directions(), np.float64).reshape(-1, 3)
+    omega = np.repeat(env.pixel_solid_angles(), env.width)
+    rad = env.image.reshape(-1, 3).astype(np.float64) * omega[:, None] * env.scale
+    _, idx = cKDTree(np.asarray(directions, np.float64)).query(d)
+    return np.stack([np.bincount(idx, weights=rad[:, c], minlength=len(directions)) for c in range(3)], 1)
+
+
+class SharedBasisRelighter:
+    """Per pose: one pass over a fixed light set, contracted with many environments at once."""
+
+    def __init__(self, teacher, conditioning, n_lights: int = 512, chunk: int = 32):
+        if n_lights < 256:
+            raise ValueError(f"n_lights must be >= 256, got {n_lights}")
+        self.teacher, self.cond = teacher, conditioning
+        self.dirs = fixed_light_directions(n_lights)
+        self.chunk = chunk
+
+    def weights(self, envs) -> torch.Tensor:
+        return torch.as_tensor(np.stack([env_light_weights(e, self.dirs) for e in envs]), dtype=torch.float32)
+
+    @torch.no_grad()
+    def textures(self, scene, view_origin, envs=None, weights=None, geo=None) -> torch.Tensor:
+        """[E, H, 3, R, R] for environments ``envs`` (or precomputed ``weights`` [E, n, 3])."""
+        W = self.weights(envs) if weights is None else torch.as_tensor(weights, dtype=torch.float32)
+        geo = geo if geo is not None else self.cond.geometry(scene)
+        active = np.nonzero((W.amax(dim=(0, 2)) > 0).numpy())[0]
+        out = None
+        for sl, resp in directional_response(self.teacher, geo, self.dirs[active], view_origin, self.chunk):
+            part = torch.einsum("elc,hlcxy->ehcxy", W[:, active[sl]], resp)
+            out = part if out is None else out + part
+        return out
+
+
+# ----------------------------------------------------------------------------- student set
+
+def _pose_distance(a, b) -> float:
+    """RMS difference of two hands' 45-D finger poses (radians)."""
+    return float(np.sqrt(np.mean((np.asarray(a.pose, np.float64) - np.asarray(b.pose, np.float64)) ** 2)))
+
+
+def is_near_heldout(scene, heldout_scenes, radius: float) -> bool:
+    """True when any hand of ``scene`` is within ``radius`` (RMS over the 45 finger parameters,
+    radians) of the same-side hand of a held-out scene."""
+    for hs in heldout_scenes:
+        for h in scene.hands:
+            o = hs.hand(h.side)
+            if o is not None and _pose_distance(h, o) <= radius:
+                return True
+    return False
+
+
+def candidate_scenes(rng, capture=None):
+    """Base scenes: pose presets, scene presets and the capture's train-split poses."""
+    from relit_hands.poses import POSE_PRESETS
+    from relit_hands.scene import SCENE_PRESETS, scene_preset
+
+    base = [scene_preset(n) for n in list(SCENE_PRESETS) + list(POSE_PRESETS)]
+    if capture is not None:
+        seen = set()
+        from .teacher_training import pose_key
+
+        for f in capture.frames:
+            if f.split == "train" and pose_key(f.scene) not in seen:
+                seen.add(pose_key(f.scene))
+                base.append(f.scene)
+    return base
+
+
+def make_student_set(teacher_path, out, *, poses: int = 16, envs=None, rotations: int = 4,
+                     n_lights: int = 512, feature_lights: int = 64, capture=None, exclude_radius: float = 0.1,
+                     val_fraction: float = 0.1, jitter: float = 0.15, seed: int = 0, chunk: int = 32,
+                     progress: bool = True) -> dict:
+    """Write the student set (module docstring); returns the summary dict (also summary.json)."""
+    from tqdm import tqdm
+
+    from relit_hands.capture import Capture
+    from relit_hands.engine import Engine
+    from relit_hands.environment import EnvironmentMap
+    from relit_hands.student_data import proxy_vertex_features, write_manifest, write_sample
+
+    t0 = time.time()
+    out = Path(out)
+    rng = np.random.default_rng(seed)
+    teacher, meta, cond = load_teacher_run(teacher_path)
+    engine = Engine()
+    cond = type(cond)(engine, cond.resolution, d_ref=teacher.d_ref)
+    relighter = SharedBasisRelighter(teacher, cond, n_lights, chunk)
+    cap = Capture.load(capture) if capture else None
+    heldout = [f.scene for f in cap.frames if f.split == "heldout"] if cap is not None else []
+    env_names = list(envs) if envs else EnvironmentMap.list_shipped()
+    env_maps = {n: EnvironmentMap.from_name_or_path(n) for n in env_names}
+    base = candidate_scenes(rng, cap)
+    samples, rejected = [], 0
+    n_val = int(round(poses * val_fraction)) if poses > 1 else 0
+    bar = tqdm(total=poses, desc="student set", unit="pose", disable=not progress)
+    feature_names = None
+    for pi in range(poses):
+        for _ in range(200):
+            scene = base[int(rng.integers(len(base)))].copy()
+            for h in scene.hands:
+                h.pose = (h.pose + rng.uniform(-jitter, jitter, 45)).astype(np.float32)
+            if not is_near_heldout(scene, heldout, exclude_radius):
+                break
+            rejected += 1
+        else:
+            raise ValueError("could not draw a pose away from the held-out poses; lower --exclude-radius")
+        az = rng.uniform(0, 2 * np.pi)
+        el = rng.uniform(-0.2, 1.0)
+        direction = (np.sin(az) * np.cos(el), np.sin(el), np.cos(az) * np.cos(el))
+        cam = engine.default_camera(scene, 512, 512, direction=direction)
+        origin = np.asarray(cam.center, np.float64)
+        rot_envs, tags = [], []
+        for en in env_names:
+            for r in range(rotations):
+                yaw = float(rng.uniform(0, 360))
+                pitch = float(rng.uniform(-20, 20)) if r else 0.0
+                rot_envs.append(env_maps[en].rotate(yaw, pitch))
+                tags.append((en, yaw, pitch))
+        tex = relighter.textures(scene, origin, rot_envs)                        # [E,H,3,R,R]
+        split = "val" if pi >= poses - n_val else "train"
+        for e, (env, (en, yaw, pitch)) in enumerate(zip(rot_envs, tags)):
+            vf = proxy_vertex_features(engine, scene, env, origin, n_lights=feature_lights, sources=("vis", "novis"))
+            feature_names = vf["names"]
+            sid = f"{len(samples):06d}"
+            f = f"samples/{sid}.npz"
+            write_sample(out / f, vertex_features=vf["vis"], vertex_features_novis=vf["novis"], energy=vf["energy"],
+                         env_sh=env.sh_coefficients(), target=tex[e])
+            samples.append({"id": sid, "split": split, "scene": scene.to_dict(),
+                            "env": {"id": en, "yaw_deg": yaw, "pitch_deg": pitch},
+                            "view_origin": [float(x) for x in origin], "file": f, "pose_index": pi})
+        bar.update(1)
+    bar.close()
+    write_manifest(out, resolution=cond.resolution, n_lights=feature_lights, feature_names=feature_names,
+                   samples=samples, asset=engine.asset,
+                   generator=f"relit-hands make-student-set (OLAT teacher {teacher_path}, shared basis of "
+                             f"{n_lights} Fibonacci directional lights)",
+                   feature_kwargs={"roughness": [0.2, 0.4, 0.7], "include_normal": True, "normalize": "rgb"},
+                   extra={"teacher": {"path": str(teacher_path), "n_lights": n_lights,
+                                      "step": meta.get("step"), "capture": meta.get("capture")},
+                          "excluded": {"capture": str(capture) if capture else None,
+                                       "heldout_scenes": len(heldout), "radius_rad_rms": exclude_radius,
+                                       "rejected_draws": rejected}})
+    summary = {"tool": "relit-hands make-student-set", "out": str(out), "samples": len(samples),
+               "poses": poses, "environments": env_names, "rotations": rotations, "n_lights_teacher": n_lights,
+               "feature_lights": feature_lights, "resolution": cond.resolution,
+               "splits": {s: sum(1 for x in samples if x["split"] == s) for s in ("train", "val")},
+               "heldout_poses_excluded_from": str(capture) if capture else None, "rejected_draws": rejected,
+               "wall_seconds": time.time() - t0}
+    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    return summary
+
+
+def build_parser(prog="relit-hands make-student-set"):
+    return add_arguments(argparse.ArgumentParser(prog=prog, description="Write the student's training set with the OLAT teacher."))
+
+
+def add_arguments(p):
+    p.add_argument("--teacher", required=True, help="teacher run folder or weights file")
+    p.add_argument("--out", required=True)
+    p.add_argument("--poses", type=int, default=16)
+    p.add_argument("--envs", nargs="+", default=None, help="environment names / paths (default: all shipped)")
+    p.add_argument("--rotations", type=int, default=4, help="random rotations per environment and pose")
+    p.add_argument("--n-lights", type=int, default=512, help="teacher directional lights (>= 256)")
+    p.add_argument("--feature-lights", type=int, default=64, help="lights of the student's features")
+    p.add_argument("--capture", default=None, help="evaluation capture whose held-out poses are kept out")
+    p.add_argument("--exclude-radius", type=float, default=0.1)
+    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def main(argv=None) -> int:
+    return run_from_args(build_parser().parse_args(argv))
+
+
+def run_from_args(args) -> int:
+    torch.set_num_threads(max(1, args.threads))
+    s = make_student_set(args.teacher, args.out, poses=args.poses, envs=args.envs, rotations=args.rotations,
+                         n_lights=args.n_lights, feature_lights=args.feature_lights, capture=args.capture,
+                         exclude_radius=args.exclude_radius, val_fraction=args.val_fraction, seed=args.seed,
+                         progress=not args.no_progress)
+    print(json.dumps(s, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,170 @@
+r"""The OLAT teacher: a UV-space network that predicts a hand's radiance texture under ONE light.
+
+RelightableHands' teacher learns one-light-at-a-time appearance from a light stage; environment
+lighting is then a weighted sum of its outputs (:mod:`relit_hands.tools.relight`). Ours works
+in the hand's UV atlas (shared by both hands through the mirrored layout, so one network and one
+latent texture serve the left and the right hand):
+
+    Z        learned latent texture [Cz, R, R]                      ("what is here": albedo,
+                                                                    nails, creases, thickness)
+    p        pose code = MLP(pose vector [94]) tiled over UV        (:func:`teacher_inputs.pose_vector`)
+    F        = trunk(cat(Z, p)):  conv3x3 -> lrelu -> conv3x3 -> lrelu     once per hand and pose
+    per light l (conditioning c_l [9], :mod:`teacher_inputs`):
+      s_l    = shadow branch: conv5x5(cat(vis, vis * max(0, n.l))) -> 4 ch   (spatial context:
+               subsurface scattering blurs shadow edges over a few mm = a few texels)
+      h_l    = 1x1-conv MLP(cat(F, c_l, s_l)) -> 7 channels (a_rgb, s, e_rgb)
+      rho    = softplus(a)                 reflectance-like gain (RGB, >= 0)
+      g      = sigmoid(s + 6 (vis - 1/2))  learned shadow / gain factor in [0, 1] multiplying the
+               (skip-connected) visibility, in the spirit of the deep shadow maps of the
+               paper's lineage
+      e      = softplus(e_raw)             residual, not cosine-weighted (light that arrives
+               through the skin from lit regions: SSS past the terminator, glowing fingers)
+      T_l    = E_l * (rho * g * max(0, n.l) + e),   E_l = I_l / d_l^2  (point light, W/sr -> W/m^2)
+                                                   or the light's irradiance (directional)
+
+The output is LINEAR in each light's RGB intensity and lights never interact inside the network
+(no normalisation across the light batch), so the texture for a set of lights is exactly the sum
+of the single-light textures (tested). Cost: the trunk runs once per hand and pose; per light only
+the 5x5 shadow conv (2->4 ch) and three 1x1 convs run, so hundreds of lights per pose are cheap.
+
+Initialisation: ``rho`` starts at ~0.12 (a Lambertian skin of albedo ~0.4: radiance = albedo/pi x irradiance),
+``e`` at ~0.003, so an untrained teacher already renders plausible shaded, shadowed hands and the
+optimisation only has to learn the residual appearance.
+
+Files: :func:`save_teacher` / :func:`load_teacher` -- safetensors (weights) with the config as JSON
+in the safetensors metadata (key ``relit_hands_teacher``); no pickle.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from .teacher_inputs import COND_NAMES, POSE_DIM
+
+__all__ = ["TeacherNet", "save_teacher", "load_teacher", "TeacherLoadError", "META_KEY"]
+
+META_KEY = "relit_hands_teacher"
+FORMAT_VERSION = 1
+
+
+class TeacherLoadError(ValueError):
+    """A teacher weights file that is missing, unreadable or not a teacher (names the file)."""
+
+
+def _inv_softplus(y: float) -> float:
+    return math.log(math.expm1(y))
+
+
+class TeacherNet(nn.Module):
+    """See the module docstring. ``forward(cond, falloff, intensity, pose, valid=None)``."""
+
+    def __init__(self, resolution: int = 256, latent_channels: int = 16, pose_code: int = 8,
+                 trunk_channels: int = 32, head_channels: int = 32, d_ref: float = 1.0,
+                 rho_init: float = 0.12, e_init: float = 0.003):
+        super().__init__()
+        self.config = dict(resolution=int(resolution), latent_channels=int(latent_channels),
+                           pose_code=int(pose_code), trunk_channels=int(trunk_channels),
+                           head_channels=int(head_channels), d_ref=float(d_ref),
+                           rho_init=float(rho_init), e_init=float(e_init))
+        R, Cz, Ct, Ch, Pc = resolution, latent_channels, trunk_channels, head_channels, pose_code
+        self.resolution = R
+        self.d_ref = float(d_ref)
+        self.latent = nn.Parameter(0.1 * torch.randn(1, Cz, R, R))
+        self.pose_mlp = nn.Sequential(nn.Linear(POSE_DIM, 64), nn.LeakyReLU(0.2), nn.Linear(64, Pc))
+        self.trunk = nn.Sequential(nn.Conv2d(Cz + Pc, Ct, 3, padding=1), nn.LeakyReLU(0.2),
+                                   nn.Conv2d(Ct, Ct, 3, padding=1), nn.LeakyReLU(0.2))
+        self.shadow = nn.Conv2d(2, 4, 5, padding=2)
+        nc = len(COND_NAMES)
+        self.head = nn.Sequential(nn.Conv2d(Ct + nc + 4, Ch, 1), nn.LeakyReLU(0.2),
+                                  nn.Conv2d(Ch, Ch, 1), nn.LeakyReLU(0.2), nn.Conv2d(Ch, 7, 1))
+        last = self.head[-1]
+        nn.init.normal_(last.weight, std=1e-3)
+        with torch.no_grad():
+            last.bias.zero_()
+            last.bias[0:3] = _inv_softplus(rho_init)
+            last.bias[4:7] = _inv_softplus(e_init)
+
+    # ------------------------------------------------------------------------------
+    def trunk_features(self, pose: torch.Tensor) -> torch.Tensor:
+        """pose [H, POSE_DIM] -> per-hand light-independent features [H, Ct, R, R]."""
+        H = pose.shape[0]
+        R = self.resolution
+        code = self.pose_mlp(pose)[:, :, None, None].expand(H, -1, R, R)
+        return self.trunk(torch.cat([self.latent.expand(H, -1, -1, -1), code], 1))
+
+    def light_response(self, feats: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """feats [H, Ct, R, R], cond [H, L, 9, R, R] -> unit-irradiance response [H, L, 3, R, R]
+        (``rho * g * max(0, n.l) + e``: the radiance for irradiance 1)."""
+        H, L, C, R, _ = cond.shape
+        c = cond.reshape(H * L, C, R, R)
+        vis = c[:, 7:8]
+        ndl = c[:, 8:9].clamp_min(0)
+        s = self.shadow(torch.cat([vis, vis * ndl], 1))
+        f = feats[:, None].expand(H, L, -1, R, R).reshape(H * L, -1, R, R)
+        h = self.head(torch.cat([f, c, s], 1))
+        rho = F.softplus(h[:, 0:3])
+        g = torch.sigmoid(h[:, 3:4] + 6.0 * (vis - 0.5))
+        e = F.softplus(h[:, 4:7])
+        out = rho * g * ndl + e
+        return out.reshape(H, L, 3, R, R)
+
+    def forward(self, cond, falloff, intensity, pose, valid=None, *, sum_lights: bool = False,
+                feats: torch.Tensor | None = None):
+        """Radiance textures.
+
+        cond [H, L, 9, R, R], falloff [H, L, 1, R, R] (1/d^2 or 1), intensity [L, 3] (W/sr for
+        point lights, irradiance for directional ones), pose [H, POSE_DIM], valid [R, R] bool.
+        Returns [H, L, 3, R, R] (or [H, 3, R, R] with ``sum_lights``): linear radiance, zero
+        outside ``valid``.
+        """
+        if feats is None:
+            feats = self.trunk_features(pose)
+        resp = self.light_response(feats, cond)
+        I = intensity.to(resp.dtype).reshape(1, -1, 3, 1, 1)
+        out = resp * falloff * I
+        if valid is not None:
+            out = out * valid.to(out.dtype)
+        return out.sum(1) if sum_lights else out
+
+
+def save_teacher(model: TeacherNet, path, extra: dict | None = None) -> None:
+    from safetensors.torch import save_file
+
+    meta = {"format_version": FORMAT_VERSION, "config": model.config, **(extra or {})}
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.safetensors")
+    save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(meta)})
+    tmp.replace(path)
+
+
+def load_teacher(path, device="cpu") -> tuple[TeacherNet, dict]:
+    """(model in eval mode, metadata dict). Raises :class:`TeacherLoadError` naming the file."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / "teacher.safetensors"
+    if not path.is_file():
+        raise TeacherLoadError(f"{path}: teacher weights not found")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            md = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:
+        raise TeacherLoadError(f"{path}: not a readable safetensors file ({e})") from None
+    if META_KEY not in md:
+        raise TeacherLoadError(f"{path}: not a teacher file (no '{META_KEY}' metadata)")
+    meta = json.loads(md[META_KEY])
+    model = TeacherNet(**meta["config"])
+    try:
+        model.load_state_dict(tensors)
+    except RuntimeError as e:
+        raise TeacherLoadError(f"{path}: weights do not match the teacher config: {e}") from None
+    return model.to(device).eval(), meta
