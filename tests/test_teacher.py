@@ -3,17 +3,11 @@ end-to-end training run that lowers its loss, env relighting and the student-set
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-
-try:  # triton (imported by torch.optim via torch._dynamo) must load before Mesa's EGL context
-    import torch._dynamo  # noqa: F401
-except Exception:  # pragma: no cover
-    pass
 
 from relit_hands.scene import scene_preset
 from relit_hands.tools.teacher import TeacherNet, load_teacher, save_teacher

@@ -1,9 +1,7 @@
 """`relit-hands train-student`: a tiny run on the stand-in set reduces its loss, writes every
 documented file, resumes, and its model loads and runs through the engine's backends.
 
-The training runs go through the real CLI in a subprocess: torch.optim imports torch._dynamo,
-which imports triton, and importing triton into a process that already runs Mesa's llvmpipe (the
-OpenGL contexts of this and other test modules) crashes -- two LLVMs in one process."""
+The training runs go through the real CLI in a subprocess, as a user runs them."""
 import csv
 import json
 import os

@@ -45,7 +45,6 @@ Per light (batched over lights; channels ``COND_NAMES``, C = 9):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
 
 import numpy as np
 import torch

@@ -35,7 +35,7 @@ lit lights' textures (linearity), exactly as OLAT frames.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch

@@ -213,16 +213,6 @@ def _plot_loss(csv_path: Path, png: Path):
 
 # ------------------------------------------------------------------------------------ training
 
-def _preload_dynamo():
-    """Import torch._dynamo (and with it triton) BEFORE the engine creates its EGL context:
-    torch.optim imports it lazily, and triton's LLVM loaded after Mesa llvmpipe's segfaults
-    (measured on the CPU machines)."""
-    try:
-        import torch._dynamo  # noqa: F401
-    except Exception:
-        pass
-
-
 def _dist_setup(device: str):
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return 0, 1, False
@@ -243,7 +233,6 @@ def train(args) -> dict:
     from .teacher_training import ViewCache, conditioning_for_frame, sample_textures, teacher_loss
 
     torch.set_num_threads(max(1, args.threads))
-    _preload_dynamo()
     device = "cuda" if (args.device == "auto" and torch.cuda.is_available()) else ("cpu" if args.device == "auto" else args.device)
     rank, world, distributed = _dist_setup(device)
     if device == "cuda":
