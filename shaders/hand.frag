@@ -41,10 +41,6 @@ uniform float u_pf_levels;              // number of levels
 layout(location = 0) out vec4 o_color;
 layout(location = 1) out vec4 o_aux;
 
-vec3 srgb_to_linear(vec3 c) {
-    return mix(c / 12.92, pow((c + 0.055) / 1.055, vec3(2.4)), step(vec3(0.04045), c));
-}
-
 vec3 sh_irradiance(vec3 n) {
     float x = n.x, y = n.y, z = n.z;
     vec3 e = u_sh_irr[0] * 0.282095
@@ -110,7 +106,7 @@ void main() {
             vec3 nm = texture(u_normal_map, uv).xyz * 2.0 - 1.0;
             n = normalize(T * nm.x + B * nm.y + Ng * nm.z);
         }
-        vec3 albedo = srgb_to_linear(texture(u_albedo, uv).rgb);
+        vec3 albedo = texture(u_albedo, uv).rgb;  // GL_SRGB8 texture: decoded to linear by the sampler
         if (u_mode == 2) {
             color = n * 0.5 + 0.5;
         } else if (u_mode == 3) {

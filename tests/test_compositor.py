@@ -112,6 +112,34 @@ def test_lambert_constant_environment(comp):
     assert np.isinf(out["depth"][0, 0])
 
 
+def _grey_sphere_median(comp, value, **render_kw):
+    pos, faces, uvs, ufaces, normals = uv_sphere()
+    hand = comp.add_hand(pos, faces, uvs, ufaces, normals=normals, roughness=NO_SPEC,
+                         albedo=np.full((8, 8, 3), value, np.uint8))
+    try:
+        out = comp.render([hand], camera=CAM, **render_kw)
+        return float(np.median(out["linear"][interior(out["mask"])]))
+    finally:
+        hand.release()
+        comp.hands.remove(hand)
+
+
+@pytest.mark.parametrize("srgb", [64, 128, 200])
+def test_albedo_texture_is_decoded_from_srgb_once(comp, srgb):
+    """A grey albedo texture of sRGB value ``srgb`` reflects exactly its linear value under a
+    constant environment (a white albedo cannot tell a double decode from a single one). The
+    split-sum specular term, which does not vanish at F0 = 0, is measured on a black albedo and
+    subtracted."""
+    L = 0.5
+    kw = dict(env=const_env(L), tonemap="none", shadows=False, return_linear=True)
+    c = srgb / 255.0
+    linear = ((c + 0.055) / 1.055) ** 2.4
+    diffuse = _grey_sphere_median(comp, srgb, **kw) - _grey_sphere_median(comp, 0, **kw)
+    assert abs(diffuse - linear * L) < 0.01 * linear * L, (diffuse, linear * L)
+    alb = _grey_sphere_median(comp, srgb, shading="albedo", tonemap="none", background="none", return_linear=True)
+    assert abs(alb - linear) < 0.01 * linear
+
+
 def test_environment_rotation_changes_shading(comp):
     hand = make_hand(comp)
     img = np.full((32, 64, 3), 0.05, np.float32)
