@@ -44,6 +44,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .cli import parse_size
+
 STUDENT_STAGES = ("skinning", "lights", "raycast", "features", "uv_gather", "student", "textures", "upload",
                   "composite")
 PBR_STAGES = ("skinning", "normals_upload", "composite")
@@ -55,14 +57,7 @@ JSON_VERSION = 1
 
 # ------------------------------------------------------------------------------ arguments
 
-def _size(text: str) -> tuple:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must look like 1280x720, got {text!r}") from None
-    if not (16 <= w <= 8192 and 16 <= h <= 8192):
-        raise argparse.ArgumentTypeError(f"size {w}x{h} out of range (16..8192 per side)")
-    return w, h
+
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -77,7 +72,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
                     help="student inference backend")
     ap.add_argument("--precision", default="auto", choices=("auto", "fp32", "fp16"),
                     help="student precision (auto: fp16 on CUDA, fp32 on the CPU)")
-    ap.add_argument("--size", type=_size, default=(1280, 720), help="image WxH (per eye with --stereo)")
+    ap.add_argument("--size", type=parse_size, default=(1280, 720), help="image WxH (per eye with --stereo)")
     ap.add_argument("--stereo", action="store_true", help="two eye cameras (64 mm IPD), one feature+student pass")
     ap.add_argument("--shading", choices=("student", "pbr"), default="student")
     ap.add_argument("--variant", choices=("vis", "novis", "bottleneck"), default="vis",

@@ -18,7 +18,8 @@ class UserError(Exception):
     """An error caused by the command line or the user's files; printed without a traceback."""
 
 
-def _size(text: str) -> tuple[int, int]:
+def parse_size(text: str) -> tuple[int, int]:
+    """'WxH' -> (W, H) for argparse, 16..8192 per side."""
     try:
         w, h = (int(v) for v in text.lower().split("x"))
     except ValueError:
@@ -326,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--background", choices=("env", "none", "transparent"), default="env")
     r.add_argument("--shading", choices=("pbr", "albedo", "normal", "uv"), default="pbr")
     r.add_argument("--no-shadows", action="store_true", help="disable the dominant-light shadow maps")
-    r.add_argument("--size", type=_size, default=(1280, 720), help="WxH pixels (default 1280x720)")
+    r.add_argument("--size", type=parse_size, default=(1280, 720), help="WxH pixels (default 1280x720)")
     r.add_argument("--out", default="relit_hands.png", help="output PNG (a .json summary is written beside it)")
     r.add_argument("--exr", metavar="FILE", help="also write the linear HDR image (.exr)")
     r.set_defaults(func=cmd_render)
@@ -344,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="environments as NAME or NAME@YAW_DEGREES")
     cs.add_argument("--scenes", nargs="+", help="default: every pose and scene preset")
     cs.add_argument("--yaw", type=float, default=0.0)
-    cs.add_argument("--tile", type=_size, default=(256, 256))
+    cs.add_argument("--tile", type=parse_size, default=(256, 256))
     cs.add_argument("--columns", type=int, default=7)
     cs.add_argument("--out", default="docs/contact_sheet.png")
     cs.set_defaults(func=cmd_contact_sheet)
@@ -372,7 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     fe.add_argument("--lights", type=int, default=256, help="environment lights N (32..1024)")
     fe.add_argument("--resolution", type=int, default=256, choices=(128, 256, 512, 1024), help="UV map size R")
     fe.add_argument("--backend", default="auto", help="ray casting backend: auto, embree, torch, triton")
-    fe.add_argument("--size", type=_size, default=(512, 512), help="camera image size for the view direction")
+    fe.add_argument("--size", type=parse_size, default=(512, 512), help="camera image size for the view direction")
     fe.add_argument("--tile", type=int, default=256)
     fe.add_argument("--out", default="features.png")
     fe.set_defaults(func=cmd_features)
@@ -380,7 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("view", help="desktop viewer: pose hands, rotate environments, compare shading modes")
     v.add_argument("--scene", default="clasp", help="two-hand scene or single-hand pose preset to open with")
     v.add_argument("--env", default="studio", help="shipped environment name or .hdr/.exr path")
-    v.add_argument("--size", type=_size, default=(1600, 900), help="window size WxH (logical pixels)")
+    v.add_argument("--size", type=parse_size, default=(1600, 900), help="window size WxH (logical pixels)")
     v.add_argument("--headless", action="store_true",
                    help="no window: the UI renders offscreen (EGL); implied when there is no display")
     v.add_argument("--script", metavar="JSON", help="play a JSON list of UI actions (see relit_hands.viewer.script)")
