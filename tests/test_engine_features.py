@@ -7,23 +7,9 @@ import torch
 from scipy.ndimage import binary_dilation
 
 from relit_hands import raycast
-from relit_hands.engine import Engine
-from relit_hands.environment import EnvironmentMap
 from relit_hands.features import lighting_features
 from relit_hands.hand_model import vertex_normals
 from relit_hands.scene import SCENE_PRESETS, Scene, scene_preset
-
-
-@pytest.fixture(scope="module")
-def engine():
-    e = Engine(raycast_backend="embree")
-    yield e
-    e.release()
-
-
-@pytest.fixture(scope="module")
-def env():
-    return EnvironmentMap.from_name_or_path("sky_sun").rotate(160.0)
 
 
 def posed_proxies(engine, scene):

@@ -52,6 +52,9 @@ def test_render_uvs_refine_the_proxy_atlas(asset):
     # and the same barycentrics place the (unprojected) positions on the parent proxy face
     face, w = asset["render_proxy_face"], asset["render_proxy_bary"]
     assert np.allclose(w.sum(1), 1, atol=1e-5) and w.min() > -1e-5
+    on_proxy = np.einsum("nk,nkd->nd", w, asset["proxy_vertices"][asset["proxy_faces"][face]])
+    # projecting onto the smooth surface moved each render vertex by well under the 3 mm budget
+    assert np.linalg.norm(on_proxy - asset["render_vertices"], axis=1).max() < 3e-3
 
 
 def test_uv_atlas_has_no_overlaps(asset):

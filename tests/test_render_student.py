@@ -5,26 +5,13 @@ import pytest
 import torch
 
 from relit_hands.camera import Camera
-from relit_hands.engine import Engine, StudentFrame
-from relit_hands.environment import EnvironmentMap
+from relit_hands.engine import StudentFrame
 from relit_hands.inference import TorchBackend
 from relit_hands.poses import POSE_PRESETS
 from relit_hands.scene import SCENE_PRESETS, scene_preset
 from relit_hands.student import StudentNet
 
 torch.set_num_threads(1)
-
-
-@pytest.fixture(scope="module")
-def engine():
-    e = Engine(raycast_backend="embree")
-    yield e
-    e.release()
-
-
-@pytest.fixture(scope="module")
-def env():
-    return EnvironmentMap.from_name_or_path("sky_sun").rotate(160.0)
 
 
 @pytest.fixture(scope="module", params=["vis", "bottleneck"])

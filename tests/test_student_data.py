@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 import torch
 
-from relit_hands.engine import Engine
 from relit_hands.hand_model import default_asset_path
 from relit_hands.student_data import (StudentDataset, StudentDatasetError, albedo_uv, make_synthetic_student_set,
                                       read_manifest, synthetic_teacher_target)
@@ -13,13 +12,6 @@ from relit_hands.student import FEATURE_NAMES, select_channels
 
 torch.set_num_threads(1)
 R = 64
-
-
-@pytest.fixture(scope="module")
-def engine():
-    e = Engine(raycast_backend="embree")
-    yield e
-    e.release()
 
 
 @pytest.fixture(scope="module")
