@@ -1,6 +1,8 @@
 """The real viewer, end to end: the imgui UI + the render worker process + picking, driven by
-scripted input. Headless tests render the UI into an EGL framebuffer (Mesa llvmpipe); the
-window test runs ``relit-hands view`` under Xvfb (started here if DISPLAY is unset)."""
+scripted input, in real GLFW windows on Xvfb (started here if DISPLAY is unset) with Mesa
+llvmpipe; one test runs ``relit-hands view`` as a user would. The headless (EGL offscreen) mode is
+exercised by tests/test_cli.py-style runs and by the README's main command on machines without a
+display."""
 import json
 import os
 import shutil
@@ -37,8 +39,21 @@ def _play(app, actions, timeout=150):
 
 
 @pytest.fixture(scope="module")
-def app():
-    a = ViewerApp(headless=True, size=(1280, 720), scene="relaxed", render_scale=0.5, max_fps=120)
+def window_display(display):
+    """Point DISPLAY at the (X or Xvfb) display for this module, so the viewer opens real windows."""
+    old = os.environ.get("DISPLAY")
+    os.environ["DISPLAY"] = display
+    yield display
+    if old is None:
+        os.environ.pop("DISPLAY", None)
+    else:
+        os.environ["DISPLAY"] = old
+
+
+@pytest.fixture(scope="module")
+def app(window_display):
+    """The real viewer in a GLFW window on Xvfb (Mesa llvmpipe), driven by scripted input."""
+    a = ViewerApp(headless=False, size=(1280, 720), scene="relaxed", render_scale=0.5, max_fps=120)
     try:
         _play(a, [{"action": "wait_render"}])
         yield a
@@ -146,8 +161,8 @@ def test_pose_files_and_screenshots(app, tmp_path):
     _play(app, [{"action": "set", "key": "wireframe", "value": False}, {"action": "show", "panel": "uv", "on": False}])
 
 
-def test_thousand_frames_without_memory_growth():
-    a = ViewerApp(headless=True, size=(640, 400), scene="clasp", render_scale=0.5, max_fps=0, idle_fps=0)
+def test_thousand_frames_without_memory_growth(window_display):
+    a = ViewerApp(headless=False, size=(640, 400), scene="clasp", render_scale=0.5, max_fps=0, idle_fps=0)
     try:
         _play(a, [{"action": "wait_render"}])
         for i in range(150):  # warm-up: allocator pools, texture sizes, imgui atlas
@@ -172,6 +187,7 @@ def test_thousand_frames_without_memory_growth():
 
 @pytest.fixture(scope="module")
 def display():
+    """An X display: the user's, or an Xvfb started here (the viewer's tests need a real window)."""
     if os.environ.get("DISPLAY"):
         yield os.environ["DISPLAY"]
         return

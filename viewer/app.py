@@ -80,6 +80,9 @@ class ViewerApp:
         self.interact_scale = float(interact_scale)
         self.window = None
         self.ui_scale = 1.0
+        from ..compositor import preload_triton
+
+        preload_triton()  # before Mesa's LLVM loads (see relit_hands.compositor.preload_triton)
         if self.headless:
             self.ctx = moderngl.create_context(standalone=True, backend="egl", require=330)
             self._fb_tex = self.ctx.texture(self.size, 4)
@@ -89,6 +92,8 @@ class ViewerApp:
 
             if not glfw.init():
                 raise RuntimeError("GLFW could not initialise (no display?). Use --headless.")
+            global _GLFW_WINDOWS
+            _GLFW_WINDOWS += 1
             glfw.window_hint(glfw.CONTEXT_VERSION_MAJOR, 3)
             glfw.window_hint(glfw.CONTEXT_VERSION_MINOR, 3)
             glfw.window_hint(glfw.OPENGL_PROFILE, glfw.OPENGL_CORE_PROFILE)
@@ -96,7 +101,7 @@ class ViewerApp:
             glfw.window_hint(glfw.SCALE_TO_MONITOR, True)  # HiDPI: logical size x content scale
             self.window = glfw.create_window(self.size[0], self.size[1], title, None, None)
             if not self.window:
-                glfw.terminate()
+                _release_glfw()
                 raise RuntimeError("GLFW could not create an OpenGL 3.3 core window. Use --headless.")
             glfw.make_context_current(self.window)
             glfw.swap_interval(1)
@@ -1434,10 +1439,22 @@ class ViewerApp:
                 import glfw
 
                 glfw.destroy_window(self.window)
-                glfw.terminate()
+                _release_glfw()
                 self.window = None
             else:
                 self.ctx.release()
+
+
+_GLFW_WINDOWS = 0  # viewer windows alive in this process: GLFW is terminated after the last one
+
+
+def _release_glfw() -> None:
+    import glfw
+
+    global _GLFW_WINDOWS
+    _GLFW_WINDOWS = max(0, _GLFW_WINDOWS - 1)
+    if _GLFW_WINDOWS == 0:
+        glfw.terminate()
 
 
 def display_available() -> bool:
