@@ -142,9 +142,20 @@ def cmd_info(args) -> int:
     try:
         from .. import raycast
 
-        backends["raycast"] = raycast.available_backends()
-    except Exception as e:
+        backends["raycast"] = {"available": raycast.available_backends(), "auto": raycast.resolve_backend("auto")}
+    except Exception as e:  # noqa: BLE001
         backends["raycast"] = f"unavailable: {e}"
+    try:
+        from .. import inference
+        from ..student import default_student_path
+
+        avail = inference.available_backends()
+        backends["inference"] = {"available": [k for k, v in avail.items() if v is True],
+                                 "unavailable": {k: v for k, v in avail.items() if v is not True}}
+        path = default_student_path()
+        info["default_student"] = str(path) if path.is_file() else None
+    except Exception as e:  # noqa: BLE001
+        backends["inference"] = f"unavailable: {e}"
     info["backends"] = backends
     if args.json:
         print(json.dumps(info, indent=1))
@@ -160,8 +171,19 @@ def cmd_info(args) -> int:
               + (info["cuda"]["device"] if info["cuda"]["available"] else "not available"))
         gl = info["opengl"]
         print("OpenGL:    " + (f"{gl['renderer']} ({gl['version']})" if "renderer" in gl else gl["error"]))
-        for k, val in backends.items():
-            print(f"{k} backends: {val}")
+        rc = backends.get("raycast")
+        if isinstance(rc, dict):
+            print(f"ray casting: {', '.join(rc['available'])} (auto: {rc['auto']})")
+        else:
+            print(f"ray casting: {rc}")
+        inf = backends.get("inference")
+        if isinstance(inf, dict):
+            print(f"inference:   {', '.join(inf['available'])}"
+                  + "".join(f"; {k}: {v}" for k, v in inf["unavailable"].items()))
+        else:
+            print(f"inference:   {inf}")
+        print("student:     " + (info.get("default_student") or
+                                  "no trained default model installed (PBR baseline; see README: train-student)"))
     return 0
 
 
