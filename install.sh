@@ -14,16 +14,20 @@ for arg in "$@"; do
   esac
 done
 
-# 1. System packages: EGL/OpenGL through Mesa (llvmpipe renders on the CPU), Xvfb for the viewer.
-apt_pkgs="libegl1 libegl-mesa0 libgl1-mesa-dri libgl1 libglx-mesa0 xvfb xauth libllvm19"  # libllvm19: Mitsuba 3 LLVM backend (light stage)
-need_apt=0
-for p in $apt_pkgs; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_apt=1
+# 1. System packages: EGL/OpenGL through Mesa (llvmpipe renders on the CPU), Xvfb for the viewer;
+#    optional: libllvm19 for Mitsuba 3's LLVM backend (the synthetic light stage).
+apt_pkgs="libegl1 libegl-mesa0 libgl1-mesa-dri libgl1 libglx-mesa0 xvfb xauth"
+apt_optional="libllvm19"
+missing=""
+for p in $apt_pkgs $apt_optional; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
 done
-if [ "$need_apt" = 1 ]; then
+if [ -n "$missing" ]; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $apt_pkgs >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $apt_optional >/dev/null 2>&1 ||
+    echo "install.sh: note: $apt_optional is not available here; the light stage (Mitsuba LLVM) will not run" >&2
 fi
 
 # 2. Virtual environment.
