@@ -445,18 +445,24 @@ class Capture:
         env = EnvironmentMap.load(self.environments[f.env_id], name=f.env_id)
         return env.rotate(f.yaw_deg, f.pitch_deg)
 
+    def _read_view(self, frame, cam_id: str, table: str, reader, read_error):
+        """(frame, path, data) of ``frame``'s ``table`` ('images' / 'masks') file for ``cam_id``."""
+        f = self._frame(frame)
+        files = getattr(f, table)
+        if cam_id not in files:
+            what = "image" if table == "images" else "mask"
+            raise KeyError(f"frame {f.id!r} has no {what} for camera {cam_id!r} (has {sorted(files)})")
+        path = files[cam_id]
+        try:
+            return f, path, reader(path)
+        except read_error as e:
+            raise CaptureFormatError(f"frame {f.id!r} camera {cam_id!r}: {e}") from None
+
     def image(self, frame, cam_id: str) -> np.ndarray:
         """Linear HDR RGB float32 [H, W, 3] of ``frame`` seen by camera ``cam_id``."""
         from .image_io import ImageReadError, read_hdr_image
 
-        f = self._frame(frame)
-        if cam_id not in f.images:
-            raise KeyError(f"frame {f.id!r} has no image for camera {cam_id!r} (has {sorted(f.images)})")
-        path = f.images[cam_id]
-        try:
-            img = read_hdr_image(path)
-        except ImageReadError as e:
-            raise CaptureFormatError(f"frame {f.id!r} camera {cam_id!r}: {e}") from None
+        f, path, img = self._read_view(frame, cam_id, "images", read_hdr_image, ImageReadError)
         cam = self.cameras[cam_id]
         if img.shape != (cam.height, cam.width, 3):
             raise CaptureFormatError(f"{path}: frame {f.id!r} camera {cam_id!r}: image has shape "
@@ -467,14 +473,7 @@ class Capture:
         """uint8 [H, W]: 0 background, 1 right hand, 2 left hand (foreground = mask > 0)."""
         from .image_io import ImageReadError, read_png
 
-        f = self._frame(frame)
-        if cam_id not in f.masks:
-            raise KeyError(f"frame {f.id!r} has no mask for camera {cam_id!r} (has {sorted(f.masks)})")
-        path = f.masks[cam_id]
-        try:
-            m = read_png(path)
-        except ImageReadError as e:
-            raise CaptureFormatError(f"frame {f.id!r} camera {cam_id!r}: {e}") from None
+        f, path, m = self._read_view(frame, cam_id, "masks", read_png, ImageReadError)
         if m.ndim == 3:
             m = m[..., 0]
         cam = self.cameras[cam_id]

@@ -238,19 +238,15 @@ class Engine:
         t1 = time.perf_counter()
         t["skinning"] = (t1 - t0) * 1e3
         sides = [h.side for h in scene.hands]
-        for side in sides:
-            v = posed[side].render_vertices
-            n = vertex_normals(v, self._faces[side])
-            self.drawables[side].update_vertices(v[0].numpy(), n[0].numpy())
-            if shading == "uv_texture":
-                if not radiance_textures or side not in radiance_textures:
-                    raise ValueError(f"shading='uv_texture' needs radiance_textures[{side!r}]")
-                self.drawables[side].set_radiance_texture(radiance_textures[side])
+        if shading == "uv_texture":
+            missing = [s for s in sides if not radiance_textures or s not in radiance_textures]
+            if missing:
+                raise ValueError(f"shading='uv_texture' needs radiance_textures[{missing[0]!r}]")
+        self._upload(posed, sides, radiance_textures if shading == "uv_texture" else None)
         t2 = time.perf_counter()
         t["normals_upload"] = (t2 - t1) * 1e3
         if camera is None:
-            pts = torch.cat([posed[s].render_vertices[0] for s in sides]).numpy()
-            camera = framing_camera(pts, width, height, direction=scene.view_direction)
+            camera = self._framing(posed, sides, width, height, scene.view_direction)
         out = self.compositor.render([self.drawables[s] for s in sides], env, camera, shading=shading,
                                      exposure_ev=exposure_ev, tonemap=tonemap, background=background,
                                      shadows=shadows, return_linear=return_linear, readback=readback)
@@ -261,8 +257,23 @@ class Engine:
                      timings_ms=t, linear=out.get("linear"))
 
     # ---------------------------------------------------------------------------------
-    # Neural student path (issue 7). Added: StudentFrame (dataclass below), Engine.student_backend,
-    # Engine.render_student. Everything above is unchanged.
+    # Shared by the PBR / UV-texture path and the student path
+
+    def _upload(self, posed: dict, sides: list, radiance_textures: dict | None = None) -> None:
+        """Posed render vertices + area-weighted normals (and radiance textures) to the GPU."""
+        for side in sides:
+            v = posed[side].render_vertices
+            self.drawables[side].update_vertices(v[0].numpy(), vertex_normals(v, self._faces[side])[0].numpy())
+            if radiance_textures is not None:
+                self.drawables[side].set_radiance_texture(radiance_textures[side])
+
+    @staticmethod
+    def _framing(posed: dict, sides: list, width: int, height: int, direction) -> Camera:
+        pts = torch.cat([posed[s].render_vertices[0] for s in sides]).numpy()
+        return framing_camera(pts, width, height, direction=direction)
+
+    # ---------------------------------------------------------------------------------
+    # Neural student path
     def student_backend(self, student=None, *, backend: str = "auto", resolution: int = 256):
         """Resolve ``student`` to an :class:`~relit_hands.inference.InferenceBackend` (cached).
 
@@ -336,8 +347,7 @@ class Engine:
                      for h in scene.hands}
         t["skinning"] = (time.perf_counter() - t0) * 1e3
         if cameras is None:
-            pts = torch.cat([posed[s].render_vertices[0] for s in sides]).numpy()
-            cameras = [framing_camera(pts, width, height, direction=scene.view_direction)]
+            cameras = [self._framing(posed, sides, width, height, scene.view_direction)]
         elif isinstance(cameras, Camera):
             cameras = [cameras]
         cameras = list(cameras)
@@ -369,10 +379,7 @@ class Engine:
         textures = {s: np.ascontiguousarray(rad[i].numpy()) for i, s in enumerate(sides)}
         t4 = time.perf_counter()
         t["textures"] = (t4 - t3) * 1e3
-        for side in sides:
-            v = posed[side].render_vertices
-            self.drawables[side].update_vertices(v[0].numpy(), vertex_normals(v, self._faces[side])[0].numpy())
-            self.drawables[side].set_radiance_texture(textures[side])
+        self._upload(posed, sides, textures)
         t5 = time.perf_counter()
         t["upload"] = (t5 - t4) * 1e3
         frames, per_view = [], []
