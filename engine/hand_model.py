@@ -168,6 +168,20 @@ class HandAsset:
         return cls.from_arrays(arrays, side=side if side in ("right", "left") else "right",
                                source=str(path))
 
+    def albedo_map(self, resolution: int) -> torch.Tensor:
+        """The asset's albedo texture (``albedo.png`` beside the npz, sRGB-decoded once) area-averaged
+        to ``resolution``: linear reflectance ``[3, R, R]`` float32 in the atlas layout (row = v * R,
+        conventions.md), shared by both hands through the mirrored layout."""
+        from relit_hands.image_io import read_albedo_linear
+
+        if not self.source:
+            raise ValueError("the hand asset has no source path, so its albedo texture cannot be found")
+        path = Path(self.source).parent / "albedo.png"
+        if not path.is_file():
+            raise FileNotFoundError(f"hand asset {self.source}: albedo texture not found: {path}")
+        img = torch.from_numpy(read_albedo_linear(path)).permute(2, 0, 1)[None]
+        return torch.nn.functional.interpolate(img, size=(int(resolution), int(resolution)), mode="area")[0].contiguous()
+
     def save(self, path) -> None:
         """Write the npz (float32 / int32 / uint8 arrays, plus extras)."""
         np.savez_compressed(path, **self.arrays())

@@ -24,6 +24,9 @@ arithmetic in the graph)::
     d_i = conv3x3(nearest_up2(d_{i+1}) -> c_i) lrelu,
           conv3x3(cat(d_i, e_i) -> c_i) lrelu                          i = levels-1..0
     out = softplus(conv3x3(d_0 -> 3))                                  radiance / energy
+    [albedo prior: out = softplus(conv3x3(d_0 -> 3)) * A, A = the asset's linear albedo texture
+     [1, 3, R, R] (a fixed buffer saved with the weights, a constant in the ONNX graph): the
+     network predicts shading, not albedo x shading, which a ReLU network learns slowly]
 
 with ``c_i = base * min(2^i, 4)`` (32, 64, 128, 128, 128 for base 32, levels 4). Full-resolution
 work is kept to three 3x3 convolutions (plus the output one): at R = 256 every level costs about
@@ -167,7 +170,8 @@ class StudentNet(nn.Module):
 
     def __init__(self, in_channels: int, base: int = 32, levels: int = 4, static_channels: int = 8,
                  resolution: int = 256, variant: str = "vis", code_dim: int = 64,
-                 feature_names: Optional[Sequence[str]] = None, slope: float = 0.2):
+                 feature_names: Optional[Sequence[str]] = None, slope: float = 0.2,
+                 albedo_prior: bool = False):
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
@@ -179,6 +183,7 @@ class StudentNet(nn.Module):
         self.in_channels, self.base, self.levels = int(in_channels), int(base), int(levels)
         self.static_channels, self.resolution, self.variant = int(static_channels), R, variant
         self.code_dim, self.slope = int(code_dim), float(slope)
+        self.albedo_prior = bool(albedo_prior)
         self.feature_names = list(feature_names) if feature_names is not None else None
         ch = [base * min(2 ** i, 4) for i in range(levels + 1)]
         self.channels = ch
@@ -203,6 +208,10 @@ class StudentNet(nn.Module):
         self.up = nn.ModuleList([_conv(ch[i + 1], ch[i]) for i in range(levels)])
         self.merge = nn.ModuleList([_conv(2 * ch[i], ch[i]) for i in range(levels)])
         self.out = _conv(ch[0], 3)
+        if self.albedo_prior:  # filled by set_albedo (training) or from the weights file (loading)
+            self.register_buffer("albedo", torch.full((1, 3, R, R), 0.4))
+        else:
+            self.albedo = None
         self._init()
 
     def _init(self):
@@ -213,6 +222,22 @@ class StudentNet(nn.Module):
                     nn.init.zeros_(m.bias)
         nn.init.normal_(self.out.weight, std=1e-3)
         nn.init.constant_(self.out.bias, math.log(math.expm1(0.05)))  # softplus(b) = 0.05
+        if self.albedo is not None:
+            self._init_out_bias()
+
+    def _init_out_bias(self):
+        """softplus(b) * mean albedo = 0.05 (the untrained prediction of the module docstring)."""
+        m = float(self.albedo.mean().clamp_min(1e-3))
+        nn.init.constant_(self.out.bias, math.log(math.expm1(0.05 / m)))
+
+    def set_albedo(self, albedo):
+        """The albedo prior ``[3, R, R]`` (linear, :meth:`HandAsset.albedo_map`); re-initialises the
+        output bias so the untrained prediction stays ~0.05."""
+        if self.albedo is None:
+            raise ValueError("this student was built without albedo_prior")
+        a = torch.as_tensor(albedo, dtype=torch.float32).reshape(1, 3, self.resolution, self.resolution)
+        self.albedo.copy_(a)
+        self._init_out_bias()
 
     @property
     def code_in(self) -> int:
@@ -245,13 +270,14 @@ class StudentNet(nn.Module):
             d = F.interpolate(d, scale_factor=2.0, mode="nearest")
             d = F.leaky_relu(self.up[i](d), a)
             d = F.leaky_relu(self.merge[i](torch.cat([d, e[i]], 1)), a)
-        return F.softplus(self.out(d))
+        out = F.softplus(self.out(d))
+        return out * self.albedo.to(out.dtype) if self.albedo is not None else out
 
     def config(self) -> dict:
         return {"in_channels": self.in_channels, "base": self.base, "levels": self.levels,
                 "static_channels": self.static_channels, "resolution": self.resolution,
                 "variant": self.variant, "code_dim": self.code_dim, "slope": self.slope,
-                "feature_names": self.feature_names}
+                "feature_names": self.feature_names, "albedo_prior": self.albedo_prior}
 
     @classmethod
     def for_variant(cls, variant: str, resolution: int = 256, available=FEATURE_NAMES, **kw) -> "StudentNet":
@@ -334,7 +360,8 @@ def load_student(path, device="cpu") -> tuple[StudentNet, dict]:
     try:
         kw = {k: meta[k] for k in ("in_channels", "base", "levels", "static_channels", "resolution", "variant",
                                    "code_dim")}
-        model = StudentNet(**kw, feature_names=meta.get("feature_names"), slope=meta.get("slope", 0.2))
+        model = StudentNet(**kw, feature_names=meta.get("feature_names"), slope=meta.get("slope", 0.2),
+                           albedo_prior=bool(meta.get("albedo_prior", False)))
     except (KeyError, TypeError, ValueError) as e:
         raise StudentLoadError(f"{path}: student metadata does not describe a valid network ({e})") from None
     try:

@@ -38,7 +38,7 @@ from .uv_maps import UVRasterizer
 
 __all__ = ["DATASET_FORMAT", "DATASET_VERSION", "StudentDatasetError", "proxy_vertex_features",
            "StudentDataset", "write_manifest", "write_sample", "read_manifest", "make_synthetic_student_set",
-           "asset_uv_rasterizer", "asset_sha1", "albedo_uv", "synthetic_teacher_target"]
+           "asset_uv_rasterizer", "asset_sha1", "synthetic_teacher_target"]
 
 DATASET_FORMAT = "relit_hands.student_set"
 DATASET_VERSION = 1
@@ -239,17 +239,6 @@ class _SceneLike:
 
 # ----------------------------------------------------------------------- stand-in teacher
 
-def albedo_uv(asset_dir, resolution: int) -> torch.Tensor:
-    """The asset's albedo texture as linear RGB [3, R, R] (sRGB decoded, area-averaged to R)."""
-    from .image_io import read_png
-
-    a = read_png(Path(asset_dir) / "albedo.png")[..., :3].astype(np.float32) / 255.0
-    lin = np.where(a <= 0.04045, a / 12.92, ((a + 0.055) / 1.055) ** 2.4)
-    t = torch.from_numpy(lin).permute(2, 0, 1)[None]
-    t = torch.nn.functional.interpolate(t, size=(resolution, resolution), mode="area")
-    return t[0].contiguous()
-
-
 def synthetic_teacher_target(maps: torch.Tensor, names: Sequence[str], albedo: torch.Tensor,
                              energy: torch.Tensor) -> torch.Tensor:
     """STAND-IN TEACHER FOR TESTS ONLY (no learned light transport, no subsurface scattering):
@@ -281,8 +270,7 @@ def make_synthetic_student_set(root, engine, n: int = 8, resolution: int = 128, 
     names_pool = list(SCENE_PRESETS) + list(POSE_PRESETS)
     envs = list(envs) if envs else EnvironmentMap.list_shipped()
     env_cache = {}
-    asset_dir = Path(getattr(engine, "asset_dir", default_asset_path().parent))
-    albedo = albedo_uv(asset_dir, resolution)
+    albedo = engine.asset.albedo_map(resolution)
     uv = engine.uv_rasterizer(resolution)
     samples = []
     n_val = max(1, int(round(n * val_fraction))) if n > 1 else 0

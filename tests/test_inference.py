@@ -55,6 +55,34 @@ def test_torch_and_onnxruntime_agree(tmp_path, variant):
         assert float((a - b).abs().max()) < 1e-3 * rng
 
 
+def test_albedo_prior_student_exports_and_roundtrips(tmp_path):
+    """The albedo prior (a fixed buffer multiplying the output) is a constant in the ONNX graph,
+    travels in the weights file, and leaves the prediction at ~0.05 x albedo / mean albedo."""
+    from relit_hands.hand_model import HandAsset
+    from relit_hands.student import load_student
+
+    torch.manual_seed(0)
+    m = StudentNet.for_variant("vis", resolution=64, base=8, levels=3, static_channels=4, albedo_prior=True)
+    A = HandAsset.load().albedo_map(64)
+    m.set_albedo(A)
+    x, _ = inputs(m.eval(), 2)
+    with torch.no_grad():
+        y0 = m(x)
+    torch.testing.assert_close(y0 / A[None], torch.full_like(y0, 0.05 / float(A.mean())), rtol=0.05, atol=0)
+    with torch.no_grad():
+        m.out.weight.normal_(std=0.05)
+    path = export_onnx(m, tmp_path / "p.onnx")
+    assert {n.op_type for n in onnx.load(str(path)).graph.node} <= TRT_OPS
+    a = TorchBackend(m).run(x, None)
+    b = OnnxRuntimeBackend(path, model_meta(m), threads=1).run(x, None)
+    assert float((a - b).abs().max()) < 1e-3 * float(a.max() - a.min())
+    m2, meta = load_student(save_student(tmp_path / "p.safetensors", m))
+    assert meta["albedo_prior"] is True
+    torch.testing.assert_close(m2.albedo[0], A)
+    with torch.no_grad():
+        torch.testing.assert_close(m(x), m2(x), rtol=1e-5, atol=1e-7)
+
+
 def test_make_backend_from_file(tmp_path):
     m = varied("vis")
     p = save_student(tmp_path / "s.safetensors", m)

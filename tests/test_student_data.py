@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from relit_hands.hand_model import default_asset_path
-from relit_hands.student_data import (StudentDataset, StudentDatasetError, albedo_uv, make_synthetic_student_set,
+from relit_hands.hand_model import HandAsset
+from relit_hands.student_data import (StudentDataset, StudentDatasetError, make_synthetic_student_set,
                                       read_manifest, synthetic_teacher_target)
 from relit_hands.student import FEATURE_NAMES, select_channels
 
@@ -51,7 +51,7 @@ def test_dataset_items_and_target_function(sset, engine):
     assert it["maps"].shape == (19, R, R) and it["maps_novis"].shape == (19, R, R)
     assert it["target"].shape == (3, R, R) and it["env_code"].shape == (30,) and it["mask"].dtype == torch.bool
     # the stand-in teacher's target / energy is its documented function of the gathered features
-    alb = albedo_uv(default_asset_path().parent, R)
+    alb = HandAsset.load().albedo_map(R)
     want = synthetic_teacher_target(it["maps"][None], FEATURE_NAMES, alb, torch.ones(3))[0]
     m = it["mask"]
     rel = (want - it["target"])[:, m].abs().max() / want[:, m].abs().max()

@@ -120,6 +120,39 @@ def test_save_load_roundtrip(tmp_path):
         load_teacher(tmp_path / "missing.safetensors")
 
 
+def test_albedo_prior_starts_as_lambertian_asset_skin(cond, geo, tmp_path):
+    """With the albedo prior, an untrained teacher under one lit, visible directional light is the
+    asset's Lambertian skin: albedo / pi * E * n.l (+ the small residual e), and the prior survives
+    save / load."""
+    from relit_hands.engine import load_asset_textures
+    from relit_hands.image_io import srgb_to_linear
+
+    A = cond.albedo_texture()
+    assert A.shape == (3, R, R)
+    # area average of the decoded 1024^2 texture: the mean over the atlas matches the full texture's
+    full = srgb_to_linear(load_asset_textures(Path(cond.asset.source).parent)["albedo"] / 255.0)
+    np.testing.assert_allclose(A.mean((1, 2)).numpy(), full.mean((0, 1)), rtol=1e-3)
+    assert 0.05 < float(A[:, geo.valid].mean()) < 0.9
+    torch.manual_seed(0)
+    net = TeacherNet(R, latent_channels=4, trunk_channels=8, head_channels=8, albedo_prior=True, albedo=A).eval()
+    d = np.array([[0.3, 0.9, 0.3]], np.float32)
+    c, f = geo.directional_lights(d / np.linalg.norm(d), np.array([0.0, 0.2, 0.8]), visibility=False)
+    c[:, :, COND_NAMES.index("vis")] = 1.0
+    with torch.no_grad():
+        tex = net(c, f, torch.ones(1, 3), geo.pose, geo.valid, sum_lights=True)
+    ndl = c[:, 0, COND_NAMES.index("ndotl")].clamp_min(0)
+    lit = geo.valid & (ndl > 0.3)
+    expect = A[None] / np.pi * ndl[:, None]
+    rel = ((tex - expect).abs() / expect.clamp_min(1e-6)).permute(0, 2, 3, 1)[lit]
+    # sigmoid(s + 3) ~ 0.95 at vis = 1; e adds ~0.003; the head's random last layer is ~1e-3
+    assert float(rel.median()) < 0.08
+    save_teacher(net, tmp_path / "p.safetensors")
+    m, _ = load_teacher(tmp_path / "p.safetensors")
+    torch.testing.assert_close(m.albedo[0], A)
+    with torch.no_grad():
+        torch.testing.assert_close(m(c, f, torch.ones(1, 3), geo.pose, geo.valid, sum_lights=True), tex)
+
+
 def test_shared_basis_matches_direct_sum(cond, geo):
     """The shared-basis relighter equals the explicit weighted sum of single-light textures."""
     from relit_hands.environment import EnvironmentMap
@@ -155,13 +188,12 @@ def _tiny_capture(tmp_root: Path):
     from relit_hands.camera import Camera
     from relit_hands.capture import CaptureWriter
     from relit_hands.engine import Engine
-    from relit_hands.student_data import albedo_uv
-    from relit_hands.hand_model import default_asset_path
+    from relit_hands.hand_model import HandAsset
     from relit_hands.tools.teacher_training import project_image, view_lookup
 
     eng = Engine()
     tc = TexelConditioning(eng, R, d_ref=1.0)
-    alb = albedo_uv(default_asset_path().parent, R)
+    alb = HandAsset.load().albedo_map(R)
     w = CaptureWriter(tmp_root, "synthetic-tiny", {"tool": "tests/test_teacher.py"})
     scene = scene_preset("spread")
     for i, az in enumerate(np.linspace(0, 2 * np.pi, 4, endpoint=False)):

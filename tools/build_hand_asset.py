@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage, sparse
 
+from relit_hands.image_io import linear_to_srgb, srgb_to_linear
+
 from .hand_shape import FINGER_CHAINS, PARENTS, TIP_ORDER, HandSDF, build_skeleton
 
 
@@ -308,16 +310,6 @@ def fbm(p, freq, seed, octaves=4):
         norm += amp
         amp *= 0.5
     return out / norm
-
-
-def srgb_to_linear(c):
-    c = np.asarray(c, dtype=np.float64)
-    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
-
-
-def linear_to_srgb(c):
-    c = np.clip(c, 0.0, 1.0)
-    return np.where(c <= 0.0031308, c * 12.92, 1.055 * c ** (1 / 2.4) - 0.055)
 
 
 # Skin albedo anchors (sRGB, back of the hand), light -> dark; palms carry less melanin.

@@ -441,10 +441,6 @@ def plan_frames(preset: dict, cameras: dict, light_pos: np.ndarray, models, env_
 # Rendering
 
 
-def _srgb_to_linear(x):
-    return np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)
-
-
 class LightStageRenderer:
     """Builds Mitsuba scenes of posed hands under point lights or an environment map and
     renders them from capture cameras; ray-casts exact per-hand masks."""
@@ -452,7 +448,7 @@ class LightStageRenderer:
     def __init__(self, asset_path=None, *, variant: str = "auto", boundary: str = "index_matched",
                  max_depth: int | None = None):
         from relit_hands.hand_model import HandAsset, HandModel, default_asset_path
-        from relit_hands.image_io import read_png
+        from relit_hands.image_io import read_albedo_linear
 
         self.mi = mi = setup_mitsuba(variant)
         path = Path(asset_path) if asset_path is not None else default_asset_path()
@@ -460,7 +456,7 @@ class LightStageRenderer:
         self.models = {s: HandModel(self.asset, s) for s in ("right", "left")}
         self.boundary = boundary
         self.max_depth = int(max_depth or SKIN["max_depth"])
-        albedo = _srgb_to_linear(read_png(path.parent / "albedo.png")[..., :3] / 255.0)
+        albedo = read_albedo_linear(path.parent / "albedo.png")
         rd = np.asarray(SKIN["rd_index_matched" if boundary == "index_matched" else "rd_rough_dielectric"])
         self.tint_image = np.sqrt(np.clip(albedo / rd, 0.0, 1.0)).astype(np.float32)
         self._tint = mi.load_dict({"type": "bitmap", "bitmap": mi.Bitmap(self.tint_image), "raw": True,
@@ -721,6 +717,21 @@ def view_seed(base: int, frame_index: int, cam_index: int) -> int:
     return int.from_bytes(h[:4], "little") & 0x7FFFFFFF
 
 
+def frame_cameras(cam_ids: list, frame_index: int, views_per_frame: int | None) -> list:
+    """The cameras to render for one frame in this run: all of them, or ``views_per_frame`` of
+    them spread over the rig (every ``n // k``-th camera of the elevation-ordered spiral) with an
+    offset that rotates with the frame index, so a first pass sees every frame from every part of
+    the dome across frames; a later run without the limit fills in the rest."""
+    n = len(cam_ids)
+    if not views_per_frame or views_per_frame >= n:
+        return list(cam_ids)
+    if views_per_frame < 1:
+        raise ValueError(f"--views-per-frame must be >= 1, got {views_per_frame}")
+    stride = n // views_per_frame
+    off = frame_index % stride
+    return [cam_ids[off + j * stride] for j in range(views_per_frame)]
+
+
 def generator_settings(preset_name: str, preset: dict, renderer: "LightStageRenderer | None", spp: int) -> dict:
     return {"tool": "relit-hands lightstage", "preset": preset_name, "renderer": "mitsuba3 volpath",
             "mitsuba": _mitsuba_version(), "variant": renderer.mi.variant() if renderer else None,
@@ -740,7 +751,8 @@ def _mitsuba_version():
 
 
 def run(preset_name: str, out, *, shard=(0, 1), variant="auto", spp=None, boundary="index_matched",
-        sheet_only=False, sheet_path=None, quiet=False, frame_limit=None, kinds=None) -> dict:
+        sheet_only=False, sheet_path=None, quiet=False, frame_limit=None, kinds=None,
+        views_per_frame=None) -> dict:
     from tqdm import tqdm
 
     from relit_hands.capture import CaptureWriter
@@ -788,8 +800,9 @@ def run(preset_name: str, out, *, shard=(0, 1), variant="auto", spp=None, bounda
 
     si, sn = shard
     mine = [(k, f) for k, f in enumerate(frames) if k % sn == si and (not kinds or f.kind in kinds)]
-    todo = [(k, f) for k, f in mine if not all(writer.has_view(f.id, c) for c in cams)]
-    n_views_todo = sum(sum(1 for c in cams if not writer.has_view(f.id, c)) for _, f in todo)
+    wanted = {f.id: frame_cameras(list(cams), k, views_per_frame) for k, f in mine}
+    todo = [(k, f) for k, f in mine if not all(writer.has_view(f.id, c) for c in wanted[f.id])]
+    n_views_todo = sum(sum(1 for c in wanted[f.id] if not writer.has_view(f.id, c)) for _, f in todo)
     render_s, n_rendered, build_s = 0.0, 0, 0.0
     if not sheet_only and n_views_todo:
         bar = tqdm(total=n_views_todo, desc=f"lightstage {preset_name}" + (f" shard {si}/{sn}" if sn > 1 else ""),
@@ -805,7 +818,7 @@ def run(preset_name: str, out, *, shard=(0, 1), variant="auto", spp=None, bounda
             masks = renderer.masks(ms, cams)
             build_s += time.perf_counter() - t0
             for ci, cid in enumerate(cam_list):
-                if writer.has_view(f.id, cid):
+                if cid not in wanted[f.id] or writer.has_view(f.id, cid):
                     continue
                 t1 = time.perf_counter()
                 rgb, _alpha = renderer.render(ms, ci, spp, view_seed(preset["seed"], k, ci))
@@ -878,6 +891,9 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--kinds", type=lambda t: [k.strip() for k in t.split(",") if k.strip()], metavar="K[,K]",
                     help="render only frames of these kinds (olat, group, env) now; the rest on a later run "
                          "(e.g. --kinds env renders the evaluation frames first)")
+    ap.add_argument("--views-per-frame", type=int, metavar="K",
+                    help="render only K of the rig's cameras per frame now (spread over the dome, rotating "
+                         "with the frame); run again without it to fill in the rest")
     ap.add_argument("--sheet", help="contact sheet PNG path (default OUT/contact_sheet.png)")
     ap.add_argument("--sheet-only", action="store_true", help="render nothing, rebuild the sheet and summary")
     ap.add_argument("--calibrate", action="store_true", help="measure the bare skin reflectance and exit")
@@ -892,7 +908,8 @@ def run_from_args(args) -> int:
     if not args.out:
         raise ValueError("lightstage: --out DIR is required")
     run(args.preset, args.out, shard=args.shard, variant=args.variant, spp=args.spp, boundary=args.boundary,
-        sheet_only=args.sheet_only, sheet_path=args.sheet, quiet=args.quiet, kinds=args.kinds)
+        sheet_only=args.sheet_only, sheet_path=args.sheet, quiet=args.quiet, kinds=args.kinds,
+        views_per_frame=args.views_per_frame)
     return 0
 
 

@@ -195,7 +195,7 @@ def make_student_set(teacher_path, out, *, poses: int = 16, envs=None, rotations
     engine = Engine()
     cond = type(cond)(engine, cond.resolution, d_ref=teacher.d_ref)
     relighter = SharedBasisRelighter(teacher, cond, n_lights, chunk)
-    cap = Capture.load(capture) if capture else None
+    cap = Capture.load(capture, check_files=False) if capture else None  # poses only
     heldout = [f.scene for f in cap.frames if f.split == "heldout"] if cap is not None else []
     env_names = list(envs) if envs else EnvironmentMap.list_shipped()
     env_maps = {n: EnvironmentMap.from_name_or_path(n) for n in env_names}

@@ -13,7 +13,11 @@ latent texture serve the left and the right hand):
       s_l    = shadow branch: conv5x5(cat(vis, vis * max(0, n.l))) -> 4 ch   (spatial context:
                subsurface scattering blurs shadow edges over a few mm = a few texels)
       h_l    = 1x1-conv MLP(cat(F, c_l, s_l)) -> 7 channels (a_rgb, s, e_rgb)
-      rho    = softplus(a)                 reflectance-like gain (RGB, >= 0)
+      rho    = softplus(a)                 reflectance-like gain (RGB, >= 0); with an albedo prior
+               (``albedo_prior=True``: the asset's linear albedo texture A [3, R, R], a fixed
+               buffer saved with the weights) rho = softplus(a) * A, softplus(a) starting at 1/pi:
+               the untrained teacher is then the asset's Lambertian skin and training learns only
+               what differs (translucency, view dependence, shadow softness)
       g      = sigmoid(s + 6 (vis - 1/2))  learned shadow / gain factor in [0, 1] multiplying the
                (skip-connected) visibility, in the spirit of the deep shadow maps of the
                paper's lineage
@@ -65,12 +69,25 @@ class TeacherNet(nn.Module):
 
     def __init__(self, resolution: int = 256, latent_channels: int = 16, pose_code: int = 8,
                  trunk_channels: int = 32, head_channels: int = 32, d_ref: float = 1.0,
-                 rho_init: float = 0.12, e_init: float = 0.003):
+                 rho_init: float = 0.12, e_init: float = 0.003, albedo_prior: bool = False,
+                 albedo: torch.Tensor | None = None):
+        """``albedo_prior``: multiply the learned gain by a fixed albedo texture ``albedo``
+        [3, R, R] (linear; :meth:`TexelConditioning.albedo_texture`); when loading, the buffer comes
+        from the weights file."""
         super().__init__()
         self.config = dict(resolution=int(resolution), latent_channels=int(latent_channels),
                            pose_code=int(pose_code), trunk_channels=int(trunk_channels),
                            head_channels=int(head_channels), d_ref=float(d_ref),
-                           rho_init=float(rho_init), e_init=float(e_init))
+                           rho_init=float(rho_init), e_init=float(e_init), albedo_prior=bool(albedo_prior))
+        if albedo_prior:
+            if albedo is None:
+                albedo = torch.zeros(3, resolution, resolution)
+            if tuple(albedo.shape) != (3, resolution, resolution):
+                raise ValueError(f"albedo prior must be [3, {resolution}, {resolution}], got {tuple(albedo.shape)}")
+            self.register_buffer("albedo", albedo.detach().float().clone()[None])
+            rho_init = 1.0 / math.pi
+        else:
+            self.albedo = None
         R, Cz, Ct, Ch, Pc = resolution, latent_channels, trunk_channels, head_channels, pose_code
         self.resolution = R
         self.d_ref = float(d_ref)
@@ -108,6 +125,8 @@ class TeacherNet(nn.Module):
         f = feats[:, None].expand(H, L, -1, R, R).reshape(H * L, -1, R, R)
         h = self.head(torch.cat([f, c, s], 1))
         rho = F.softplus(h[:, 0:3])
+        if self.albedo is not None:
+            rho = rho * self.albedo
         g = torch.sigmoid(h[:, 3:4] + 6.0 * (vis - 0.5))
         e = F.softplus(h[:, 4:7])
         out = rho * g * ndl + e

@@ -61,6 +61,8 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
     p.add_argument("--levels", type=int, default=4)
     p.add_argument("--static-channels", type=int, default=8)
     p.add_argument("--code-dim", type=int, default=64)
+    p.add_argument("--albedo-prior", action=argparse.BooleanOptionalAction, default=True,
+                   help="multiply the output by the asset's albedo texture (student.py)")
     p.add_argument("--val-every", type=int, default=1000)
     p.add_argument("--ckpt-every", type=int, default=2000)
     p.add_argument("--log-every", type=int, default=20)
@@ -285,7 +287,12 @@ def train(args, command: str | None = None) -> dict:
         if args.resume and main_rank:
             print(f"train-student: --resume but no {latest}; starting fresh", file=sys.stderr)
         model = StudentNet(len(names), base=args.base, levels=args.levels, static_channels=args.static_channels,
-                           resolution=R, variant=args.variant, code_dim=args.code_dim, feature_names=names)
+                           resolution=R, variant=args.variant, code_dim=args.code_dim, feature_names=names,
+                           albedo_prior=args.albedo_prior)
+        if args.albedo_prior:
+            from relit_hands.hand_model import HandAsset
+
+            model.set_albedo(HandAsset.load().albedo_map(R))
         mean, std, tau = _stats(train_ds)
         model.set_input_normalisation(mean, std)
     model = model.to(device).train()

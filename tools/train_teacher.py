@@ -60,6 +60,8 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--loss", choices=("l2", "log_l1"), default="l2", help="see teacher_training's docstring")
     p.add_argument("--latent-lr", type=float, default=1e-2)
+    p.add_argument("--albedo-prior", action=argparse.BooleanOptionalAction, default=True,
+                   help="scale the learned reflectance by the asset's albedo texture (teacher.py)")
     p.add_argument("--latent-channels", type=int, default=16)
     p.add_argument("--trunk-channels", type=int, default=32)
     p.add_argument("--head-channels", type=int, default=32)
@@ -73,11 +75,37 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads per process")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--allow-partial", action="store_true",
+                   help="train on the views of a capture that are rendered so far (e.g. one made with "
+                        "lightstage --views-per-frame); without it a missing image is an error")
     p.add_argument("--no-progress", action="store_true")
     return p
 
 
 # ------------------------------------------------------------------------------------ splits
+
+def rendered_views_only(capture) -> dict:
+    """Restrict every lit frame of ``capture`` (loaded with ``check_files=False``) to the cameras
+    whose image and mask exist, drop lit frames with none; returns {'views', 'views_total',
+    'frames_dropped'}. The capture's held-out environment frames are left alone (never trained on)."""
+    kept, total, dropped = [], 0, 0
+    n_views = 0
+    for f in capture.frames:
+        if f.kind not in ("olat", "group"):
+            kept.append(f)
+            continue
+        total += len(f.images)
+        have = [c for c in f.images if Path(f.images[c]).is_file() and Path(f.masks[c]).is_file()]
+        if not have:
+            dropped += 1
+            continue
+        f.images = {c: f.images[c] for c in have}
+        f.masks = {c: f.masks[c] for c in have}
+        n_views += len(have)
+        kept.append(f)
+    capture.frames = kept
+    return {"views": n_views, "views_total": total, "frames_dropped": dropped}
+
 
 def split_frames(capture, holdout_poses=None, holdout_lights=None, seed: int = 0) -> dict:
     """{'train': [...], 'val_pose': [...], 'val_light': [...], 'heldout_lights': [ids],
@@ -242,7 +270,19 @@ def train(args) -> dict:
         (out / "checkpoints").mkdir(parents=True, exist_ok=True)
         (out / "val").mkdir(parents=True, exist_ok=True)
     t_start = time.time()
-    capture = Capture.load(args.capture)
+    try:
+        capture = Capture.load(args.capture, check_files=not args.allow_partial)
+    except ValueError as e:
+        if "missing file" in str(e):
+            raise ValueError(f"{e}\n(the capture is not complete: finish it with relit-hands lightstage, or "
+                             f"pass --allow-partial to train on the views rendered so far)") from None
+        raise
+    coverage = None
+    if args.allow_partial:
+        coverage = rendered_views_only(capture)
+        if rank == 0:
+            print(f"train-teacher: partial capture: {coverage['views']} of {coverage['views_total']} lit views "
+                  f"rendered ({coverage['frames_dropped']} lit frames without any are skipped)", flush=True)
     split = split_frames(capture, args.holdout_poses, args.holdout_lights, args.seed)
     train_frames = split["train"]
     if not train_frames:
@@ -266,7 +306,8 @@ def train(args) -> dict:
         loss_scale = float(meta["loss_scale"])
     else:
         model = TeacherNet(args.resolution, args.latent_channels, trunk_channels=args.trunk_channels,
-                           head_channels=args.head_channels, d_ref=d_ref)
+                           head_channels=args.head_channels, d_ref=d_ref, albedo_prior=args.albedo_prior,
+                           albedo=cond.albedo_texture() if args.albedo_prior else None)
         # loss scale: mean reference hand-pixel radiance (OLAT medians can be 0: half the hand is unlit) over (a sample of) the training views
         rng = np.random.default_rng(args.seed)
         vals = []
@@ -391,7 +432,8 @@ def train(args) -> dict:
         summary = {
             "tool": "relit-hands train-teacher", "command": " ".join(["relit-hands"] + sys.argv[1:]) if "train-teacher" in sys.argv[1:2]
             else " ".join([sys.argv[0]] + sys.argv[1:]),
-            "capture": str(args.capture), "out": str(out), "steps": step, "resumed_from": start_step,
+            "capture": str(args.capture), "capture_coverage": coverage,
+            "out": str(out), "steps": step, "resumed_from": start_step,
             "world_size": world, "device": device, "resolution": args.resolution,
             "frames": {"train": len(train_frames), "val_pose": len(split["val_pose"]),
                        "val_light": len(split["val_light"])},
