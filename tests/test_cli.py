@@ -18,7 +18,7 @@ def run(*args):
 
 def test_render_writes_png_exr_and_summary(tmp_path):
     out = tmp_path / "frame.png"
-    rc = main(["render", "--scene", "shadow", "--env", "sky_sun", "--yaw", "45", "--size", "160x120",
+    rc = main(["render", "--shading", "pbr", "--scene", "shadow", "--env", "sky_sun", "--yaw", "45", "--size", "160x120",
                "--out", str(out), "--exr", str(tmp_path / "frame.exr")])
     assert rc == 0
     img = read_png(out)
@@ -35,12 +35,38 @@ def test_render_writes_png_exr_and_summary(tmp_path):
 def test_render_with_pose_files_and_one_hand(tmp_path):
     save_scene_file(scene_preset("fist"), tmp_path / "fist.json")
     a, b = tmp_path / "a.png", tmp_path / "b.png"
-    assert main(["render", "--scene", "flat", "--size", "96x96", "--out", str(a)]) == 0
-    assert main(["render", "--scene", "flat", "--pose-right", str(tmp_path / "fist.json"), "--size", "96x96",
+    assert main(["render", "--shading", "pbr", "--scene", "flat", "--size", "96x96", "--out", str(a)]) == 0
+    assert main(["render", "--shading", "pbr", "--scene", "flat", "--pose-right", str(tmp_path / "fist.json"), "--size", "96x96",
                  "--out", str(b)]) == 0
     assert np.abs(read_png(a).astype(int) - read_png(b).astype(int)).mean() > 1.0
-    assert main(["render", "--scene", "clasp", "--hands", "left", "--size", "96x96", "--out", str(a)]) == 0
+    assert main(["render", "--shading", "pbr", "--scene", "clasp", "--hands", "left", "--size", "96x96", "--out", str(a)]) == 0
     assert json.loads(a.with_suffix(".json").read_text())["scene"]["hands"][0]["side"] == "left"
+
+
+def test_render_student_and_pbr_shading(tmp_path):
+    """--shading student runs the feature + student + composite path with the given weights file and
+    records it; --shading pbr is the baseline; a bad weights file is a one-line error."""
+    import torch
+
+    from relit_hands.student import StudentNet, save_student
+
+    torch.manual_seed(0)
+    w = save_student(tmp_path / "s.safetensors", StudentNet.for_variant("vis", resolution=64, base=8, levels=3,
+                                                                         static_channels=4))
+    out = tmp_path / "st.png"
+    assert main(["render", "--scene", "shadow", "--shading", "student", "--student", str(w), "--backend", "torch",
+                 "--lights", "32", "--size", "96x96", "--background", "none", "--out", str(out)]) == 0
+    s = json.loads(out.with_suffix(".json").read_text())
+    assert s["shading"] == "student" and s["student"]["variant"] == "vis" and s["student"]["resolution"] == 64
+    assert s["timings_ms"]["student"] > 0 and s["timings_ms"]["raycast"] >= 0
+    img = read_png(out)
+    assert 0.02 < s["hand_coverage"] < 0.9 and img[..., :3].max() > 0
+    assert main(["render", "--scene", "shadow", "--shading", "pbr", "--size", "96x96", "--out", str(tmp_path / "p.png")]) == 0
+    assert json.loads((tmp_path / "p.json").read_text())["shading"] == "pbr"
+    (tmp_path / "bad.safetensors").write_bytes(b"not a model")
+    r = run("render", "--shading", "student", "--student", str(tmp_path / "bad.safetensors"), "--size", "64x64",
+            "--out", str(tmp_path / "b.png"))
+    assert r.returncode == 2 and "bad.safetensors" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_render_errors_are_one_line(tmp_path):
@@ -67,7 +93,7 @@ def test_nan_environment_is_cleaned_with_a_warning(tmp_path):
     img = np.ones((32, 64, 3), np.float32)
     img[3, 4] = np.nan
     write_hdr_image(tmp_path / "nan.exr", img)
-    r = run("render", "--env", str(tmp_path / "nan.exr"), "--size", "64x64", "--out", str(tmp_path / "o.png"))
+    r = run("render", "--shading", "pbr", "--env", str(tmp_path / "nan.exr"), "--size", "64x64", "--out", str(tmp_path / "o.png"))
     assert r.returncode == 0, r.stderr
     assert "nan.exr" in r.stderr and "NaN" in r.stderr
 

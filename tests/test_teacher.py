@@ -84,6 +84,24 @@ def test_linearity_two_lights_equal_sum(geo):
     torch.testing.assert_close(double, 2 * singles[0], rtol=1e-5, atol=1e-6)
 
 
+def test_light_response_matches_the_convolution_head():
+    """The split, channels-last head gives the numbers of the documented 1x1-convolution head."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    net = TeacherNet(32, latent_channels=4, trunk_channels=8, head_channels=8)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    feats, cond = torch.randn(2, 8, 32, 32), torch.randn(2, 3, 9, 32, 32)
+    c = cond.reshape(6, 9, 32, 32)
+    vis, ndl = c[:, 7:8], c[:, 8:9].clamp_min(0)
+    s = net.shadow(torch.cat([vis, vis * ndl], 1))
+    h = net.head(torch.cat([feats[:, None].expand(2, 3, 8, 32, 32).reshape(6, 8, 32, 32), c, s], 1))
+    ref = F.softplus(h[:, 0:3]) * torch.sigmoid(h[:, 3:4] + 6 * (vis - 0.5)) * ndl + F.softplus(h[:, 4:7])
+    torch.testing.assert_close(net.light_response(feats, cond), ref.reshape(2, 3, 3, 32, 32), rtol=1e-5, atol=1e-6)
+
+
 def test_gradients_flow_through_cpu_projection(geo):
     from relit_hands.tools.teacher_training import ViewLookup, sample_textures, teacher_loss
 

@@ -68,9 +68,28 @@ def cmd_render(args) -> int:
     engine = Engine()
     t_init = (time.perf_counter() - t0) * 1e3
     w, h = args.size
-    frame = engine.render(scene, env, shading=args.shading, exposure_ev=args.exposure, tonemap=args.tonemap,
-                          background=args.background, shadows=not args.no_shadows,
-                          return_linear=bool(args.exr), width=w, height=h)
+    extra = {}
+    if args.shading == "student":
+        from ..student import StudentLoadError, default_student_path
+
+        if args.student is None and not default_student_path().is_file():
+            raise UserError(f"no trained student model at {default_student_path()}; render the PBR baseline "
+                            f"with --shading pbr, or train one (README: Student)")
+        try:
+            sf = engine.render_student(scene, env, student=args.student, backend=args.backend,
+                                       n_lights=args.lights, exposure_ev=args.exposure, tonemap=args.tonemap,
+                                       background=args.background, return_linear=bool(args.exr), width=w, height=h)
+        except StudentLoadError as e:
+            raise UserError(str(e)) from None
+        frame = sf.frames[0]
+        frame.timings_ms = dict(sf.timings_ms)
+        frame.timings_ms.pop("composite_per_view", None)
+        extra = {"student": {"path": str(args.student or default_student_path()), "backend": sf.backend,
+                             "variant": sf.variant, "resolution": sf.resolution, "lights": args.lights}}
+    else:
+        frame = engine.render(scene, env, shading=args.shading, exposure_ev=args.exposure, tonemap=args.tonemap,
+                              background=args.background, shadows=not args.no_shadows,
+                              return_linear=bool(args.exr), width=w, height=h)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_png(out, frame.image)
@@ -83,11 +102,15 @@ def cmd_render(args) -> int:
         "hand_coverage": float(frame.mask.mean()), "output": str(out), "exr": args.exr,
         "timings_ms": {"engine_init": t_init, **frame.timings_ms},
         "camera": {"K": frame.camera.K.tolist(), "R": frame.camera.R.tolist(), "t": frame.camera.t.tolist()},
+        **extra,
     }
     out.with_suffix(".json").write_text(json.dumps(summary, indent=1) + "\n")
     ms = frame.timings_ms
-    print(f"wrote {out} ({w}x{h}, scene {scene.name}, env {env.name}, {args.shading}); "
-          f"skinning {ms['skinning']:.1f} ms, compositing {ms['composite']:.1f} ms"
+    stages = ("skinning", "raycast", "features", "student", "composite") if args.shading == "student" \
+        else ("skinning", "composite")
+    print(f"wrote {out} ({w}x{h}, scene {scene.name}, env {env.name}, {args.shading}"
+          + (f" {extra['student']['variant']} via {extra['student']['backend']}" if extra else "") + "); "
+          + ", ".join(f"{k} {ms[k]:.1f} ms" for k in stages)
           + (f"; linear EXR {args.exr}" if args.exr else ""))
     engine.release()
     return 0
@@ -347,7 +370,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--exposure", type=float, default=0.0, help="camera exposure (EV) before tone mapping")
     r.add_argument("--tonemap", choices=("aces", "filmic", "none"), default="aces")
     r.add_argument("--background", choices=("env", "none", "transparent"), default="env")
-    r.add_argument("--shading", choices=("pbr", "albedo", "normal", "uv"), default="pbr")
+    r.add_argument("--shading", choices=("student", "pbr", "albedo", "normal", "uv"), default="student",
+                   help="student: the neural relighting (default model in models/student); pbr: the "
+                        "physically based baseline; albedo / normal / uv: debug views")
+    r.add_argument("--student", metavar="FILE", help="student weights (.safetensors); default: the shipped model")
+    r.add_argument("--backend", default="auto", help="student inference backend: auto | torch | onnxruntime | tensorrt")
+    r.add_argument("--lights", type=int, default=64, help="directional lights of the student's features (N)")
     r.add_argument("--no-shadows", action="store_true", help="disable the dominant-light shadow maps")
     r.add_argument("--size", type=parse_size, default=(1280, 720), help="WxH pixels (default 1280x720)")
     r.add_argument("--out", default="relit_hands.png", help="output PNG (a .json summary is written beside it)")

@@ -116,14 +116,26 @@ class TeacherNet(nn.Module):
 
     def light_response(self, feats: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """feats [H, Ct, R, R], cond [H, L, 9, R, R] -> unit-irradiance response [H, L, 3, R, R]
-        (``rho * g * max(0, n.l) + e``: the radiance for irradiance 1)."""
+        (``rho * g * max(0, n.l) + e``: the radiance for irradiance 1).
+
+        The 1x1-convolution head is evaluated as per-texel matrix products in channels-last
+        layout, and its first layer is split: ``W [F; c; s] = W_F F + W_c c + W_s s``, where the
+        ``W_F F`` part does not depend on the light and is computed once per hand, not once per
+        light (same numbers as the convolutions, ~3x faster on a CPU)."""
         H, L, C, R, _ = cond.shape
+        Ct = feats.shape[1]
         c = cond.reshape(H * L, C, R, R)
         vis = c[:, 7:8]
         ndl = c[:, 8:9].clamp_min(0)
-        s = self.shadow(torch.cat([vis, vis * ndl], 1))
-        f = feats[:, None].expand(H, L, -1, R, R).reshape(H * L, -1, R, R)
-        h = self.head(torch.cat([f, c, s], 1))
+        s = self.shadow(torch.cat([vis, vis * ndl], 1))                                   # [HL, 4, R, R]
+        l1, l2, l3 = self.head[0], self.head[2], self.head[4]
+        w1 = l1.weight[:, :, 0, 0]
+        a = self.head[1].negative_slope
+        f_part = torch.einsum("oc,hcp->hpo", w1[:, :Ct], feats.reshape(H, Ct, R * R)) + l1.bias   # [H, P, Ch]
+        x = torch.cat([c, s], 1).reshape(H, L, C + s.shape[1], R * R).transpose(2, 3)    # [H, L, P, C+4]
+        h = F.leaky_relu(f_part[:, None] + x @ w1[:, Ct:].T, a)
+        h = F.leaky_relu(h @ l2.weight[:, :, 0, 0].T + l2.bias, a)
+        h = (h @ l3.weight[:, :, 0, 0].T + l3.bias).transpose(2, 3).reshape(H * L, 7, R, R)
         rho = F.softplus(h[:, 0:3])
         if self.albedo is not None:
             rho = rho * self.albedo
