@@ -32,7 +32,7 @@ setup(
     },
     package_data={
         "relit_hands.shaders": ["*.glsl", "*.vert", "*.frag", "*.comp"],
-        "relit_hands.models": ["*.json", "*.md", "hand/*", "environments/*", "student/*"],
+        "relit_hands.models": ["*.json", "*.md", "hand/*", "environments/*", "student/*", "teacher/*"],
     },
     install_requires=[
         "numpy>=1.24,<3",

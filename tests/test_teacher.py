@@ -290,3 +290,23 @@ def test_teacher_registered_in_harness():
     from relit_hands.tools.evaluate import available_renderers
 
     assert "teacher" in available_renderers()
+
+
+def test_shipped_teacher_loads_and_relights():
+    """The committed default teacher (models/teacher) loads without pickle and lights a hand: a
+    light in front of the palm side brightens texels facing it more than texels facing away."""
+    from relit_hands.tools.relight import directional_response
+    from relit_hands.tools.teacher import default_teacher_path
+
+    t, meta = load_teacher(default_teacher_path())
+    assert t.config["albedo_prior"] and t.resolution == 256 and meta["step"] > 0
+    c = TexelConditioning(None, t.resolution, d_ref=t.d_ref)
+    geo = c.geometry(scene_preset("flat"))
+    (_, resp), = list(directional_response(t, geo, np.array([[0.0, -1.0, 0.0]], np.float32), np.array([0.0, -0.6, 0.1])))
+    ndl = geo.directional_lights(np.array([[0.0, -1.0, 0.0]], np.float32), np.array([0.0, -0.6, 0.1]),
+                                 visibility=False)[0]
+    ndl = ndl[0, 0, COND_NAMES.index("ndotl")]
+    lum = resp[0, 0].mean(0)
+    v = geo.valid
+    assert torch.isfinite(resp).all() and float(resp.min()) >= 0
+    assert float(lum[v & (ndl > 0.7)].mean()) > 3 * float(lum[v & (ndl < -0.5)].mean())

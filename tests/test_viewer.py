@@ -104,6 +104,14 @@ def test_switching_modes_changes_image(app):
     w = img2.shape[1]
     assert np.abs(img2[:, w // 2 + 5:] - img0[:, w // 2 + 5:]).mean() > 1.0  # normals on the right
     _play(app, [{"action": "set_mode", "mode": "pbr"}, {"action": "wait_render"}])
+    img_pbr, _ = _image(app)
+    # the shipped default student renders in the worker (its own mode, not the PBR fallback)
+    assert app.info["capabilities"]["modes"]["student"] is None
+    _play(app, [{"action": "set_mode", "mode": "student"}, {"action": "wait_render"}])
+    img_st, _ = _image(app)
+    assert np.abs(img_st - img_pbr).mean() > 0.2
+    assert "student" in app.frame["timings_ms"]
+    _play(app, [{"action": "set_mode", "mode": "pbr"}, {"action": "wait_render"}])
 
 
 def test_feature_channel_and_visibility_debug_views(app):

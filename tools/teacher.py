@@ -50,10 +50,18 @@ import torch.nn.functional as F
 
 from .teacher_inputs import COND_NAMES, POSE_DIM
 
-__all__ = ["TeacherNet", "save_teacher", "load_teacher", "TeacherLoadError", "META_KEY"]
+__all__ = ["TeacherNet", "save_teacher", "load_teacher", "TeacherLoadError", "META_KEY", "default_teacher_path"]
 
 META_KEY = "relit_hands_teacher"
 FORMAT_VERSION = 1
+
+
+def default_teacher_path() -> Path:
+    """The shipped default teacher: ``relit_hands/models/teacher/teacher.safetensors`` (README:
+    the one command that rebuilds it)."""
+    from relit_hands import models
+
+    return Path(models.__file__).resolve().parent / "teacher" / "teacher.safetensors"
 
 
 class TeacherLoadError(ValueError):

@@ -1,6 +1,6 @@
 """The OLAT teacher as a renderer of the evaluation harness (``relit-hands eval``).
 
-    RELIT_HANDS_TEACHER=runs/teacher relit-hands eval --capture captures/lightstage \\
+    relit-hands eval --capture captures/lightstage \\
         --renderer teacher pbr --plugin relit_hands.tools.teacher_renderer --out docs/eval_teacher
 
 Importing this module registers ``teacher``: for each held-out environment frame it skins the
@@ -9,7 +9,7 @@ environment -- the capture's copy with the frame's rotation, as the harness pass
 ``RELIT_HANDS_TEACHER_LIGHTS`` directional lights, default 512, view direction from the camera's
 centre) and draws the textures with the engine's compositor (``shading='uv_texture'``), giving
 linear radiance on the hands. ``RELIT_HANDS_TEACHER`` names the run folder or weights file
-(default ``runs/teacher``).
+(default: the shipped teacher, ``relit_hands/models/teacher/teacher.safetensors``).
 """
 from __future__ import annotations
 
@@ -49,7 +49,9 @@ class TeacherRenderer:
 
 
 def teacher_factory(ctx):
-    path = os.environ.get("RELIT_HANDS_TEACHER", "runs/teacher")
+    from .teacher import default_teacher_path
+
+    path = os.environ.get("RELIT_HANDS_TEACHER") or default_teacher_path()
     n = int(os.environ.get("RELIT_HANDS_TEACHER_LIGHTS", "512"))
     return TeacherRenderer(ctx.engine, path, n)
 

@@ -290,9 +290,7 @@ def train(args, command: str | None = None) -> dict:
                            resolution=R, variant=args.variant, code_dim=args.code_dim, feature_names=names,
                            albedo_prior=args.albedo_prior)
         if args.albedo_prior:
-            from relit_hands.hand_model import HandAsset
-
-            model.set_albedo(HandAsset.load().albedo_map(R))
+            model.set_albedo(train_ds.asset.albedo_map(R))
         mean, std, tau = _stats(train_ds)
         model.set_input_normalisation(mean, std)
     model = model.to(device).train()

@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-STUDENT_HINT = "needs the trained student (issue 7); the PBR baseline is shown until then"
+STUDENT_HINT = "no trained student model installed (models/student/student.safetensors)"
 DEBUG_LIGHTS = 64       # environment lights behind the feature / visibility debug views
 DEBUG_RESOLUTION = 256  # their UV map size
 
@@ -106,6 +106,7 @@ class _Renderer:
         self.engine = Engine()
         self.init_ms = (time.perf_counter() - t0) * 1e3
         self.shadings = SHADINGS
+        self.student, self.student_error = self._load_student()
         self.envs: dict = {}
         self.blurred: dict = {}
         self.good_env = None
@@ -123,8 +124,7 @@ class _Renderer:
         this, so new engine modes appear without viewer changes)."""
         eng = self.engine
         modes = {}
-        has_student = "student" in self.shadings or getattr(eng, "student", None) is not None
-        modes["student"] = None if has_student else STUDENT_HINT
+        modes["student"] = None if self.student is not None else (self.student_error or STUDENT_HINT)
         for m in ("pbr", "albedo", "normal", "uv"):
             modes[m] = None if m in self.shadings else "not offered by this engine"
         debug = {"features": None, "visibility": None, "wireframe": None, "uv_textures": None}
@@ -183,6 +183,12 @@ class _Renderer:
             tex = self._debug_textures(mode, req, scene, env, cam)
             return self.engine.render(scene, env, cam, shading="uv_texture", radiance_textures=tex,
                                       return_linear=req.want_linear, **{**kw, "tonemap": "none", "exposure_ev": 0.0})
+        if self._mode(mode) == "student":
+            sf = self.engine.render_student(scene, env, cam, student=self.student, return_linear=req.want_linear,
+                                            **{k: v for k, v in kw.items() if k != "shadows"})
+            frame = sf.frames[0]
+            frame.timings_ms = {k: v for k, v in sf.timings_ms.items() if not isinstance(v, list)}
+            return frame
         return self.engine.render(scene, env, cam, shading=self._mode(mode), return_linear=req.want_linear, **kw)
 
     def env(self, spec):
@@ -218,9 +224,20 @@ class _Renderer:
         rad = cv2.resize(np.ascontiguousarray(rad, np.float32), (cam.width, cam.height), interpolation=cv2.INTER_LINEAR)
         return _tonemap(rad, exposure_ev, tonemap)
 
+    def _load_student(self):
+        """(inference backend of the shipped default student, None) or (None, why not)."""
+        from ..student import StudentLoadError, default_student_path
+
+        if not default_student_path().is_file():
+            return None, None
+        try:
+            return self.engine.student_backend(None), None
+        except (StudentLoadError, OSError) as e:
+            return None, f"the default student cannot be loaded: {e}"
+
     def _mode(self, m):
-        if m == "student":
-            return "student" if "student" in self.shadings else "pbr"
+        if m == "student" and self.student is None:
+            return "pbr"
         return m
 
     def render(self, req: RenderRequest) -> dict:
