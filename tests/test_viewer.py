@@ -172,22 +172,33 @@ def test_thousand_frames_without_memory_growth(window_display):
     a = ViewerApp(headless=False, size=(640, 400), scene="clasp", render_scale=0.5, max_fps=0, idle_fps=0)
     try:
         _play(a, [{"action": "wait_render"}])
-        for i in range(150):  # warm-up: allocator pools, texture sizes, imgui atlas
+        # warm-up: allocator pools (torch, ONNX Runtime arenas), texture sizes, imgui atlas; counted
+        # in rendered frames, since the student path's pools settle only after tens of renders
+        t_end, i = time.perf_counter() + 180, 0
+        while a.frames_received < 40 or i < 150:
+            assert time.perf_counter() < t_end, "warm-up timed out"
             if i % 10 == 0:
                 a.state.rotate_env(7.0)
             a.step()
-        ui0, wk0 = _rss_mb(os.getpid()), _rss_mb(a.worker.pid)
+            i += 1
+        # RSS sampled through the run: the student path's large temporaries make the worker's RSS
+        # oscillate by ~20 MB (glibc arenas; measured bounded over 400 renders), so a leak is a
+        # rising ceiling: compare the peak of the last third with the peak of the first third
         n0 = a.frames_received
+        ui, wk = [], []
         for i in range(1000):
             if i % 10 == 0:
                 a.state.rotate_env(7.0)
             a.step()
             if i % 4 == 0:
                 time.sleep(0.002)  # let the worker breathe on 2 cores
-        ui1, wk1 = _rss_mb(os.getpid()), _rss_mb(a.worker.pid)
+            if i % 20 == 0:
+                ui.append(_rss_mb(os.getpid()))
+                wk.append(_rss_mb(a.worker.pid))
         assert a.frames_received - n0 >= 5, "the engine should have delivered frames meanwhile"
-        assert ui1 - ui0 < 10.0, f"UI process grew {ui1 - ui0:.1f} MB"
-        assert wk1 - wk0 < 10.0, f"render worker grew {wk1 - wk0:.1f} MB"
+        k = len(ui) // 3
+        assert max(ui[-k:]) - max(ui[:k]) < 10.0, f"UI process peak grew {max(ui[-k:]) - max(ui[:k]):.1f} MB"
+        assert max(wk[-k:]) - max(wk[:k]) < 10.0, f"render worker peak grew {max(wk[-k:]) - max(wk[:k]):.1f} MB"
     finally:
         a.close()
 

@@ -73,7 +73,9 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/latest.json")
     p.add_argument("--install-default", action="store_true",
-                   help="copy the final model to relit_hands/models/student/student.safetensors (the default)")
+                   help="copy the final model into relit_hands/models/student/: student.safetensors (the "
+                        "default, for --variant vis) or student_{novis,bottleneck}.safetensors (the ablations "
+                        "the evaluation harness compares)")
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -402,6 +404,8 @@ def train(args, command: str | None = None) -> dict:
         installed = None
         if args.install_default:
             dst = default_student_path()
+            if args.variant != "vis":
+                dst = dst.parent / f"student_{args.variant}.safetensors"
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(final, dst)
             installed = str(dst)

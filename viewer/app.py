@@ -335,6 +335,7 @@ class ViewerApp:
                 self.info = msg
                 self.report(f"render worker ready: {msg['renderer']} (OpenGL {msg['gl_version']}), "
                             f"engine init {msg['engine_init_ms']:.0f} ms")
+                self._start_with_student()
             elif t == "fatal":
                 self.report(f"render worker failed: {msg['message']}", error=True)
             elif t == "error":
@@ -547,6 +548,18 @@ class ViewerApp:
             for i, m in enumerate(modes[:9]):
                 if imgui.is_key_pressed(getattr(imgui.Key, f"_{i + 1}")):
                     st.set("shading", m)
+
+    def _start_with_student(self):
+        """With a trained student installed, open on the neural relighting (and compare it with the
+        PBR baseline in split screen) unless the user already picked modes."""
+        why = ((self.info.get("capabilities") or {}).get("modes") or {}).get("student", "")
+        st = self.state
+        if why is None and st.shading == "pbr" and st.split_modes == ("pbr", "albedo"):
+            st.shading, st.split_modes = "student", ("student", "pbr")   # the starting state, not an undoable edit
+            st.touch()
+            self.report("neural student loaded (shipped default model); PBR baseline: key 2 or split screen (C)")
+        elif why:
+            self.report(f"neural student unavailable: {why}; showing the PBR baseline")
 
     # ------------------------------------------------------------------ actions (UI + scripts)
     def available_modes(self):
