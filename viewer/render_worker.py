@@ -122,7 +122,6 @@ class _Renderer:
     def capabilities(self) -> dict:
         """Shading modes and debug views the engine offers now (the UI's lists are built from
         this, so new engine modes appear without viewer changes)."""
-        eng = self.engine
         modes = {}
         modes["student"] = None if self.student is not None else (self.student_error or STUDENT_HINT)
         for m in ("pbr", "albedo", "normal", "uv"):
