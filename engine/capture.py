@@ -164,6 +164,28 @@ def _need(d: dict, key: str, where: str):
     return d[key]
 
 
+def _id_entries(raw, where0: str, kind: str, *, int_ids: bool = False, required: bool = False):
+    """Yield ``(where, id, entry)`` for a capture.json list of ``{"id": ...}`` entries ("camera",
+    "light", "environment"), checking the list, each id's type (non-empty string, or integer with
+    ``int_ids``) and that ids are unique. ``where`` names the entry for error messages."""
+    plural = kind + "s"
+    if not isinstance(raw, list) or (required and not raw):
+        raise _err(where0, f"'{plural}' must be a {'non-empty ' if required else ''}list")
+    seen = set()
+    for i, entry in enumerate(raw):
+        where = f"{where0} {kind} #{i}"
+        eid = _need(entry, "id", where)
+        if int_ids and (isinstance(eid, bool) or not isinstance(eid, int)):
+            raise _err(where, f"{kind} 'id' must be an integer, got {eid!r}")
+        if not int_ids and (not isinstance(eid, str) or not eid):
+            raise _err(where, f"{kind} 'id' must be a non-empty string, got {eid!r}")
+        where = f"{where0} {kind} {eid!r}"
+        if eid in seen:
+            raise _err(where, f"duplicate {kind} id")
+        seen.add(eid)
+        yield where, eid, entry
+
+
 def _check_rel_path(rel, root: Path, where: str, check_files: bool) -> Path:
     if not isinstance(rel, str) or not rel:
         raise _err(where, f"file entry must be a relative path string, got {rel!r}")
@@ -233,18 +255,8 @@ class Capture:
             raise _err(str(cpath), f"'units' is {units!r}; only metres are supported")
 
         # cameras
-        cams_raw = _need(meta, "cameras", str(cpath))
-        if not isinstance(cams_raw, list) or not cams_raw:
-            raise _err(str(cpath), "'cameras' must be a non-empty list")
         cameras: dict[str, Camera] = {}
-        for i, c in enumerate(cams_raw):
-            where = f"{cpath} camera #{i}"
-            cid = _need(c, "id", where)
-            if not isinstance(cid, str) or not cid:
-                raise _err(where, f"camera 'id' must be a non-empty string, got {cid!r}")
-            where = f"{cpath} camera {cid!r}"
-            if cid in cameras:
-                raise _err(where, "duplicate camera id")
+        for where, cid, c in _id_entries(_need(meta, "cameras", str(cpath)), str(cpath), "camera", required=True):
             K = _array(_need(c, "K", where), (3, 3), where, "K")
             R = _array(_need(c, "R", where), (3, 3), where, "R")
             t = _array(_need(c, "t", where), (3,), where, "t")
@@ -257,18 +269,8 @@ class Capture:
                 raise _err(where, str(e)) from None
 
         # lights
-        lights_raw = meta.get("lights", [])
-        if not isinstance(lights_raw, list):
-            raise _err(str(cpath), "'lights' must be a list")
         ids, pos, inten = [], [], []
-        for i, L in enumerate(lights_raw):
-            where = f"{cpath} light #{i}"
-            lid = _need(L, "id", where)
-            if isinstance(lid, bool) or not isinstance(lid, int):
-                raise _err(where, f"light 'id' must be an integer, got {lid!r}")
-            where = f"{cpath} light {lid}"
-            if lid in ids:
-                raise _err(where, "duplicate light id")
+        for where, lid, L in _id_entries(meta.get("lights", []), str(cpath), "light", int_ids=True):
             ids.append(lid)
             pos.append(_array(_need(L, "position", where), (3,), where, "position"))
             I = _array(_need(L, "intensity", where), (3,), where, "intensity")
@@ -279,18 +281,8 @@ class Capture:
                                np.asarray(inten, np.float64).reshape(-1, 3))
 
         # environments
-        envs_raw = meta.get("environments", [])
-        if not isinstance(envs_raw, list):
-            raise _err(str(cpath), "'environments' must be a list")
         environments: dict[str, Path] = {}
-        for i, e in enumerate(envs_raw):
-            where = f"{cpath} environment #{i}"
-            eid = _need(e, "id", where)
-            if not isinstance(eid, str) or not eid:
-                raise _err(where, f"environment 'id' must be a non-empty string, got {eid!r}")
-            where = f"{cpath} environment {eid!r}"
-            if eid in environments:
-                raise _err(where, "duplicate environment id")
+        for where, eid, e in _id_entries(meta.get("environments", []), str(cpath), "environment"):
             environments[eid] = _check_rel_path(_need(e, "file", where), root, where, check_files)
 
         # frames

@@ -14,7 +14,7 @@ textures (:mod:`.compositor`). The ray-casting backend is chosen once, when the 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -274,16 +274,16 @@ class Engine:
 
     # ---------------------------------------------------------------------------------
     # Neural student path
-    def student_backend(self, student=None, *, backend: str = "auto", resolution: int = 256):
+    def student_backend(self, student=None, *, backend: str = "auto"):
         """Resolve ``student`` to an :class:`~relit_hands.inference.InferenceBackend` (cached).
 
         None: the shipped default model (``relit_hands/models/student/student.safetensors``) through
-        ``backend``; if there is none yet, a randomly initialised 'vis' student at ``resolution``
-        on the torch CPU backend, with a one-time notice (``.untrained = True`` on the backend).
-        A path: that weights file through ``backend``. An ``InferenceBackend``: used as is. A
+        ``backend``; a :class:`~relit_hands.student.StudentLoadError` naming the file if it is
+        missing or unreadable (render the PBR baseline with :meth:`render` instead). A path: that
+        weights file through ``backend``. An ``InferenceBackend``: used as is. A
         :class:`~relit_hands.student.StudentNet`: wrapped in the torch backend."""
         from .inference import InferenceBackend, TorchBackend, make_backend
-        from .student import StudentNet, default_student_path
+        from .student import StudentLoadError, StudentNet, default_student_path
 
         if isinstance(student, InferenceBackend):
             return student
@@ -291,20 +291,11 @@ class Engine:
             return TorchBackend(student, device=str(self.device))
         cache = self.__dict__.setdefault("_student_backends", {})
         if student is None:
-            path = default_student_path()
-            if not path.is_file():
-                key = ("untrained", int(resolution))
-                if key not in cache:
-                    import sys
-                    print(f"relit-hands: no trained default student at {path}; using a RANDOMLY INITIALISED "
-                          f"student (images are not meaningful). Train one with `relit-hands train-student "
-                          f"... --install-default` (docs/student.md).", file=sys.stderr)
-                    torch.manual_seed(0)
-                    be = TorchBackend(StudentNet.for_variant("vis", resolution=resolution), device=str(self.device))
-                    be.untrained = True
-                    cache[key] = be
-                return cache[key]
-            student = path
+            student = default_student_path()
+            if not student.is_file():
+                raise StudentLoadError(f"{student}: no trained default student installed (train one with "
+                                       f"`relit-hands train-student ... --install-default`, README: Student); "
+                                       f"the PBR baseline needs none (Engine.render, --shading pbr)")
         key = (str(Path(student).resolve()), backend)
         if key not in cache:
             cache[key] = make_backend(backend, student)
@@ -335,7 +326,7 @@ class Engine:
         from .student import environment_code, scene_centre, select_channels, variant_feature_source
 
         t_start = time.perf_counter()
-        be = self.student_backend(student, backend=backend, resolution=resolution or 256)
+        be = self.student_backend(student, backend=backend)
         R = be.resolution
         if resolution is not None and int(resolution) != R:
             raise ValueError(f"resolution={resolution} but the student was trained at R={R}")
@@ -396,8 +387,7 @@ class Engine:
         t["composite_per_view"] = per_view
         t["total"] = (t6 - t_start) * 1e3
         return StudentFrame(frames=frames, textures=textures, timings_ms=t, backend=be.name, variant=be.variant,
-                            view_origin=origin, energy=vf["energy"].numpy(), resolution=R,
-                            untrained=bool(getattr(be, "untrained", False)))
+                            view_origin=origin, energy=vf["energy"].numpy(), resolution=R)
 
     def release(self):
         self.compositor.release()
@@ -410,8 +400,7 @@ class StudentFrame:
     frames: one :class:`Frame` per camera (stereo: [left eye, right eye]); textures: {side:
     float32 [R, R, 3]} linear HDR radiance (shared by every view); timings_ms: per stage;
     backend: the inference backend's name; variant: the student's variant; view_origin [3]: where
-    the features were computed from; energy [3]; resolution R; untrained: True when the
-    randomly initialised stand-in ran (no trained default model)."""
+    the features were computed from; energy [3]; resolution R."""
 
     frames: list
     textures: dict
@@ -421,12 +410,17 @@ class StudentFrame:
     view_origin: np.ndarray
     energy: np.ndarray
     resolution: int
-    untrained: bool = False
 
     @property
     def image(self) -> np.ndarray:
         """The first view's image (mono) -- see :meth:`side_by_side` for stereo."""
         return self.frames[0].image
+
+    def as_frame(self, view: int = 0) -> "Frame":
+        """View ``view``'s :class:`Frame` carrying the whole pass's per-stage timings (scalars only:
+        the per-view composite list is dropped), for callers that treat it like :meth:`Engine.render`'s."""
+        t = {k: v for k, v in self.timings_ms.items() if not isinstance(v, list)}
+        return replace(self.frames[view], timings_ms=t)
 
     def side_by_side(self) -> np.ndarray:
         """The views next to each other (left eye | right eye), as a VR compositor takes them."""

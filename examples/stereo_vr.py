@@ -5,7 +5,7 @@
 A VR runtime gives a head pose and per-eye offsets; here a head camera frames the hands and the
 eyes sit -/+ IPD/2 along its x axis. ``Engine.render_student`` computes the lighting features
 once, from the midpoint of the eyes, runs the student once, and composites each eye with the same
-UV textures. Without a trained default student it runs a randomly initialised one and says so.
+UV textures (the shipped default student, or ``--model``).
 """
 import argparse
 
@@ -47,8 +47,6 @@ def main(argv=None):
     frame = engine.render_student(scene, env, [left, right], student=args.model, backend=args.backend)
     sbs = frame.side_by_side()                                  # [h, 2w, 3]: left eye | right eye
     write_png(args.out, sbs)
-    if frame.untrained:
-        print("NOTICE: no trained default student found -- these images come from a RANDOMLY INITIALISED network.")
     diff = np.abs(frame.frames[0].image.astype(int) - frame.frames[1].image.astype(int)).mean()
     t = frame.timings_ms
     print(f"wrote {args.out} ({sbs.shape[1]}x{sbs.shape[0]}), backend {frame.backend}; one feature + student "

@@ -75,6 +75,23 @@ def test_errors(engine, env, student):
         engine.render_student(scene, env, [cam, cam, cam], student=student)
 
 
+def test_missing_default_student_is_a_clear_error(engine, env, tmp_path, monkeypatch):
+    """No silent stand-in: without the shipped model the engine names the missing file, and the
+    shipped one's single-view Frame carries the pass's scalar timings."""
+    import relit_hands.student as student_mod
+    from relit_hands.student import StudentLoadError
+
+    scene = scene_preset("flat")
+    sf = engine.render_student(scene, env, n_lights=32, width=96, height=64)
+    fr = sf.as_frame()
+    assert fr.image is sf.frames[0].image and fr.timings_ms["student"] == sf.timings_ms["student"]
+    assert not any(isinstance(v, list) for v in fr.timings_ms.values())
+    missing = tmp_path / "student.safetensors"
+    monkeypatch.setattr(student_mod, "default_student_path", lambda: missing)
+    with pytest.raises(StudentLoadError, match="no trained default student"):
+        engine.render_student(scene, env, n_lights=32, width=96, height=64)
+
+
 def test_students_are_registered_in_the_evaluation_harness(engine, env, tmp_path, monkeypatch):
     evaluate = pytest.importorskip("relit_hands.tools.evaluate")
     from relit_hands.student import StudentLoadError, save_student

@@ -145,7 +145,7 @@ def test_albedo_prior_starts_as_lambertian_asset_skin(cond, geo, tmp_path):
     from relit_hands.engine import load_asset_textures
     from relit_hands.image_io import srgb_to_linear
 
-    A = cond.albedo_texture()
+    A = cond.asset.albedo_map(R)
     assert A.shape == (3, R, R)
     # area average of the decoded 1024^2 texture: the mean over the atlas matches the full texture's
     full = srgb_to_linear(load_asset_textures(Path(cond.asset.source).parent)["albedo"] / 255.0)

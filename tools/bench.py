@@ -493,7 +493,7 @@ def run(args, command: str | None = None) -> dict:
     return result
 
 
-def main_from_args(args, command: str | None = None) -> int:
+def run_from_args(args, command: str | None = None) -> int:
     result = run(args, command)
     table = format_table(result["configs"])
     result["table"] = table
@@ -522,7 +522,7 @@ def main_from_args(args, command: str | None = None) -> int:
 def main(argv=None) -> int:
     ap = add_arguments(argparse.ArgumentParser(prog="relit-hands bench", description=__doc__.split("\n")[0]))
     args = ap.parse_args(argv)
-    return main_from_args(args, None if argv is None else "relit-hands bench " + " ".join(argv))
+    return run_from_args(args, None if argv is None else "relit-hands bench " + " ".join(argv))
 
 
 if __name__ == "__main__":

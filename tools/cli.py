@@ -72,18 +72,13 @@ def cmd_render(args) -> int:
     if args.shading == "student":
         from ..student import StudentLoadError, default_student_path
 
-        if args.student is None and not default_student_path().is_file():
-            raise UserError(f"no trained student model at {default_student_path()}; render the PBR baseline "
-                            f"with --shading pbr, or train one (README: Student)")
         try:
             sf = engine.render_student(scene, env, student=args.student, backend=args.backend,
                                        n_lights=args.lights, exposure_ev=args.exposure, tonemap=args.tonemap,
                                        background=args.background, return_linear=bool(args.exr), width=w, height=h)
         except StudentLoadError as e:
             raise UserError(str(e)) from None
-        frame = sf.frames[0]
-        frame.timings_ms = dict(sf.timings_ms)
-        frame.timings_ms.pop("composite_per_view", None)
+        frame = sf.as_frame()
         extra = {"student": {"path": str(args.student or default_student_path()), "backend": sf.backend,
                              "variant": sf.variant, "resolution": sf.resolution, "lights": args.lights}}
     else:
@@ -312,44 +307,26 @@ def cmd_view(args) -> int:
         app.close()
 
 
-def cmd_lightstage(args) -> int:
-    from .lightstage import run_from_args
-
-    return run_from_args(args)
-
-
-def cmd_train_student(args) -> int:
-    from .train_student import train
-
-    train(args, args.argv)
-    return 0
-
-
-def cmd_eval(args) -> int:
-    import shlex
-
-    from .evaluate import run_from_args
-
-    command = args.argv if args.argv is not None else "relit-hands " + shlex.join(sys.argv[1:])
-    return run_from_args(args, command)
+# Commands implemented by a tool module with ``add_arguments(parser)`` and
+# ``run_from_args(args, command) -> exit status`` (``command``: the command line, for summaries).
+TOOL_COMMANDS = {
+    "lightstage": ("lightstage", "synthetic light stage: OLAT captures with Mitsuba 3 (train extra)"),
+    "eval": ("evaluate", "compare renderers with the path-traced held-out frames of a capture"),
+    "train-teacher": ("train_teacher", "train the OLAT teacher on a light-stage capture"),
+    "make-student-set": ("relight", "write the student's training set with the OLAT teacher"),
+    "train-student": ("train_student", "train the UV student (vis | novis | bottleneck) on a teacher-made set"),
+    "bench": ("bench", "headless benchmark: per-stage ms, end-to-end fps, JSON + PNG chart"),
+}
 
 
-def cmd_train_teacher(args) -> int:
-    from .train_teacher import run_from_args
+def _tool_module(name: str):
+    import importlib
 
-    return run_from_args(args)
-
-
-def cmd_make_student_set(args) -> int:
-    from .relight import run_from_args
-
-    return run_from_args(args)
+    return importlib.import_module(f"{__package__}.{name}")
 
 
-def cmd_bench(args) -> int:
-    from .bench import main_from_args
-
-    return main_from_args(args, args.argv)
+def cmd_tool(args) -> int:
+    return _tool_module(args.tool_module).run_from_args(args, args.argv)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -400,18 +377,6 @@ def build_parser() -> argparse.ArgumentParser:
     cs.add_argument("--out", default="docs/contact_sheet.png")
     cs.set_defaults(func=cmd_contact_sheet)
 
-    from .train_student import build_parser as add_train_student_arguments
-
-    ts = sub.add_parser("train-student", help="train the UV student (vis | novis | bottleneck) on a teacher-made set")
-    add_train_student_arguments(ts)
-    ts.set_defaults(func=cmd_train_student)
-
-    from .evaluate import add_eval_arguments
-
-    ev = sub.add_parser("eval", help="compare renderers with the path-traced held-out frames of a capture")
-    add_eval_arguments(ev)
-    ev.set_defaults(func=cmd_eval)
-
     fe = sub.add_parser("features", help="picture of every lighting-feature channel, in UV space and on the hands")
     fe.add_argument("--scene", default="shadow")
     fe.add_argument("--pose-right", metavar="FILE")
@@ -447,27 +412,10 @@ def build_parser() -> argparse.ArgumentParser:
                            ("make-envs", "regenerate the shipped environment maps (see: relit-hands make-envs --help)")):
         sub.add_parser(name, help=helptext, add_help=False)  # listed for --help; main() forwards them
 
-    from .train_teacher import add_arguments as _teacher_arguments
-    from .relight import add_arguments as _student_set_arguments
-
-    tt = sub.add_parser("train-teacher", help="train the OLAT teacher on a light-stage capture")
-    _teacher_arguments(tt)
-    tt.set_defaults(func=cmd_train_teacher)
-    mss = sub.add_parser("make-student-set", help="write the student's training set with the OLAT teacher")
-    _student_set_arguments(mss)
-    mss.set_defaults(func=cmd_make_student_set)
-
-    from .bench import add_arguments as _bench_arguments
-
-    bp = sub.add_parser("bench", help="headless benchmark: per-stage ms, end-to-end fps, JSON + PNG chart")
-    _bench_arguments(bp)
-    bp.set_defaults(func=cmd_bench)
-
-    from .lightstage import add_arguments as _lightstage_arguments
-
-    lsp = sub.add_parser("lightstage", help="synthetic light stage: OLAT captures with Mitsuba 3 (train extra)")
-    _lightstage_arguments(lsp)
-    lsp.set_defaults(func=cmd_lightstage)
+    for name, (module, helptext) in TOOL_COMMANDS.items():
+        tp = sub.add_parser(name, help=helptext)
+        _tool_module(module).add_arguments(tp)
+        tp.set_defaults(func=cmd_tool, tool_module=module)
     return ap
 
 

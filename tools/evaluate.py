@@ -70,7 +70,7 @@ __all__ = [
     "EvaluationError", "EvalContext", "MetricSettings", "RendererSpec", "register_renderer",
     "available_renderers", "get_renderer_spec", "select_frames", "reference_settings",
     "display_transform", "psnr_linear", "psnr_display", "ssim_masked", "flip_masked", "flip_available",
-    "compute_metrics", "evaluate", "add_eval_arguments", "run_from_args", "main", "LPIPS_NOTE",
+    "compute_metrics", "evaluate", "add_arguments", "run_from_args", "main", "LPIPS_NOTE",
 ]
 
 PSNR_CAP_DB = 100.0
@@ -935,7 +935,7 @@ def _csv_or_list(values):
     return out
 
 
-def add_eval_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--capture", required=True, metavar="DIR", help="light-stage capture folder")
     p.add_argument("--renderer", nargs="+", required=True, metavar="NAME",
                    help="renderer name(s): built-ins pbr, pbr_noshadow; plugins register more")
@@ -965,7 +965,7 @@ def run_from_args(args, command: str | None = None) -> int:
 
 
 def main(argv=None) -> int:
-    p = add_eval_arguments(argparse.ArgumentParser(prog="relit-hands eval", description=__doc__.split("\n")[0]))
+    p = add_arguments(argparse.ArgumentParser(prog="relit-hands eval", description=__doc__.split("\n")[0]))
     args = p.parse_args(argv)
     cmd = "relit-hands eval " + shlex.join(sys.argv[1:] if argv is None else list(argv))
     try:

@@ -900,7 +900,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--quiet", action="store_true")
 
 
-def run_from_args(args) -> int:
+def run_from_args(args, command: str | None = None) -> int:
+    """``command`` is not recorded: the capture's generator settings describe the run."""
     if args.calibrate:
         rd = calibrate_skin(args.boundary, variant=args.variant)
         print(json.dumps({"boundary": args.boundary, "rd": [round(float(x), 4) for x in rd]}))

@@ -179,7 +179,7 @@ def candidate_scenes(rng, capture=None):
 def make_student_set(teacher_path, out, *, poses: int = 16, envs=None, rotations: int = 4,
                      n_lights: int = 512, feature_lights: int = 64, capture=None, exclude_radius: float = 0.1,
                      val_fraction: float = 0.1, jitter: float = 0.15, seed: int = 0, chunk: int = 32,
-                     progress: bool = True) -> dict:
+                     progress: bool = True, command: str | None = None) -> dict:
     """Write the student set (module docstring); returns the summary dict (also summary.json)."""
     from tqdm import tqdm
 
@@ -250,7 +250,7 @@ def make_student_set(teacher_path, out, *, poses: int = 16, envs=None, rotations
                           "excluded": {"capture": str(capture) if capture else None,
                                        "heldout_scenes": len(heldout), "radius_rad_rms": exclude_radius,
                                        "rejected_draws": rejected}})
-    summary = {"tool": "relit-hands make-student-set", "out": str(out), "samples": len(samples),
+    summary = {"tool": "relit-hands make-student-set", "command": command, "out": str(out), "samples": len(samples),
                "poses": poses, "environments": env_names, "rotations": rotations, "n_lights_teacher": n_lights,
                "feature_lights": feature_lights, "resolution": cond.resolution,
                "splits": {s: sum(1 for x in samples if x["split"] == s) for s in ("train", "val")},
@@ -285,12 +285,12 @@ def main(argv=None) -> int:
     return run_from_args(build_parser().parse_args(argv))
 
 
-def run_from_args(args) -> int:
+def run_from_args(args, command: str | None = None) -> int:
     torch.set_num_threads(max(1, args.threads))
     s = make_student_set(args.teacher, args.out, poses=args.poses, envs=args.envs, rotations=args.rotations,
                          n_lights=args.n_lights, feature_lights=args.feature_lights, capture=args.capture,
                          exclude_radius=args.exclude_radius, val_fraction=args.val_fraction, seed=args.seed,
-                         progress=not args.no_progress)
+                         progress=not args.no_progress, command=command)
     print(json.dumps(s, indent=1))
     return 0
 

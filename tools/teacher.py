@@ -80,7 +80,7 @@ class TeacherNet(nn.Module):
                  rho_init: float = 0.12, e_init: float = 0.003, albedo_prior: bool = False,
                  albedo: torch.Tensor | None = None):
         """``albedo_prior``: multiply the learned gain by a fixed albedo texture ``albedo``
-        [3, R, R] (linear; :meth:`TexelConditioning.albedo_texture`); when loading, the buffer comes
+        [3, R, R] (linear; :meth:`HandAsset.albedo_map`); when loading, the buffer comes
         from the weights file."""
         super().__init__()
         self.config = dict(resolution=int(resolution), latent_channels=int(latent_channels),

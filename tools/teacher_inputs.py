@@ -200,10 +200,6 @@ class TexelConditioning:
         self.caster = raycast.get_backend(name)
 
     # ----------------------------------------------------------------------------------
-    def albedo_texture(self) -> torch.Tensor:
-        """:meth:`HandAsset.albedo_map` at this resolution: linear [3, R, R]."""
-        return self.asset.albedo_map(self.resolution)
-
     def _tangent_frames(self, verts: torch.Tensor):
         """Per-UV-vertex tangent (+u) and bitangent (+v) [Tuv,3] of one posed hand (right-hand
         corner order; valid for the mirrored left hand too)."""

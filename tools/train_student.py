@@ -46,8 +46,8 @@ import numpy as np
 VARIANTS = ("vis", "novis", "bottleneck")  # == relit_hands.student.VARIANTS (checked in tests)
 
 
-def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    p = p or argparse.ArgumentParser(prog="relit-hands train-student", description=__doc__.split("\n")[0])
+def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The ``train-student`` options (shared by ``relit-hands train-student`` and ``python -m``)."""
     p.add_argument("--data", required=True, help="student training set folder (manifest.json + samples/)")
     p.add_argument("--variant", choices=VARIANTS, default="vis")
     p.add_argument("--out", required=True, help="run folder")
@@ -435,10 +435,14 @@ def train(args, command: str | None = None) -> dict:
     return summary
 
 
-def main(argv=None, command: str | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def run_from_args(args, command: str | None = None) -> int:
     train(args, command)
     return 0
+
+
+def main(argv=None, command: str | None = None) -> int:
+    p = argparse.ArgumentParser(prog="relit-hands train-student", description=__doc__.split("\n")[0])
+    return run_from_args(add_arguments(p).parse_args(argv), command)
 
 
 if __name__ == "__main__":

@@ -251,7 +251,7 @@ def _dist_setup(device: str):
     return dist.get_rank(), dist.get_world_size(), True
 
 
-def train(args) -> dict:
+def train(args, command: str | None = None) -> dict:
     from tqdm import tqdm
 
     from relit_hands.capture import Capture
@@ -307,7 +307,7 @@ def train(args) -> dict:
     else:
         model = TeacherNet(args.resolution, args.latent_channels, trunk_channels=args.trunk_channels,
                            head_channels=args.head_channels, d_ref=d_ref, albedo_prior=args.albedo_prior,
-                           albedo=cond.albedo_texture() if args.albedo_prior else None)
+                           albedo=cond.asset.albedo_map(args.resolution) if args.albedo_prior else None)
         # loss scale: mean reference hand-pixel radiance (OLAT medians can be 0: half the hand is unlit) over (a sample of) the training views
         rng = np.random.default_rng(args.seed)
         vals = []
@@ -430,8 +430,8 @@ def train(args) -> dict:
         first = float(np.mean(losses[: min(20, len(losses))])) if losses else None
         lastl = float(np.mean(losses[-min(20, len(losses)):])) if losses else None
         summary = {
-            "tool": "relit-hands train-teacher", "command": " ".join(["relit-hands"] + sys.argv[1:]) if "train-teacher" in sys.argv[1:2]
-            else " ".join([sys.argv[0]] + sys.argv[1:]),
+            "tool": "relit-hands train-teacher",
+            "command": command or " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
             "capture": str(args.capture), "capture_coverage": coverage,
             "out": str(out), "steps": step, "resumed_from": start_step,
             "world_size": world, "device": device, "resolution": args.resolution,
@@ -457,8 +457,8 @@ def train(args) -> dict:
     return summary
 
 
-def run_from_args(args) -> int:
-    s = train(args)
+def run_from_args(args, command: str | None = None) -> int:
+    s = train(args, command)
     if s:
         print(json.dumps({k: s[k] for k in ("steps", "loss_first20", "loss_last20", "olat_psnr_heldout_poses",
                                              "olat_psnr_heldout_lights", "olat_psnr_train_frames")}, indent=1))

@@ -30,7 +30,6 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-STUDENT_HINT = "no trained student model installed (models/student/student.safetensors)"
 DEBUG_LIGHTS = 64       # environment lights behind the feature / visibility debug views
 DEBUG_RESOLUTION = 256  # their UV map size
 
@@ -123,7 +122,7 @@ class _Renderer:
         """Shading modes and debug views the engine offers now (the UI's lists are built from
         this, so new engine modes appear without viewer changes)."""
         modes = {}
-        modes["student"] = None if self.student is not None else (self.student_error or STUDENT_HINT)
+        modes["student"] = self.student_error
         for m in ("pbr", "albedo", "normal", "uv"):
             modes[m] = None if m in self.shadings else "not offered by this engine"
         debug = {"features": None, "visibility": None, "wireframe": None, "uv_textures": None}
@@ -185,9 +184,7 @@ class _Renderer:
         if self._mode(mode) == "student":
             sf = self.engine.render_student(scene, env, cam, student=self.student, return_linear=req.want_linear,
                                             **{k: v for k, v in kw.items() if k != "shadows"})
-            frame = sf.frames[0]
-            frame.timings_ms = {k: v for k, v in sf.timings_ms.items() if not isinstance(v, list)}
-            return frame
+            return sf.as_frame()
         return self.engine.render(scene, env, cam, shading=self._mode(mode), return_linear=req.want_linear, **kw)
 
     def env(self, spec):
@@ -225,14 +222,12 @@ class _Renderer:
 
     def _load_student(self):
         """(inference backend of the shipped default student, None) or (None, why not)."""
-        from ..student import StudentLoadError, default_student_path
+        from ..student import StudentLoadError
 
-        if not default_student_path().is_file():
-            return None, None
         try:
             return self.engine.student_backend(None), None
         except (StudentLoadError, OSError) as e:
-            return None, f"the default student cannot be loaded: {e}"
+            return None, str(e)
 
     def _mode(self, m):
         if m == "student" and self.student is None:
@@ -422,5 +417,5 @@ class RenderWorker:
             q.cancel_join_thread()
 
 
-__all__ = ["RenderRequest", "RenderWorker", "camera_to_dict", "camera_from_dict", "STUDENT_HINT",
+__all__ = ["RenderRequest", "RenderWorker", "camera_to_dict", "camera_from_dict",
            "asdict"]

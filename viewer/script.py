@@ -112,14 +112,12 @@ class ScriptPlayer:
         from imgui_bundle import imgui
 
         io = imgui.get_io()
+        keys = ([imgui.Key.left_shift, imgui.Key.mod_shift] if shift else []) + \
+               ([imgui.Key.left_ctrl, imgui.Key.mod_ctrl] if ctrl else [])
         io.add_mouse_pos_event(x, y)
         yield
-        if shift:
-            io.add_key_event(imgui.Key.left_shift, True)
-            io.add_key_event(imgui.Key.mod_shift, True)
-        if ctrl:
-            io.add_key_event(imgui.Key.left_ctrl, True)
-            io.add_key_event(imgui.Key.mod_ctrl, True)
+        for key in keys:
+            io.add_key_event(key, True)
         yield
         io.add_mouse_button_event(button, True)
         yield
@@ -128,12 +126,8 @@ class ScriptPlayer:
             yield
         io.add_mouse_button_event(button, False)
         yield
-        if shift:
-            io.add_key_event(imgui.Key.left_shift, False)
-            io.add_key_event(imgui.Key.mod_shift, False)
-        if ctrl:
-            io.add_key_event(imgui.Key.left_ctrl, False)
-            io.add_key_event(imgui.Key.mod_ctrl, False)
+        for key in keys:
+            io.add_key_event(key, False)
         yield
 
     def _joint_window_point(self, side, mano_joint):
