@@ -209,8 +209,10 @@ class HandDrawable:
 
     The mesh has separate position and UV topologies (``faces`` / ``uv_faces``); every distinct
     (position index, uv index) pair of a face corner becomes one GPU vertex, once.
-    :meth:`update_vertices` then only gathers positions / normals through ``pos_index`` and
-    recomputes tangents (vectorised, sparse scatter-add) -- no Python loops per frame.
+    :meth:`update_vertices` then only gathers positions / normals through ``pos_index``; the
+    tangent frame (vectorised, sparse scatter-add, no Python loops) is recomputed lazily by
+    :meth:`_ensure_tangents`, which :meth:`Compositor.render` calls only for the shadings that
+    read the normal map ('pbr', 'normal') -- the student's 'uv_texture' frames skip it.
     """
 
     def __init__(self, compositor: "Compositor", positions, faces, uvs, uv_faces, *,
@@ -262,16 +264,19 @@ class HandDrawable:
         self._scatter_e = sp.csr_matrix((one, (rows, cols)), shape=(Ve, F))  # face -> expanded vtx
         self._scatter_p = sp.csr_matrix((one, (self.faces.ravel(), cols)), shape=(V, F))  # face -> position
 
-        self._interleaved = np.zeros((Ve, 10), dtype=np.float32)
-        self.vbo = ctx.buffer(reserve=self._interleaved.nbytes, dynamic=True)
+        self._pos_normal = np.zeros((Ve, 6), dtype=np.float32)  # [Ve, (position, unit normal)]
+        self._tangents_stale = True
+        self.vbo = ctx.buffer(reserve=self._pos_normal.nbytes, dynamic=True)
+        self.vbo_tangent = ctx.buffer(reserve=Ve * 16, dynamic=True)  # [Ve, (T xyz, handedness w)]
         self.vbo_uv = ctx.buffer(np.ascontiguousarray(uv_e, dtype=np.float32).tobytes())
         self.ibo = ctx.buffer(np.ascontiguousarray(self.indices, dtype=np.uint32).tobytes())
         self.vao = ctx.vertex_array(
             compositor.prog_hand,
-            [(self.vbo, "3f 3f 4f", "in_pos", "in_normal", "in_tangent"), (self.vbo_uv, "2f", "in_uv")],
+            [(self.vbo, "3f 3f", "in_pos", "in_normal"), (self.vbo_tangent, "4f", "in_tangent"),
+             (self.vbo_uv, "2f", "in_uv")],
             index_buffer=self.ibo, index_element_size=4)
         self.vao_shadow = ctx.vertex_array(
-            compositor.prog_shadow, [(self.vbo, "3f 28x", "in_pos")],
+            compositor.prog_shadow, [(self.vbo, "3f 12x", "in_pos")],
             index_buffer=self.ibo, index_element_size=4)
 
         self.albedo_tex = self.normal_tex = self.rough_tex = None
@@ -350,7 +355,8 @@ class HandDrawable:
     @_gl_current
     def update_vertices(self, vertices, normals=None):
         """New posed positions ``[V, 3]`` (position topology) and optional normals ``[V, 3]``
-        (area-weighted face normals if omitted). Tangents are recomputed from the static UVs."""
+        (area-weighted face normals if omitted). Marks the tangent frame stale (recomputed from the
+        static UVs by :meth:`_ensure_tangents` when a normal-mapped shading next needs it)."""
         P = np.asarray(vertices, dtype=np.float32)
         if P.shape != (self.num_positions, 3):
             raise ValueError(f"vertices must be [{self.num_positions}, 3], got {P.shape}")
@@ -364,7 +370,22 @@ class HandDrawable:
                 raise ValueError(f"normals must be [{self.num_positions}, 3], got {Np.shape}")
         N = Np[self.pos_index].astype(np.float32)
         N /= np.maximum(np.linalg.norm(N, axis=1, keepdims=True), 1e-20)
-        Pe = P[self.pos_index]
+        buf = self._pos_normal
+        buf[:, 0:3] = P[self.pos_index]
+        buf[:, 3:6] = N
+        self.vbo.write(buf.tobytes())
+        self._tangents_stale = True
+        lo, hi = P.min(axis=0).astype(np.float64), P.max(axis=0).astype(np.float64)
+        self.center = 0.5 * (lo + hi)
+        self.radius = float(np.sqrt(((P - self.center) ** 2).sum(axis=1).max()))
+
+    def _ensure_tangents(self):
+        """Recompute and upload the per-vertex tangent frame (+u direction orthogonalised against
+        the normal, handedness w) from the current positions and normals, if they changed since the
+        last call. Called by :meth:`Compositor.render` (context current) for 'pbr' and 'normal'."""
+        if not self._tangents_stale:
+            return
+        Pe, N = self._pos_normal[:, 0:3], self._pos_normal[:, 3:6]
         i0, i1, i2 = self.indices.T
         e1, e2 = Pe[i1] - Pe[i0], Pe[i2] - Pe[i0]
         c = self._tc.astype(np.float32)
@@ -385,19 +406,12 @@ class HandDrawable:
             tl[bad] = np.linalg.norm(alt, axis=1, keepdims=True)
         Tn /= tl
         w = np.where(np.sum(np.cross(N, Tn) * Bn, axis=1) < 0.0, -1.0, 1.0)
-        buf = self._interleaved
-        buf[:, 0:3] = Pe
-        buf[:, 3:6] = N
-        buf[:, 6:9] = Tn
-        buf[:, 9] = w
-        self.vbo.write(buf.tobytes())
-        lo, hi = P.min(axis=0).astype(np.float64), P.max(axis=0).astype(np.float64)
-        self.center = 0.5 * (lo + hi)
-        self.radius = float(np.sqrt(((P - self.center) ** 2).sum(axis=1).max()))
+        self.vbo_tangent.write(np.concatenate([Tn, w[:, None]], axis=1).astype(np.float32).tobytes())
+        self._tangents_stale = False
 
     @_gl_current
     def release(self):
-        for obj in (self.vao, self.vao_shadow, self.vbo, self.vbo_uv, self.ibo, self.albedo_tex,
+        for obj in (self.vao, self.vao_shadow, self.vbo, self.vbo_tangent, self.vbo_uv, self.ibo, self.albedo_tex,
                     self.normal_tex, self.rough_tex, self.radiance_tex):
             if obj is not None:
                 obj.release()
@@ -637,15 +651,21 @@ class Compositor:
         for k in ("hdr", "aux"):
             t[k].filter = (self._mgl.NEAREST, self._mgl.NEAREST)
         t["out"] = ctx.texture((W, H), 4)
+        # fbo_draw*: radiance + aux; fbo_draw_rgb*: radiance only, for frames whose aux nothing reads
+        # (readback 'rgb' / 'none', opaque background): the hand shader's aux output is discarded and
+        # a 1280x720 frame saves clearing and writing one RGBA32F target
         if s > 1:
             t["ms_c"] = ctx.renderbuffer((W, H), 4, samples=s, dtype="f4")
             t["ms_a"] = ctx.renderbuffer((W, H), 4, samples=s, dtype="f4")
             t["ms_d"] = ctx.depth_renderbuffer((W, H), samples=s)
             t["fbo_draw"] = ctx.framebuffer([t["ms_c"], t["ms_a"]], t["ms_d"])
             t["fbo_resolve"] = ctx.framebuffer([t["hdr"], t["aux"]])
+            t["fbo_draw_rgb"] = ctx.framebuffer([t["ms_c"]], t["ms_d"])
+            t["fbo_resolve_rgb"] = ctx.framebuffer([t["hdr"]])
         else:
             t["ms_d"] = ctx.depth_renderbuffer((W, H))
             t["fbo_draw"] = ctx.framebuffer([t["hdr"], t["aux"]], t["ms_d"])
+            t["fbo_draw_rgb"] = ctx.framebuffer([t["hdr"]], t["ms_d"])
         t["fbo_out"] = ctx.framebuffer([t["out"]])
         self._targets, self._targets_key = t, (W, H)
         return t
@@ -718,6 +738,9 @@ class Compositor:
                 raise TypeError(f"hands[{i}] is not a HandDrawable of this compositor")
             if shading == "uv_texture" and h.radiance_tex is None:
                 raise ValueError(f"hands[{i}] has no radiance texture: call set_radiance_texture first")
+        if shading in ("pbr", "normal"):  # the normal-mapped shadings read the tangent frame
+            for h in hands:
+                h._ensure_tangents()
         need_env = background == "env" or shading == "pbr"
         if need_env and env is None:
             raise ValueError("an environment map is required for shading='pbr' or background='env'")
@@ -756,10 +779,19 @@ class Compositor:
         timings["shadows"] = (t2 - t1) * 1e3
 
         # ---- background
-        fbo = tg["fbo_draw"]
+        need_aux = readback == "all" or background == "transparent"
+        sfx = "" if need_aux else "_rgb"
+        fbo = tg["fbo_draw" + sfx]
         fbo.use()
         fbo.viewport = (0, 0, W, H)
-        fbo.clear(0.0, 0.0, 0.0, 0.0, depth=1.0)
+        if background == "env":  # the background pass writes every colour target: clear depth only
+            mask = fbo.color_mask
+            n = len(fbo.color_attachments)  # moderngl: one tuple for one attachment, else a list
+            fbo.color_mask = (False,) * 4 if n == 1 else [(False,) * 4] * n
+            fbo.clear(depth=1.0)
+            fbo.color_mask = mask
+        else:
+            fbo.clear(0.0, 0.0, 0.0, 0.0, depth=1.0)
         if background == "env":
             ctx.disable(mgl.DEPTH_TEST)
             m = getattr(env, "rotation", None)
@@ -818,7 +850,7 @@ class Compositor:
                 (h.radiance_tex or self._dummy2d).use(3)
                 h.vao.render()
         if self.msaa > 1:
-            ctx.copy_framebuffer(tg["fbo_resolve"], fbo)
+            ctx.copy_framebuffer(tg["fbo_resolve" + sfx], fbo)
 
         # ---- tone mapping
         ctx.disable(mgl.DEPTH_TEST | mgl.CULL_FACE)

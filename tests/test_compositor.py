@@ -258,6 +258,26 @@ def test_normal_map_tangent_frame_and_mirroring(comp):
         np.testing.assert_allclose(n, expect, atol=0.03, err_msg=f"mirror={mirror}")
 
 
+def test_tangent_frame_follows_vertex_updates(comp):
+    # The tangent frame is recomputed lazily (only for normal-mapped shadings): after a pose change
+    # drawn first with 'uv_texture' (which skips it), 'normal' must match a hand built at that pose.
+    nm = np.tile(np.round((np.array([0.5, 0.0, 0.8660254]) * 0.5 + 0.5) * 255).astype(np.uint8), (8, 8, 1))
+    pos, faces, uvs, ufaces, normals = uv_sphere()
+    c, s = np.cos(0.7), np.sin(0.7)
+    rot = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]], np.float32)  # roll about the view axis: +u turns
+    moved = comp.add_hand(pos, faces, uvs, ufaces, normals=normals, roughness=NO_SPEC, normal_map=nm)
+    first = comp.render([moved], const_env(), CAM, shading="normal", tonemap="none", return_linear=True)
+    moved.update_vertices(pos @ rot.T, normals @ rot.T)
+    moved.set_radiance_texture(np.ones((4, 4, 3), np.float32))
+    comp.render([moved], const_env(), CAM, shading="uv_texture", tonemap="none")
+    got = comp.render([moved], const_env(), CAM, shading="normal", tonemap="none", return_linear=True)
+    fresh = comp.add_hand(pos @ rot.T, faces, uvs, ufaces, normals=normals @ rot.T, roughness=NO_SPEC, normal_map=nm)
+    want = comp.render([fresh], const_env(), CAM, shading="normal", tonemap="none", return_linear=True)
+    m = interior(want["mask"])
+    assert np.abs(got["linear"][m] - want["linear"][m]).max() < 1e-5
+    assert np.abs(first["linear"][m] - want["linear"][m]).max() > 0.1  # the pose change is visible
+
+
 def test_transparent_background_and_coverage(comp):
     hand = make_hand(comp)
     out = comp.render([hand], const_env(), CAM, background="transparent", tonemap="aces")
