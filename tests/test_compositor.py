@@ -278,6 +278,35 @@ def test_tangent_frame_follows_vertex_updates(comp):
     assert np.abs(first["linear"][m] - want["linear"][m]).max() > 0.1  # the pose change is visible
 
 
+def test_readback_modes_draw_the_same_image(comp):
+    # readback 'rgb' / 'none' draw into a radiance-only target, and an env background clears depth
+    # only: the image must equal the full ('all') path's, frame after frame, with nothing left over
+    # from the previous frame (the hand moves away between frames).
+    hand = make_hand(comp)
+    pos, _, _, _, normals = uv_sphere()
+    env = EnvironmentMap(np.random.default_rng(0).uniform(0.1, 2.0, (32, 64, 3)).astype(np.float32))
+    for shift in (0.0, 0.6, -0.6):
+        hand.update_vertices(pos + np.float32([shift, 0, 0]), normals)
+        full = comp.render([hand], env, CAM, readback="all")
+        fast = comp.render([hand], env, CAM, readback="rgb")
+        comp.render([hand], env, CAM, readback="none")
+        with comp.ctx:
+            tex = np.frombuffer(comp.output_texture.read(alignment=1), np.uint8).reshape(H, W, 4)[::-1, :, :3]
+        assert np.array_equal(full["rgb"], fast["rgb"]) and np.array_equal(full["rgb"], tex)
+        assert fast["mask"] is None
+        again = comp.render([hand], env, CAM, readback="all")
+        assert np.array_equal(again["mask"], full["mask"]) and np.array_equal(again["depth"], full["depth"])
+        u, v = CAM.project(np.array([[shift, 0.0, 0.0]]))[0]
+        assert full["mask"][int(v), int(u)]  # the mask follows the moved hand
+    # a moved hand leaves no stale hand pixels: where the first frame had the hand and this one
+    # has none, the image equals the background alone
+    bg_only = comp.render([], env, CAM, readback="all")
+    hand.update_vertices(pos + np.float32([0.6, 0, 0]), normals)
+    out = comp.render([hand], env, CAM, readback="rgb")
+    off = ~comp.render([hand], env, CAM, readback="all")["mask"]
+    assert np.array_equal(out["rgb"][off], bg_only["rgb"][off])
+
+
 def test_transparent_background_and_coverage(comp):
     hand = make_hand(comp)
     out = comp.render([hand], const_env(), CAM, background="transparent", tonemap="aces")
