@@ -75,7 +75,8 @@ shadow-map visibility (1 with ``shadows=False``)::
   environment, multiple-scattering energy compensation.
 
 Other shading modes: 'uv_texture' (per-hand HDR radiance texture, sampled by UV, displayed as
-is: the student's output), 'normal' (``0.5 n + 0.5`` of the normal-mapped world normal),
+is: the student's output; drawn with its own small program, ``hand_uv.vert`` / ``hand_uv.frag``,
+~3x cheaper per fragment on llvmpipe than the full program's texture-only branch), 'normal' (``0.5 n + 0.5`` of the normal-mapped world normal),
 'albedo' (linear albedo), 'uv' (``(u, v, 0)``).
 
 Outputs (row 0 = top, see :mod:`relit_hands.camera` for the pixel convention)
@@ -275,6 +276,9 @@ class HandDrawable:
             [(self.vbo, "3f 3f", "in_pos", "in_normal"), (self.vbo_tangent, "4f", "in_tangent"),
              (self.vbo_uv, "2f", "in_uv")],
             index_buffer=self.ibo, index_element_size=4)
+        self.vao_uv = ctx.vertex_array(  # 'uv_texture' shading: positions + UVs only
+            compositor.prog_hand_uv, [(self.vbo, "3f 12x", "in_pos"), (self.vbo_uv, "2f", "in_uv")],
+            index_buffer=self.ibo, index_element_size=4)
         self.vao_shadow = ctx.vertex_array(
             compositor.prog_shadow, [(self.vbo, "3f 12x", "in_pos")],
             index_buffer=self.ibo, index_element_size=4)
@@ -411,7 +415,7 @@ class HandDrawable:
 
     @_gl_current
     def release(self):
-        for obj in (self.vao, self.vao_shadow, self.vbo, self.vbo_tangent, self.vbo_uv, self.ibo, self.albedo_tex,
+        for obj in (self.vao, self.vao_uv, self.vao_shadow, self.vbo, self.vbo_tangent, self.vbo_uv, self.ibo, self.albedo_tex,
                     self.normal_tex, self.rough_tex, self.radiance_tex):
             if obj is not None:
                 obj.release()
@@ -477,6 +481,8 @@ class Compositor:
         self.prog_tm = self.ctx.program(vertex_shader=vs_fs, fragment_shader=load_shader("tonemap.frag"))
         self.prog_hand = self.ctx.program(vertex_shader=load_shader("hand.vert"),
                                           fragment_shader=load_shader("hand.frag"))
+        self.prog_hand_uv = self.ctx.program(vertex_shader=load_shader("hand_uv.vert"),
+                                             fragment_shader=load_shader("hand_uv.frag"))
         self.prog_shadow = self.ctx.program(vertex_shader=load_shader("shadow.vert"),
                                             fragment_shader=load_shader("shadow.frag"))
         self.vao_fs = self.ctx.vertex_array(self.prog_bg, [])
@@ -510,6 +516,7 @@ class Compositor:
         for name, unit in units.items():
             if name in self.prog_hand:
                 self.prog_hand[name].value = unit
+        self.prog_hand_uv["u_radiance"].value = 3
         self.prog_bg["u_env"].value = 6
         self.prog_tm["u_hdr"].value = 0
         if "u_aux" in self.prog_tm:
@@ -810,9 +817,10 @@ class Compositor:
             zc = float((camera.R @ center + camera.t)[2])
             far = max(zc + radius * 1.1, 1e-3)
             near = max(zc - radius * 1.1, far * 1e-4)
-            p = self.prog_hand
+            uv_only = shading == "uv_texture"  # its own small program (hand_uv.*), see below
+            p = self.prog_hand_uv if uv_only else self.prog_hand
             p["u_view_proj"].write(_mat_bytes(camera.gl_view_projection(near, far)))
-            p["u_mode"].value = SHADINGS[shading]
+            self._set(p, "u_mode", SHADINGS[shading])
             self._set(p, "u_cam_pos", tuple(camera.center.astype(float)))
             self._set(p, "u_cam_rz", tuple(camera.R[2].astype(float)))
             self._set(p, "u_cam_tz", float(camera.t[2]))
@@ -844,6 +852,10 @@ class Compositor:
                 ctx.enable(mgl.CULL_FACE)
             for i, h in enumerate(hands):
                 self._set(p, "u_hand_id", float(i))
+                if uv_only:
+                    h.radiance_tex.use(3)
+                    h.vao_uv.render()
+                    continue
                 h.albedo_tex.use(0)
                 h.normal_tex.use(1)
                 h.rough_tex.use(2)

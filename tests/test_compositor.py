@@ -298,6 +298,16 @@ def test_readback_modes_draw_the_same_image(comp):
         assert np.array_equal(again["mask"], full["mask"]) and np.array_equal(again["depth"], full["depth"])
         u, v = CAM.project(np.array([[shift, 0.0, 0.0]]))[0]
         assert full["mask"][int(v), int(u)]  # the mask follows the moved hand
+    # 'uv_texture' draws with its own small program: same silhouette, hand ids and depth as 'pbr'
+    other = make_hand(comp)
+    other.update_vertices(pos * 0.5 + np.float32([0.0, 0.0, -0.6]), normals)  # in front of `hand`
+    for h in (hand, other):
+        h.set_radiance_texture(np.ones((4, 4, 3), np.float32))
+    a = comp.render([hand, other], env, CAM, shading="pbr", readback="all")
+    b = comp.render([hand, other], env, CAM, shading="uv_texture", readback="all")
+    assert set(np.unique(b["hand_id"])) == {-1, 0, 1}
+    assert np.array_equal(a["mask"], b["mask"]) and np.array_equal(a["hand_id"], b["hand_id"])
+    np.testing.assert_allclose(a["depth"][a["mask"]], b["depth"][b["mask"]], rtol=1e-5)
     # a moved hand leaves no stale hand pixels: where the first frame had the hand and this one
     # has none, the image equals the background alone
     bg_only = comp.render([], env, CAM, readback="all")
