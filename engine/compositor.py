@@ -76,8 +76,8 @@ shadow-map visibility (1 with ``shadows=False``)::
 
 Other shading modes: 'uv_texture' (per-hand HDR radiance texture, sampled by UV, displayed as
 is: the student's output; drawn with its own small program, ``hand_uv.vert`` / ``hand_uv.frag``,
-~3x cheaper per fragment on llvmpipe than the full program's texture-only branch), 'normal' (``0.5 n + 0.5`` of the normal-mapped world normal),
-'albedo' (linear albedo), 'uv' (``(u, v, 0)``).
+~3x cheaper per fragment on llvmpipe than a texture-only branch of the full program), 'normal'
+(``0.5 n + 0.5`` of the normal-mapped world normal), 'albedo' (linear albedo), 'uv' (``(u, v, 0)``).
 
 Outputs (row 0 = top, see :mod:`relit_hands.camera` for the pixel convention)
 --------------------------------------------------------------------------------
@@ -415,8 +415,8 @@ class HandDrawable:
 
     @_gl_current
     def release(self):
-        for obj in (self.vao, self.vao_uv, self.vao_shadow, self.vbo, self.vbo_tangent, self.vbo_uv, self.ibo, self.albedo_tex,
-                    self.normal_tex, self.rough_tex, self.radiance_tex):
+        for obj in (self.vao, self.vao_uv, self.vao_shadow, self.vbo, self.vbo_tangent, self.vbo_uv, self.ibo,
+                    self.albedo_tex, self.normal_tex, self.rough_tex, self.radiance_tex):
             if obj is not None:
                 obj.release()
         self.radiance_tex = None
@@ -501,7 +501,6 @@ class Compositor:
         self.shadow_tex.repeat_x = self.shadow_tex.repeat_y = False
         self.shadow_fbo = self.ctx.framebuffer(depth_attachment=self.shadow_tex)
 
-        self._dummy2d = self.ctx.texture((1, 1), 3, np.zeros(3, np.float32).tobytes(), dtype="f4")
         self._env_tex = None
         self._env_tex_ref = None
         self._env_state: _EnvState | None = None
@@ -511,8 +510,7 @@ class Compositor:
 
     # ---------------------------------------------------------------- setup
     def _set_samplers(self):
-        units = {"u_albedo": 0, "u_normal_map": 1, "u_rough": 2, "u_radiance": 3, "u_shadow": 4,
-                 "u_prefilter": 5}
+        units = {"u_albedo": 0, "u_normal_map": 1, "u_rough": 2, "u_shadow": 4, "u_prefilter": 5}
         for name, unit in units.items():
             if name in self.prog_hand:
                 self.prog_hand[name].value = unit
@@ -859,7 +857,6 @@ class Compositor:
                 h.albedo_tex.use(0)
                 h.normal_tex.use(1)
                 h.rough_tex.use(2)
-                (h.radiance_tex or self._dummy2d).use(3)
                 h.vao.render()
         if self.msaa > 1:
             ctx.copy_framebuffer(tg["fbo_resolve" + sfx], fbo)

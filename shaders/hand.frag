@@ -1,6 +1,6 @@
 #version 330
 #include "common.glsl"
-// Hand shading. Modes: 0 pbr, 1 uv_texture, 2 normal, 3 albedo, 4 uv.
+// Hand shading. Modes: 0 pbr, 2 normal, 3 albedo, 4 uv (1, uv_texture, is hand_uv.vert/.frag).
 // The exact PBR model is documented in relit_hands.compositor's module docstring.
 #define MAX_LIGHTS 8
 
@@ -18,7 +18,6 @@ uniform float u_cam_tz;
 uniform sampler2D u_albedo;     // sRGB texture -> linear on sampling
 uniform sampler2D u_normal_map; // tangent-space, 0.5 n + 0.5; T = +u, B = +v
 uniform sampler2D u_rough;      // R: perceptual GGX roughness, G: F0 / 0.08
-uniform sampler2D u_radiance;   // HDR radiance texture for 'uv_texture'
 
 // k dominant directional lights, optionally shadow-mapped (atlas of k square tiles, side by side)
 uniform int u_num_lights;
@@ -93,8 +92,6 @@ void main() {
     vec3 color;
     if (u_mode == 4) {
         color = vec3(uv, 0.0);
-    } else if (u_mode == 1) {
-        color = texture(u_radiance, uv).rgb;
     } else {
         // tangent frame: T = +u, B = +v (w = handedness), both orthogonal to the normal
         vec3 T = v_tangent.xyz - Ng * dot(Ng, v_tangent.xyz);
