@@ -66,6 +66,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from relit_hands.image_io import linear_to_srgb
+
 __all__ = [
     "EvaluationError", "EvalContext", "MetricSettings", "RendererSpec", "register_renderer",
     "available_renderers", "get_renderer_spec", "select_frames", "reference_settings",
@@ -304,8 +306,7 @@ def psnr_linear(ref, test, mask, peak: float) -> float:
 
 def display_transform(x, peak: float) -> np.ndarray:
     """``D(x) = sRGB_OETF(clip(x / peak, 0, 1))``: one fixed exposure, float32 in [0, 1]."""
-    v = np.clip(np.asarray(x, np.float32) / np.float32(peak), 0.0, 1.0)
-    return np.where(v <= 0.0031308, 12.92 * v, 1.055 * np.power(v, 1 / 2.4) - 0.055).astype(np.float32)
+    return linear_to_srgb(np.asarray(x, np.float32) / np.float32(peak)).astype(np.float32)
 
 
 def psnr_display(ref, test, mask, peak: float) -> float:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from relit_hands.image_io import linear_to_srgb
+
 from .contact_sheet import grid, label_tile
 
 
@@ -39,8 +41,7 @@ def display_values(label: str, x: np.ndarray) -> np.ndarray:
 
 
 def _srgb(x):
-    x = np.clip(x, 0, 1)
-    return (np.where(x <= 0.0031308, 12.92 * x, 1.055 * x ** (1 / 2.4) - 0.055) * 255 + 0.5).astype(np.uint8)
+    return (linear_to_srgb(x) * 255 + 0.5).astype(np.uint8)
 
 
 def feature_sheet(engine, scene, env, camera, *, n_lights=64, resolution=256, tile=256):

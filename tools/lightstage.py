@@ -67,6 +67,8 @@ from pathlib import Path
 
 import numpy as np
 
+from relit_hands.image_io import linear_to_srgb
+
 LLVM_CANDIDATES = (
     "/usr/lib/x86_64-linux-gnu/libLLVM.so.19.1",
     "/usr/lib/x86_64-linux-gnu/libLLVM-19.so",
@@ -628,9 +630,7 @@ def display(rgb: np.ndarray, mask: np.ndarray | None = None, white: float | None
         white = float(np.percentile(lum, 99.5)) if lum.size else 1.0
     x = x / max(white, 1e-8)
     x = x * (1.0 + x / 4.0) / (1.0 + x)  # Reinhard with white point 2
-    x = np.clip(x * 1.6, 0, 1)
-    srgb = np.where(x <= 0.0031308, 12.92 * x, 1.055 * np.power(x, 1 / 2.4) - 0.055)
-    return np.rint(np.clip(srgb, 0, 1) * 255).astype(np.uint8)
+    return np.rint(linear_to_srgb(x * 1.6) * 255).astype(np.uint8)
 
 
 def contact_sheet(capture_dir, frames: list, tile: int = 256, columns: int = 4, max_tiles: int = 16):

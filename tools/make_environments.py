@@ -31,7 +31,7 @@ from relit_hands.environment import (
     equirect_solid_angles,
     luminance,
 )
-from relit_hands.image_io import write_hdr_image, write_png
+from relit_hands.image_io import linear_to_srgb, write_hdr_image, write_png
 
 HALF_MAX = 65504.0
 SUPERSAMPLE = 4
@@ -341,8 +341,7 @@ def tonemap_for_preview(img: np.ndarray, ev: float | None = None, key: float = 0
     else:
         x = img * (2.0 ** ev)
     a, b, c, dd, e = 2.51, 0.03, 2.43, 0.59, 0.14
-    y = np.clip((x * (a * x + b)) / (x * (c * x + dd) + e), 0, 1)
-    return np.where(y <= 0.0031308, 12.92 * y, 1.055 * np.power(y, 1 / 2.4) - 0.055)
+    return linear_to_srgb((x * (a * x + b)) / (x * (c * x + dd) + e))
 
 
 def write_preview(maps: dict[str, np.ndarray], path: Path, tile_w: int = 512, cols: int = 2,

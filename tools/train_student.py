@@ -41,6 +41,8 @@ from pathlib import Path
 
 import numpy as np
 
+from relit_hands.image_io import linear_to_srgb
+
 # torch and the student modules are imported inside the functions: the CLI builds this parser for
 # every `relit-hands` command, and `relit-hands list` should not pay for importing torch.
 VARIANTS = ("vis", "novis", "bottleneck")  # == relit_hands.student.VARIANTS (checked in tests)
@@ -158,8 +160,7 @@ def _stats(ds, n_items=16):
 def _tonemap(x, peak):
     y = np.clip(x / max(peak, 1e-8), 0, None)
     y = y / (1 + y) * 2.0
-    y = np.clip(y, 0, 1)
-    return (np.where(y <= 0.0031308, 12.92 * y, 1.055 * np.power(y, 1 / 2.4) - 0.055) * 255 + 0.5).astype(np.uint8)
+    return (linear_to_srgb(y) * 255 + 0.5).astype(np.uint8)
 
 
 def _val_image(rows, path):

@@ -30,6 +30,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from relit_hands.image_io import linear_to_srgb
+
 DEBUG_LIGHTS = 64       # environment lights behind the feature / visibility debug views
 DEBUG_RESOLUTION = 256  # their UV map size
 
@@ -87,9 +89,7 @@ def _tonemap(x, exposure_ev, tonemap):
         def h(v):
             return ((v * (A * v + C * B) + D * E) / (v * (A * v + B) + D * F)) - E / F
         x = h(2.0 * x) / h(W)
-    x = np.clip(x, 0.0, 1.0)
-    s = np.where(x <= 0.0031308, 12.92 * x, 1.055 * np.power(x, 1 / 2.4) - 0.055)
-    return (s * 255.0 + 0.5).astype(np.uint8)
+    return (linear_to_srgb(x) * 255.0 + 0.5).astype(np.uint8)
 
 
 class _Renderer:
