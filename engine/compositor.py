@@ -841,10 +841,12 @@ class Compositor:
                 p["u_pf_r0"].value = float(self.prefilter_roughness[0])
                 p["u_pf_r1"].value = float(self.prefilter_roughness[-1])
                 p["u_pf_levels"].value = float(len(self.prefilter_roughness))
-            self.shadow_tex.use(4)  # always bind matching sampler types, even if unused
-            if self._prefilter_tex is None:  # non-PBR frames before any PBR one: a matching dummy
-                self._prefilter_tex = self.ctx.texture3d((1, 1, 1), 3, np.zeros(3, np.float32).tobytes(), dtype="f4")
-            self._prefilter_tex.use(5)
+            if not uv_only:  # the full program: bind matching sampler types, even if unused
+                self.shadow_tex.use(4)
+                if self._prefilter_tex is None:  # non-PBR frames before any PBR one: a matching dummy
+                    self._prefilter_tex = self.ctx.texture3d((1, 1, 1), 3, np.zeros(3, np.float32).tobytes(),
+                                                             dtype="f4")
+                self._prefilter_tex.use(5)
             if self.cull_back_faces:  # meshes are closed with CCW = outward (conventions.md)
                 ctx.front_face = "ccw"
                 ctx.enable(mgl.CULL_FACE)
@@ -852,12 +854,11 @@ class Compositor:
                 self._set(p, "u_hand_id", float(i))
                 if uv_only:
                     h.radiance_tex.use(3)
-                    h.vao_uv.render()
-                    continue
-                h.albedo_tex.use(0)
-                h.normal_tex.use(1)
-                h.rough_tex.use(2)
-                h.vao.render()
+                else:
+                    h.albedo_tex.use(0)
+                    h.normal_tex.use(1)
+                    h.rough_tex.use(2)
+                (h.vao_uv if uv_only else h.vao).render()
         if self.msaa > 1:
             ctx.copy_framebuffer(tg["fbo_resolve" + sfx], fbo)
 

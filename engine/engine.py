@@ -123,7 +123,6 @@ class Engine:
             a = model.asset
             self.drawables[side] = self.compositor.add_hand(a.render_vertices, a.render_faces, a.render_uvs,
                                                             a.render_uv_faces, name=side, **tex)
-        self._faces = {side: m.render_faces for side, m in self.models.items()}
         self._proxy_faces = {side: m.proxy_faces for side, m in self.models.items()}
         self.raycaster = raycast.get_backend(raycast_backend)
         self.raycast_backend = self.raycaster.name
@@ -260,10 +259,10 @@ class Engine:
     # Shared by the PBR / UV-texture path and the student path
 
     def _upload(self, posed: dict, sides: list, radiance_textures: dict | None = None) -> None:
-        """Posed render vertices + area-weighted normals (and radiance textures) to the GPU."""
+        """Posed render vertices (and radiance textures) to the GPU; the drawable computes the
+        area-weighted vertex normals itself (one sparse product, faster than a torch pass here)."""
         for side in sides:
-            v = posed[side].render_vertices
-            self.drawables[side].update_vertices(v[0].numpy(), vertex_normals(v, self._faces[side])[0].numpy())
+            self.drawables[side].update_vertices(posed[side].render_vertices[0].numpy())
             if radiance_textures is not None:
                 self.drawables[side].set_radiance_texture(radiance_textures[side])
 

@@ -57,9 +57,6 @@ JSON_VERSION = 1
 
 # ------------------------------------------------------------------------------ arguments
 
-
-
-
 def add_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
     ap.add_argument("--frames", "-k", type=int, default=30, help="timed frames K (default 30)")
     ap.add_argument("--warmup", type=int, default=3, help="untimed frames first (default 3)")
@@ -310,7 +307,6 @@ class _Runner:
         kind = a.inference
         be = make_backend(kind, model=model, meta=meta, device=self.device, precision=a.precision,
                           threads=a.threads)
-        be.untrained = untrained
         params = sum(p.numel() for p in model.parameters())
         return be, {"untrained": untrained, "student_parameters": int(params), "student_base": int(model.base),
                     "student_levels": int(model.levels), "inference_backend": be.name,
