@@ -38,6 +38,7 @@ __all__ = [
     "SPLITS",
     "MASK_VALUES",
     "CaptureFormatError",
+    "CaptureIncompleteError",
     "CaptureFrame",
     "CaptureLights",
     "Capture",
@@ -54,6 +55,11 @@ MASK_VALUES = {"background": 0, "right": 1, "left": 2}
 class CaptureFormatError(ValueError):
     """A capture folder that does not follow docs/capture_format.md (the message names the
     file and the offending frame / camera / light / environment id)."""
+
+
+class CaptureIncompleteError(CaptureFormatError):
+    """A file that capture.json / frames.json list (an image, a mask, an environment map) is not
+    on disk, e.g. a capture still being rendered (``train-teacher --allow-partial`` trains on it)."""
 
 
 # ----------------------------------------------------------------------------------------
@@ -194,7 +200,7 @@ def _check_rel_path(rel, root: Path, where: str, check_files: bool) -> Path:
         raise _err(where, f"file path {rel!r} must be relative to the capture folder (no '..')")
     full = root / p
     if check_files and not full.is_file():
-        raise _err(where, f"missing file {full}")
+        raise CaptureIncompleteError(f"{where}: missing file {full}")
     return full
 
 
@@ -437,8 +443,10 @@ class Capture:
         env = EnvironmentMap.load(self.environments[f.env_id], name=f.env_id)
         return env.rotate(f.yaw_deg, f.pitch_deg)
 
-    def _read_view(self, frame, cam_id: str, table: str, reader, read_error):
+    def _read_view(self, frame, cam_id: str, table: str, reader):
         """(frame, path, data) of ``frame``'s ``table`` ('images' / 'masks') file for ``cam_id``."""
+        from .image_io import ImageReadError
+
         f = self._frame(frame)
         files = getattr(f, table)
         if cam_id not in files:
@@ -447,14 +455,14 @@ class Capture:
         path = files[cam_id]
         try:
             return f, path, reader(path)
-        except read_error as e:
+        except ImageReadError as e:
             raise CaptureFormatError(f"frame {f.id!r} camera {cam_id!r}: {e}") from None
 
     def image(self, frame, cam_id: str) -> np.ndarray:
         """Linear HDR RGB float32 [H, W, 3] of ``frame`` seen by camera ``cam_id``."""
-        from .image_io import ImageReadError, read_hdr_image
+        from .image_io import read_hdr_image
 
-        f, path, img = self._read_view(frame, cam_id, "images", read_hdr_image, ImageReadError)
+        f, path, img = self._read_view(frame, cam_id, "images", read_hdr_image)
         cam = self.cameras[cam_id]
         if img.shape != (cam.height, cam.width, 3):
             raise CaptureFormatError(f"{path}: frame {f.id!r} camera {cam_id!r}: image has shape "
@@ -463,9 +471,9 @@ class Capture:
 
     def mask(self, frame, cam_id: str) -> np.ndarray:
         """uint8 [H, W]: 0 background, 1 right hand, 2 left hand (foreground = mask > 0)."""
-        from .image_io import ImageReadError, read_png
+        from .image_io import read_png
 
-        f, path, m = self._read_view(frame, cam_id, "masks", read_png, ImageReadError)
+        f, path, m = self._read_view(frame, cam_id, "masks", read_png)
         if m.ndim == 3:
             m = m[..., 0]
         cam = self.cameras[cam_id]

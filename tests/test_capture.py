@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from relit_hands.camera import Camera
-from relit_hands.capture import Capture, CaptureFormatError, CaptureWriter
+from relit_hands.capture import Capture, CaptureFormatError, CaptureIncompleteError, CaptureWriter
 from relit_hands.environment import EnvironmentMap
 from relit_hands.image_io import write_hdr_image, write_png
 from relit_hands.scene import scene_preset
@@ -124,6 +124,8 @@ def test_missing_files(cap_dir):
     root, _, _ = cap_dir
     (root / "images" / "f1" / "cam01.exr").unlink()
     with pytest.raises(CaptureFormatError, match=r"frame 'f1' image 'cam01': missing file .*cam01.exr"):
+        Capture.load(root)
+    with pytest.raises(CaptureIncompleteError):  # the kind train-teacher --allow-partial can train on
         Capture.load(root)
     cap = Capture.load(root, check_files=False)  # structure only
     with pytest.raises(CaptureFormatError, match="f1.*cam01"):

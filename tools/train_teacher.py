@@ -254,7 +254,7 @@ def _dist_setup(device: str):
 def train(args, command: str | None = None) -> dict:
     from tqdm import tqdm
 
-    from relit_hands.capture import Capture
+    from relit_hands.capture import Capture, CaptureIncompleteError
     from relit_hands.engine import Engine
     from .teacher import TeacherNet, load_teacher, save_teacher
     from .teacher_inputs import TexelConditioning
@@ -272,11 +272,9 @@ def train(args, command: str | None = None) -> dict:
     t_start = time.time()
     try:
         capture = Capture.load(args.capture, check_files=not args.allow_partial)
-    except ValueError as e:
-        if "missing file" in str(e):
-            raise ValueError(f"{e}\n(the capture is not complete: finish it with relit-hands lightstage, or "
-                             f"pass --allow-partial to train on the views rendered so far)") from None
-        raise
+    except CaptureIncompleteError as e:
+        raise ValueError(f"{e}\n(the capture is not complete: finish it with relit-hands lightstage, or "
+                         f"pass --allow-partial to train on the views rendered so far)") from None
     coverage = None
     if args.allow_partial:
         coverage = rendered_views_only(capture)
