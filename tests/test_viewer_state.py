@@ -43,6 +43,17 @@ def test_undo_redo_groups_by_key():
     assert st.angles("right")[1, 0] == pytest.approx(v0, abs=1e-3) and st.env_yaw == 0
 
 
+def test_open_with_changes_the_opening_state_only_while_untouched():
+    st = ViewerState("clasp")
+    assert st.open_with(shading="student", split_modes=("student", "pbr"))
+    assert st.shading == "student" and not st.can_undo  # not an edit
+    st.set("shading", "albedo")
+    st.reset()
+    assert st.shading == "student" and st.split_modes == ("student", "pbr")  # reset returns to it
+    st.set("shading", "normal")
+    assert not st.open_with(shading="pbr") and st.shading == "normal"  # the user's pick stays
+
+
 def test_presets_and_settings():
     st = ViewerState("clasp")
     st.preset("fist", side="left")

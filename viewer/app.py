@@ -553,10 +553,7 @@ class ViewerApp:
         """With a trained student installed, open on the neural relighting (and compare it with the
         PBR baseline in split screen) unless the user already picked modes."""
         why = ((self.info.get("capabilities") or {}).get("modes") or {}).get("student", "")
-        st = self.state
-        if why is None and st.shading == "pbr" and st.split_modes == ("pbr", "albedo"):
-            st.shading, st.split_modes = "student", ("student", "pbr")   # the starting state, not an undoable edit
-            st.touch()
+        if why is None and self.state.open_with(shading="student", split_modes=("student", "pbr")):
             self.report("neural student loaded (shipped default model); PBR baseline: key 2 or split screen (C)")
         elif why:
             self.report(f"neural student unavailable: {why}; showing the PBR baseline")

@@ -303,6 +303,18 @@ class ViewerState:
         self.scene = scene
         self.touch()
 
+    def open_with(self, **fields) -> bool:
+        """Change the state the viewer opens with (e.g. ``shading`` once the worker reports a
+        trained student): applied only if none of ``fields`` was changed since the start; not an
+        undoable edit, and :meth:`reset` returns to it. Returns whether it was applied."""
+        if any(getattr(self, k) != self._initial[k] for k in fields):
+            return False
+        for k, v in fields.items():
+            setattr(self, k, v)
+            self._initial[k] = copy.deepcopy(v)
+        self.touch()
+        return True
+
     def reset(self) -> None:
         """Back to the state the viewer opened with (undoable)."""
         self._edit(None)
