@@ -8,9 +8,6 @@ uniform float u_scale;        // extra radiance scale (1.0 by default)
 layout(location = 0) out vec4 o_color;
 layout(location = 1) out vec4 o_aux;
 void main() {
-    vec2 pix = vec2(gl_FragCoord.x, u_height - gl_FragCoord.y);
-    vec3 d = u_ray_from_pix * vec3(pix, 1.0);
-    vec2 uv = dir_to_equirect(d);
-    o_color = vec4(textureLod(u_env, uv, 0.0).rgb * u_scale, 1.0);
+    o_color = vec4(env_background(u_env, u_ray_from_pix, u_height, gl_FragCoord.xy) * u_scale, 1.0);
     o_aux = vec4(0.0);
 }

@@ -1,6 +1,14 @@
 #version 330
-// Final pass: exposure, tone mapping (ACES Narkowicz fit | Hable filmic | none), sRGB encoding.
-uniform sampler2D u_hdr;     // resolved linear radiance (premultiplied by coverage for 'transparent')
+#include "common.glsl"
+// Final pass: (environment background,) exposure, tone mapping (ACES Narkowicz fit | Hable filmic |
+// none), sRGB encoding.
+uniform sampler2D u_hdr;     // resolved linear radiance; premultiplied by coverage (alpha) for
+                             // 'transparent' and for u_env_bg
+uniform int u_env_bg;        // 1: u_hdr holds the hands only: add the environment where alpha < 1
+uniform sampler2D u_env;     // as in background.frag
+uniform mat3 u_ray_from_pix;
+uniform float u_height;
+uniform float u_scale;
 uniform sampler2D u_aux;     // resolved aux: w = hand coverage
 uniform float u_exposure;    // 2^EV
 uniform int u_tonemap;       // 0 none, 1 aces, 2 filmic
@@ -26,7 +34,10 @@ vec3 srgb_encode(vec3 c) {
 }
 void main() {
     ivec2 p = ivec2(gl_FragCoord.xy);
-    vec3 c = texelFetch(u_hdr, p, 0).rgb;
+    vec4 h = texelFetch(u_hdr, p, 0);
+    vec3 c = h.rgb;
+    if (u_env_bg == 1 && h.a < 1.0)
+        c += (1.0 - h.a) * env_background(u_env, u_ray_from_pix, u_height, gl_FragCoord.xy) * u_scale;
     float alpha = 1.0;
     if (u_transparent == 1) {
         alpha = clamp(texelFetch(u_aux, p, 0).w, 0.0, 1.0);

@@ -313,8 +313,38 @@ def test_readback_modes_draw_the_same_image(comp):
     bg_only = comp.render([], env, CAM, readback="all")
     hand.update_vertices(pos + np.float32([0.6, 0, 0]), normals)
     out = comp.render([hand], env, CAM, readback="rgb")
-    off = ~comp.render([hand], env, CAM, readback="all")["mask"]
+    off = comp.render([hand], env, CAM, readback="all")["coverage"] == 0  # no sample of the hand
     assert np.array_equal(out["rgb"][off], bg_only["rgb"][off])
+    assert np.abs(out["rgb"][~off].astype(int) - bg_only["rgb"][~off]).max() > 20  # and the hand is drawn
+
+
+def test_frame_after_an_empty_frame_draws_its_hands(comp):
+    # regression: a depth-only clear (colour writes masked on one framebuffer) left the colour mask
+    # off for the next frame's other draw target, so after a frame without hands the next 'rgb'
+    # frame showed the background alone
+    hand = make_hand(comp)
+    env = EnvironmentMap(np.random.default_rng(1).uniform(0.1, 2.0, (32, 64, 3)).astype(np.float32))
+    bg = comp.render([], env, CAM, readback="all")["rgb"]
+    want = comp.render([hand], env, CAM, readback="all")
+    for first in ("all", "rgb", "none"):
+        for readback, linear in (("rgb", False), ("all", False), ("rgb", True)):
+            comp.render([], env, CAM, readback=first)
+            got = comp.render([hand], env, CAM, readback=readback, return_linear=linear)["rgb"]
+            assert np.array_equal(got, want["rgb"]), (first, readback, linear)
+    assert np.abs(want["rgb"][want["mask"]].astype(int) - bg[want["mask"]]).max() > 20
+
+
+def test_background_in_tonemap_pass_matches_background_pass(comp):
+    # without return_linear the environment is added behind the hands' coverage by the tone-mapping
+    # pass; with it, drawn by its own pass before the hands: the same picture (MSAA edges included)
+    hand = make_hand(comp)
+    env = EnvironmentMap(np.random.default_rng(2).uniform(0.1, 2.0, (32, 64, 3)).astype(np.float32)).rotate(40.0)
+    for shading in ("pbr", "albedo"):
+        a = comp.render([hand], env, CAM, shading=shading, readback="all")
+        b = comp.render([hand], env, CAM, shading=shading, readback="all", return_linear=True)
+        edge = (a["coverage"] > 0) & (a["coverage"] < 1)
+        assert edge.sum() > 50  # the comparison covers anti-aliased silhouette pixels
+        assert np.abs(a["rgb"].astype(int) - b["rgb"]).max() <= 1
 
 
 def test_transparent_background_and_coverage(comp):
