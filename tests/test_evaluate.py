@@ -321,3 +321,66 @@ def test_cli_eval_on_disk_capture(tiny_capture, tmp_path, monkeypatch):
     next((root / "images" / "env_000").glob("*")).unlink()
     assert cli.main(["eval", "--capture", str(root), "--renderer", "pbr", "--out", str(out),
                      "--no-progress"]) == 2
+
+
+def _noisy_copy(cap, sigma, seed, cams, generator):
+    """``cap``'s held-out frames with camera ``cams`` only: the c0 reference (the exact PBR render)
+    plus Gaussian noise of std ``sigma`` on the hand pixels."""
+    import copy
+    rng = np.random.default_rng(seed)
+    frames, images, masks = [], {}, {}
+    for f in cap.frames_by(kind="env", split="heldout"):
+        g = copy.copy(f)
+        g.images = {c: f.images[c] for c in cams}
+        g.masks = {c: f.masks[c] for c in cams}
+        frames.append(g)
+        for c in cams:
+            m = cap.mask(f, c) > 0
+            images[f.id, c] = (cap.image(f, "c0") + rng.normal(0, sigma, m.shape + (3,)) * m[..., None]).astype(np.float32)
+            masks[f.id, c] = cap.mask(f, c)
+    out = MemoryCapture(cap.cameras, frames, images, masks)
+    out.generator = generator
+    return out
+
+
+def test_noise_reference_ceiling_and_noise_corrected_psnr(tiny_capture, tmp_path):
+    """Two renders of the same truth with independent noise (sigma) give the ceiling
+    10 log10(peak^2 / sigma^2); a renderer with a known bias gets its bias back after the noise is
+    subtracted; the exact renderer scores the ceiling."""
+    sigma = 0.02
+    gen = {"preset": "t", "spp": 8}
+    a = _noisy_copy(tiny_capture, sigma, 1, ["c0", "c1"], {**gen, "noise_seed": 0})
+    b = _noisy_copy(tiny_capture, sigma, 2, ["c0"], {**gen, "noise_seed": 1})  # no second c1 render
+    truth = {f.id: tiny_capture.image(f, "c0") for f in tiny_capture.frames}
+
+    def factory(scale):
+        return lambda ctx: (lambda frame, camera, env: truth[frame.id] * scale)
+    ev.register_renderer("exact", factory(1.0), "the noise-free truth (test)", overwrite=True)
+    ev.register_renderer("bright", factory(1.05), "5% too bright (test)", overwrite=True)
+    data = ev.evaluate(a, ["exact", "bright"], tmp_path / "e", noise_reference=b, progress=False, grid_rows=1,
+                       cameras=["c0", "c1"], engine_kwargs={"shadow_map_size": 256})
+    peak = data["settings"]["peak"]
+    rn = data["reference_noise"]["groups"]
+    assert rn["all"]["n_images"] == 2 and set(rn) == {"all", "studio", "sky_sun"}
+    recs = data["results"]["exact"]["per_image"]
+    assert all(("ref_noise_mse" in r) == (r["camera"] == "c0") for r in recs)
+    ceiling = 10 * math.log10(peak ** 2 / sigma ** 2)
+    assert rn["all"]["ceiling_psnr_pooled"] == pytest.approx(ceiling, abs=0.3)
+    ex, br = rn["all"]["renderers"]["exact"], rn["all"]["renderers"]["bright"]
+    assert ex["psnr_linear_pooled"] == pytest.approx(rn["all"]["ceiling_psnr_pooled"], abs=0.3)
+    assert ex["psnr_noise_corrected_pooled"] is None or ex["psnr_noise_corrected_pooled"] > ceiling + 10
+    bias = np.mean([np.mean((np.clip(1.05 * truth[f.id], 0, peak) - np.clip(truth[f.id], 0, peak))[a.mask(f, "c0") > 0] ** 2)
+                    for f in a.frames])
+    assert br["psnr_noise_corrected_pooled"] == pytest.approx(10 * math.log10(peak ** 2 / bias), abs=0.5)
+    assert br["psnr_linear_pooled"] < br["psnr_noise_corrected_pooled"] - 1  # the noise hid part of it
+    report = (tmp_path / "e" / "report.md").read_text()
+    assert "### Reference noise" in report and f"{rn['all']['ceiling_psnr']:.2f}" in report
+    # not a second render of the same capture: refused with the reason
+    for gen_b, msg in (({**gen, "noise_seed": 0}, "same sampler seed"), ({**gen, "spp": 16, "noise_seed": 1}, "spp")):
+        b.generator = gen_b
+        with pytest.raises(EvaluationError, match=msg):
+            ev.evaluate(a, ["exact"], tmp_path / "x", noise_reference=b, progress=False)
+    b.generator = {**gen, "noise_seed": 1}
+    b.frames[0].yaw_deg += 10.0
+    with pytest.raises(EvaluationError, match="differs"):
+        ev.evaluate(a, ["exact"], tmp_path / "x", noise_reference=b, progress=False)

@@ -4,6 +4,7 @@ lights, projection / mask alignment, the environment-map orientation, resume and
 Runs in well under a minute on 2 CPU cores (96x96 images, 8 spp for the capture; 64x64 at
 64 spp for the linearity check)."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -223,3 +224,38 @@ def test_path_traced_skin_and_pbr_baseline_agree_under_uniform_light(renderer):
     assert m.sum() > 1000
     ratio = img[m].mean(0) / pbr.linear[m].mean(0)
     assert np.all(np.abs(ratio - 1.0) < 0.06), ratio
+
+
+def test_noise_seed_renders_the_same_frames_with_other_noise(tiny, tmp_path):
+    """--noise-seed: same frames, masks and expected radiance, independent Monte Carlo noise; the
+    evaluation harness turns the pair into a reference-noise ceiling."""
+    from relit_hands.tools import evaluate as ev
+
+    out, _ = tiny
+    out2 = tmp_path / "tiny_noise1"
+    s = ls.run("tiny", out2, quiet=True, kinds=["env"], views_per_frame=2, noise_seed=1)
+    assert s["rendered_this_run"] > 0 and s["settings"]["noise_seed"] == 1
+    a, b = Capture.load(out), Capture.load(out2, check_files=False)
+    assert [(f.id, f.env_id, f.yaw_deg) for f in a.frames] == [(f.id, f.env_id, f.yaw_deg) for f in b.frames]
+    pairs = [(f, c) for f in b.frames_by(kind="env") for c in b.cameras if Path(f.images[c]).is_file()]
+    assert len(pairs) == 2 * len(b.frames_by(kind="env"))
+    diff, rel = [], []
+    for f2, c in pairs:
+        f = a.frame(f2.id)
+        m = a.mask(f, c)
+        assert np.array_equal(m, b.mask(f2, c))
+        x, y = a.image(f, c)[m > 0], b.image(f2, c)[m > 0]
+        diff.append(np.abs(x - y).mean() / x.mean())
+        rel.append(abs(x.mean() - y.mean()) / x.mean())
+    assert min(diff) > 0.01          # independent noise (8 spp)...
+    assert np.mean(rel) < 0.05       # ...around the same expected image
+    with pytest.raises(ValueError, match="noise seed"):  # no resuming into another seed's capture
+        ls.run("tiny", out2, quiet=True, kinds=["env"], views_per_frame=2, noise_seed=2)
+    data = ev.evaluate(out, ["pbr"], tmp_path / "eval", noise_reference=out2, progress=False, grid_rows=1,
+                       engine_kwargs={"shadow_map_size": 256})
+    g = data["reference_noise"]["groups"]["all"]
+    assert g["n_images"] == len(pairs)
+    assert data["results"]["pbr"]["overall"]["psnr_linear"] < g["ceiling_psnr"]
+    assert "### Reference noise" in (tmp_path / "eval" / "report.md").read_text()
+    with pytest.raises(ev.EvaluationError, match="same sampler seed"):
+        ev.evaluate(out, ["pbr"], tmp_path / "eval2", noise_reference=out, progress=False)

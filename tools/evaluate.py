@@ -582,14 +582,90 @@ def _check_reference_files(capture, pairs) -> None:
                               f"`relit-hands lightstage --preset ... --out {root} --kinds env`")
 
 
+def _noise_reference_pairs(capture, noise_reference, frames, cam_ids) -> dict:
+    """{(frame id, camera id): (second capture, its frame)} for the evaluated images that the noise
+    reference also has. It must be the same capture (frames, environments and rotations, cameras,
+    generator settings) rendered with another sampler seed; anything else is an error."""
+    cap2 = noise_reference
+    if isinstance(cap2, (str, Path)):
+        if not Path(cap2).is_dir():
+            raise EvaluationError(f"{cap2}: noise reference capture folder not found")
+        cap2 = load_capture(cap2)
+    where = getattr(cap2, "root", "the noise reference")
+    g1, g2 = dict(getattr(capture, "generator", {}) or {}), dict(getattr(cap2, "generator", {}) or {})
+    if g1 or g2:
+        diff = sorted(k for k in ("preset", "spp", "boundary", "settings", "max_depth", "skin", "rig")
+                      if g1.get(k) != g2.get(k))
+        if diff:
+            raise EvaluationError(f"{where}: not a second render of the evaluated capture (generator settings "
+                                  f"differ: {', '.join(diff)})")
+        if g1.get("noise_seed", 0) == g2.get("noise_seed", 0):
+            raise EvaluationError(f"{where}: rendered with the same sampler seed as the evaluated capture (noise "
+                                  f"seed {g1.get('noise_seed', 0)}); render it with `relit-hands lightstage "
+                                  f"--noise-seed K` (K != {g1.get('noise_seed', 0)})")
+    by_id = {f.id: f for f in cap2.frames}
+    root = getattr(cap2, "root", None)
+    pairs = {}
+    for f in frames:
+        f2 = by_id.get(f.id)
+        same = f2 is not None and f2.kind == f.kind and str(f2.env_id) == str(f.env_id) and all(
+            abs(float(getattr(f2, a, 0.0) or 0.0) - float(getattr(f, a, 0.0) or 0.0)) < 1e-6
+            for a in ("yaw_deg", "pitch_deg"))
+        if not same:
+            raise EvaluationError(f"{where}: frame {f.id} is missing or differs (environment / rotation) from "
+                                  f"the evaluated capture's")
+        for c in cam_ids:
+            if c not in f.images or c not in f2.images or c not in cap2.cameras:
+                continue
+            a, b = capture.cameras[c], cap2.cameras[c]
+            if not (np.allclose(a.K, b.K) and np.allclose(a.R, b.R) and np.allclose(a.t, b.t)
+                    and (a.width, a.height) == (b.width, b.height)):
+                raise EvaluationError(f"{where}: camera {c} differs from the evaluated capture's")
+            if root is None or Path(f2.images[c]).is_file():
+                pairs[f.id, c] = (cap2, f2)
+    if not pairs:
+        raise EvaluationError(f"{where}: has none of the evaluated images (frames x cameras)")
+    return pairs
+
+
+def _noise_summary(records: dict, peak: float, source) -> dict:
+    """Reference noise (``ref_noise_mse`` = sigma^2 of each image with a second render) overall and
+    per environment: the ceiling -- the PSNR of a noise-free exact renderer against these references,
+    10 log10(peak^2 / sigma^2) -- as a mean over images and pooled, and per renderer on the same
+    images: mean / pooled PSNR and the noise-corrected pooled PSNR 10 log10(peak^2 / (mean MSE - mean
+    sigma^2)), its error against the converged image (None where the MSE is within the noise)."""
+    first = next(iter(records.values()))
+    groups = {"all": lambda r: True}
+    for e in sorted({r["env_id"] for r in first if "ref_noise_mse" in r}):
+        groups[e] = (lambda e: lambda r: r["env_id"] == e)(e)
+    out = {"source": str(getattr(source, "root", source)), "groups": {}}
+    for g, keep in groups.items():
+        base = [r for r in first if "ref_noise_mse" in r and keep(r)]
+        s2 = [r["ref_noise_mse"] for r in base]
+        entry = {"n_images": len(base), "ceiling_psnr": _mean([_psnr(v, peak) for v in s2]),
+                 "ceiling_psnr_pooled": _psnr(float(np.mean(s2)), peak), "renderers": {}}
+        for name, recs in records.items():
+            rr = [r for r in recs if "ref_noise_mse" in r and keep(r)]
+            mse = float(np.mean([r["mse_linear"] for r in rr]))
+            bias = mse - float(np.mean([r["ref_noise_mse"] for r in rr]))
+            entry["renderers"][name] = {"psnr_linear": _mean([r["psnr_linear"] for r in rr]),
+                                        "psnr_linear_pooled": _psnr(mse, peak),
+                                        "psnr_noise_corrected_pooled": _psnr(bias, peak) if bias > 0 else None}
+        out["groups"][g] = entry
+    return out
+
+
 def evaluate(capture, renderers, out_dir, *, frames=None, cameras=None, max_frames: int | None = None,
              peak: float | None = None, grid_rows: int = 6, command: str | None = None, plugins=(),
-             progress: bool = True, engine_kwargs: dict | None = None) -> dict:
+             progress: bool = True, engine_kwargs: dict | None = None, noise_reference=None) -> dict:
     """Run the evaluation and write ``report.md``, ``metrics.json`` and the PNGs to ``out_dir``.
 
     ``capture``: a capture folder or an already loaded capture (anything with the
-    :class:`~relit_hands.capture.Capture` interface). Returns the metrics dictionary (also written
-    as metrics.json).
+    :class:`~relit_hands.capture.Capture` interface). ``noise_reference``: optional second render of
+    the same frames with independent sampling noise (``relit-hands lightstage --noise-seed``; a folder
+    or a loaded capture): images present in both get a reference-noise estimate, and the results a
+    ``reference_noise`` section (:func:`_noise_summary`). Returns the metrics dictionary (also
+    written as metrics.json).
     """
     from tqdm import tqdm
 
@@ -615,6 +691,7 @@ def evaluate(capture, renderers, out_dir, *, frames=None, cameras=None, max_fram
     missing = [c for c in cam_ids if c not in capture.cameras]
     if missing:
         raise EvaluationError(f"unknown camera(s) {missing}; the capture has {list(capture.cameras)}")
+    noise_pairs = _noise_reference_pairs(capture, noise_reference, sel, cam_ids) if noise_reference is not None else {}
     use_flip = flip_available() is not None
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -659,6 +736,12 @@ def evaluate(capture, renderers, out_dir, *, frames=None, cameras=None, max_fram
                 cam = capture.cameras[c]
                 ref = _reference(capture, f, c)
                 m = _hand(capture.mask(f, c))
+                noise_mse = None
+                if (f.id, c) in noise_pairs:  # two independent estimates: E|a - b|^2 = 2 sigma^2
+                    cap2, f2 = noise_pairs[f.id, c]
+                    ref2 = _reference(cap2, f2, c)
+                    pk = settings.peak
+                    noise_mse = float(np.mean((np.clip(ref[m], 0, pk) - np.clip(ref2[m], 0, pk)) ** 2) / 2)
                 want_grid = (f.id, c) in grid_pairs
                 if want_grid:
                     grid_data[(f.id, c)] = {"ref": ref, "mask": m, "renders": {}}
@@ -678,6 +761,8 @@ def evaluate(capture, renderers, out_dir, *, frames=None, cameras=None, max_fram
                     rec = {"frame": f.id, "camera": c, "subset": _subset(f), "env_id": str(f.env_id),
                            "yaw_deg": float(getattr(f, "yaw_deg", 0.0) or 0.0),
                            "pitch_deg": float(getattr(f, "pitch_deg", 0.0) or 0.0), **res}
+                    if noise_mse is not None:
+                        rec["ref_noise_mse"] = noise_mse
                     if rmask is not None:
                         inter = np.logical_and(rmask, m).sum()
                         union = np.logical_or(rmask, m).sum()
@@ -725,6 +810,8 @@ def evaluate(capture, renderers, out_dir, *, frames=None, cameras=None, max_fram
         "versions": _versions(),
         "results": results,
     }
+    if noise_pairs:
+        data["reference_noise"] = _noise_summary(records, settings.peak, noise_reference)
     (out_dir / "metrics.json").write_text(json.dumps(_jsonable(data), indent=1) + "\n")
     plots = _write_plots(out_dir, data, specs)
     grids = _write_grids(out_dir, grid_data, specs, settings, use_flip)
@@ -909,6 +996,8 @@ def _write_report(out_dir: Path, data: dict, plots, grids, settings: MetricSetti
         g = R[n]["global_scale_fit_not_applied"]
         L.append(f"| {n} | {_fmt(g['scale'])} | {', '.join(_fmt(v) for v in g['scale_rgb'])} | "
                  f"{_fmt(R[n]['overall'].get('silhouette_iou'), 4)} |")
+    if "reference_noise" in data:
+        L += _noise_section(data["reference_noise"], names)
     L += ["", "## Per-frame metrics", ""] + [f"![per-frame metrics]({p})" for p in plots] + [""]
     if grids:
         L += ["## Comparison grids", "",
@@ -921,6 +1010,27 @@ def _write_report(out_dir: Path, data: dict, plots, grids, settings: MetricSetti
           "settings, versions, date.", ""]
     L += ["Versions: " + ", ".join(f"{k} {v}" for k, v in data["versions"].items() if v), ""]
     (out_dir / "report.md").write_text("\n".join(L))
+
+
+def _noise_section(rn: dict, names) -> list[str]:
+    allg = rn["groups"]["all"]
+    L = ["", "### Reference noise", "",
+         f"A second render of {allg['n_images']} of the evaluated images with another sampler seed (`{rn['source']}`, "
+         "made with `relit-hands lightstage --noise-seed`) measures each reference's Monte Carlo noise: sigma^2 = "
+         "MSE(ref, ref2) / 2. **Ceiling**: the PSNR a noise-free, exact renderer would score against these "
+         "references, 10 log10(peak^2 / sigma^2); no renderer can be expected above it, and a difference "
+         "between renderers close to it is mostly noise. **Noise-corrected** (pooled): 10 log10(peak^2 / "
+         "(mean MSE - mean sigma^2)), an estimate of the renderer's error against the converged image "
+         "(n/a where the MSE is within the noise). Columns on these images only.", "",
+         "| renderer | environment | images | PSNR lin mean | ceiling mean | PSNR lin pooled | ceiling pooled | "
+         "noise-corrected pooled |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for n in names:
+        for g, e in rn["groups"].items():
+            r = e["renderers"][n]
+            L.append(f"| {n} | {g} | {e['n_images']} | {_fmt(r['psnr_linear'], 2)} | {_fmt(e['ceiling_psnr'], 2)} | "
+                     f"{_fmt(r['psnr_linear_pooled'], 2)} | {_fmt(e['ceiling_psnr_pooled'], 2)} | "
+                     f"{_fmt(r['psnr_noise_corrected_pooled'], 2)} |")
+    return L
 
 
 # ======================================================================================
@@ -947,6 +1057,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--peak", type=float, help="fixed linear peak (default: P99.5 of the reference hand pixels)")
     p.add_argument("--grid-rows", type=int, default=6, help="rows in the comparison grids (default 6)")
     p.add_argument("--plugin", nargs="+", default=[], metavar="MODULE", help="import modules that register renderers")
+    p.add_argument("--noise-reference", metavar="DIR",
+                   help="the same capture rendered again with `relit-hands lightstage --noise-seed K`: adds the "
+                        "references' noise ceiling and noise-corrected PSNRs to the report")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     return p
 
@@ -955,12 +1068,16 @@ def run_from_args(args, command: str | None = None) -> int:
     data = evaluate(args.capture, _csv_or_list(args.renderer), args.out, frames=_csv_or_list(args.frames),
                     cameras=_csv_or_list(args.cameras), max_frames=args.max_frames, peak=args.peak,
                     grid_rows=args.grid_rows, command=command, plugins=args.plugin,
-                    progress=not args.no_progress)
+                    progress=not args.no_progress, noise_reference=args.noise_reference)
     out = Path(args.out)
     for n in data["renderers"]:
         a = data["results"][n]["overall"]
         print(f"{n:>14}: PSNR {_fmt(a['psnr_linear'], 2)} dB (linear), SSIM {_fmt(a['ssim'], 4)}, "
               f"FLIP {_fmt(a['flip'], 4)} over {a['n_images']} images")
+    if "reference_noise" in data:
+        g = data["reference_noise"]["groups"]["all"]
+        print(f"{'ceiling':>14}: PSNR {_fmt(g['ceiling_psnr'], 2)} dB (a noise-free exact renderer, "
+              f"{g['n_images']} images with a second reference)")
     print(f"wrote {out / 'report.md'} and {out / 'metrics.json'}")
     return 0
 

@@ -732,14 +732,23 @@ def frame_cameras(cam_ids: list, frame_index: int, views_per_frame: int | None) 
     return [cam_ids[off + j * stride] for j in range(views_per_frame)]
 
 
-def generator_settings(preset_name: str, preset: dict, renderer: "LightStageRenderer | None", spp: int) -> dict:
+def render_seed_base(preset: dict, noise_seed: int = 0):
+    """Base of the per-view sampler seeds (:func:`view_seed`): the preset's seed, or for
+    ``noise_seed`` K != 0 a different stream -- the same frames (poses, lights, environments come
+    from the preset's seed alone) rendered with independent Monte Carlo noise."""
+    return preset["seed"] if not noise_seed else f"{preset['seed']}/noise{int(noise_seed)}"
+
+
+def generator_settings(preset_name: str, preset: dict, renderer: "LightStageRenderer | None", spp: int,
+                       noise_seed: int = 0) -> dict:
     return {"tool": "relit-hands lightstage", "preset": preset_name, "renderer": "mitsuba3 volpath",
             "mitsuba": _mitsuba_version(), "variant": renderer.mi.variant() if renderer else None,
             "spp": int(spp), "max_depth": renderer.max_depth if renderer else SKIN["max_depth"],
             "boundary": renderer.boundary if renderer else "index_matched",
             "skin": {k: (list(v) if isinstance(v, tuple) else v) for k, v in SKIN.items()},
             "rig": dict(RIG), "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in preset.items()},
-            "pixel_filter": "box", "mask": "ray cast through pixel centres (Mitsuba ray_intersect)"}
+            "pixel_filter": "box", "mask": "ray cast through pixel centres (Mitsuba ray_intersect)",
+            "noise_seed": int(noise_seed)}
 
 
 def _mitsuba_version():
@@ -752,7 +761,7 @@ def _mitsuba_version():
 
 def run(preset_name: str, out, *, shard=(0, 1), variant="auto", spp=None, boundary="index_matched",
         sheet_only=False, sheet_path=None, quiet=False, frame_limit=None, kinds=None,
-        views_per_frame=None) -> dict:
+        views_per_frame=None, noise_seed: int = 0) -> dict:
     from tqdm import tqdm
 
     from relit_hands.capture import CaptureWriter
@@ -773,16 +782,16 @@ def run(preset_name: str, out, *, shard=(0, 1), variant="auto", spp=None, bounda
     frames = plan_frames(preset, cams, lpos, renderer.models, env_names)
     if frame_limit:
         frames = frames[:frame_limit]
-    settings = generator_settings(preset_name, preset, renderer, spp)
+    settings = generator_settings(preset_name, preset, renderer, spp, noise_seed)
 
     old = out / "capture.json"
     if old.is_file():
         prev = json.loads(old.read_text()).get("generator", {})
         keys = ("preset", "spp", "boundary", "settings", "max_depth")
-        if any(prev.get(k) != settings.get(k) for k in keys):
+        if any(prev.get(k) != settings.get(k) for k in keys) or prev.get("noise_seed", 0) != noise_seed:
             raise ValueError(f"{out}: holds a capture made with different settings "
-                             f"(preset {prev.get('preset')!r}, spp {prev.get('spp')}); use another --out "
-                             f"or delete it")
+                             f"(preset {prev.get('preset')!r}, spp {prev.get('spp')}, noise seed "
+                             f"{prev.get('noise_seed', 0)}); use another --out or delete it")
     writer = CaptureWriter(out, name=f"lightstage-{preset_name}", generator=settings)
     for cid, cam in cams.items():
         writer.add_camera(cid, cam)
@@ -821,7 +830,7 @@ def run(preset_name: str, out, *, shard=(0, 1), variant="auto", spp=None, bounda
                 if cid not in wanted[f.id] or writer.has_view(f.id, cid):
                     continue
                 t1 = time.perf_counter()
-                rgb, _alpha = renderer.render(ms, ci, spp, view_seed(preset["seed"], k, ci))
+                rgb, _alpha = renderer.render(ms, ci, spp, view_seed(render_seed_base(preset, noise_seed), k, ci))
                 dt = time.perf_counter() - t1
                 render_s += dt
                 n_rendered += 1
@@ -894,6 +903,10 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--views-per-frame", type=int, metavar="K",
                     help="render only K of the rig's cameras per frame now (spread over the dome, rotating "
                          "with the frame); run again without it to fill in the rest")
+    ap.add_argument("--noise-seed", type=int, default=0, metavar="K",
+                    help="render the same frames with another Monte Carlo sample stream (K != 0), into its own "
+                         "--out: a second reference whose difference to the first measures the reference noise "
+                         "(relit-hands eval --noise-reference); default 0")
     ap.add_argument("--sheet", help="contact sheet PNG path (default OUT/contact_sheet.png)")
     ap.add_argument("--sheet-only", action="store_true", help="render nothing, rebuild the sheet and summary")
     ap.add_argument("--calibrate", action="store_true", help="measure the bare skin reflectance and exit")
@@ -910,7 +923,7 @@ def run_from_args(args, command: str | None = None) -> int:
         raise ValueError("lightstage: --out DIR is required")
     run(args.preset, args.out, shard=args.shard, variant=args.variant, spp=args.spp, boundary=args.boundary,
         sheet_only=args.sheet_only, sheet_path=args.sheet, quiet=args.quiet, kinds=args.kinds,
-        views_per_frame=args.views_per_frame)
+        views_per_frame=args.views_per_frame, noise_seed=args.noise_seed)
     return 0
 
 
