@@ -79,6 +79,20 @@ def test_embree_matches_torch_two_meshes(cull):
     assert not (ve[0] & ~alone[0]).any()  # adding geometry never adds visibility
 
 
+def test_embree_threaded_queries_equal_one_thread(monkeypatch):
+    """Large queries are split into contiguous chunks queried on a thread pool: the same answer
+    as one thread, in the same order."""
+    pytest.importorskip("embreex")
+    monkeypatch.setattr(rc.EmbreeRayCaster, "_MIN_RAYS_PER_THREAD", 100)
+    V, N, F = two_bumpy_spheres()
+    d = fibonacci_dirs(64)
+    one, many = rc.EmbreeRayCaster(threads=1), rc.EmbreeRayCaster(threads=3)
+    a = rc.proxy_visibility(V, N, F, d, backend=one)
+    b = rc.proxy_visibility(V, N, F, d, backend=many)
+    assert many._pool is not None and one._pool is None  # the chunked path did run
+    assert torch.equal(a, b) and 0.05 < a.float().mean() < 0.95
+
+
 def test_convex_sphere_exact_all_backends_agree():
     m = trimesh.creation.icosphere(2, radius=0.05)
     V = np.asarray(m.vertices, np.float32)
