@@ -243,6 +243,7 @@ class HandDrawable:
             raise ValueError(f"face indices out of range (V={V}, T={T}, F={F})")
         self.num_positions = V
         self.faces = faces.astype(np.int64)
+        self._faces_t = np.ascontiguousarray(self.faces.T)  # [3, F]: for column-wise face normals
 
         key = self.faces.ravel() * T + uv_faces.astype(np.int64).ravel()
         uniq, inv = np.unique(key, return_inverse=True)
@@ -364,9 +365,13 @@ class HandDrawable:
         P = np.asarray(vertices, dtype=np.float32)
         if P.shape != (self.num_positions, 3):
             raise ValueError(f"vertices must be [{self.num_positions}, 3], got {P.shape}")
-        if normals is None:
-            f = self.faces
-            fn = np.cross(P[f[:, 1]] - P[f[:, 0]], P[f[:, 2]] - P[f[:, 0]])
+        Pt = np.ascontiguousarray(P.T)  # [3, V]: column-wise arithmetic, ~2x faster than on [V, 3] rows
+        if normals is None:  # area-weighted: (p1 - p0) x (p2 - p0), summed at the face's vertices
+            f0, f1, f2 = self._faces_t
+            a = Pt[:, f0]
+            e1, e2 = Pt[:, f1] - a, Pt[:, f2] - a
+            fn = np.stack([e1[1] * e2[2] - e1[2] * e2[1], e1[2] * e2[0] - e1[0] * e2[2],
+                           e1[0] * e2[1] - e1[1] * e2[0]], axis=1)
             Np = self._scatter_p @ fn
         else:
             Np = np.asarray(normals, dtype=np.float32)
@@ -379,9 +384,10 @@ class HandDrawable:
         buf[:, 3:6] = N
         self.vbo.write(buf.tobytes())
         self._tangents_stale = True
-        lo, hi = P.min(axis=0).astype(np.float64), P.max(axis=0).astype(np.float64)
+        lo, hi = Pt.min(axis=1).astype(np.float64), Pt.max(axis=1).astype(np.float64)
         self.center = 0.5 * (lo + hi)
-        self.radius = float(np.sqrt(((P - self.center) ** 2).sum(axis=1).max()))
+        d = Pt - self.center[:, None].astype(np.float32)
+        self.radius = float(np.sqrt((d * d).sum(axis=0).max()))
 
     def _ensure_tangents(self):
         """Recompute and upload the per-vertex tangent frame (+u direction orthogonalised against

@@ -1,6 +1,7 @@
 """Compositor: real llvmpipe (EGL) renders checked against analytic numbers."""
 import numpy as np
 import pytest
+import torch
 
 from relit_hands.camera import Camera
 from relit_hands.environment import EnvironmentMap
@@ -432,3 +433,21 @@ def test_residual_environment_terms(comp):
     _, omega = _equirect_dirs(*pf.shape[1:3])
     for level in pf:
         np.testing.assert_allclose(omega @ level.reshape(-1, 3), rgbr.sum(0), rtol=1e-4)
+
+
+def test_update_vertices_normals_and_bounds(comp):
+    """Normals computed by the drawable = the model layer's area-weighted vertex normals (and, on a
+    sphere, the radial direction); centre and radius bound the posed positions."""
+    from relit_hands.hand_model import vertex_normals
+    pos, faces, uvs, ufaces, _ = uv_sphere(radius=0.3, center=(0.2, -0.1, 0.4), n_lat=32, n_lon=64)
+    hand = comp.add_hand(pos, faces, uvs, ufaces, roughness=NO_SPEC)
+    moved = pos * np.float32([1.0, 1.5, 1.0])  # an ellipsoid: normals are no longer radial
+    hand.update_vertices(moved)
+    got = hand._pos_normal[:, 3:6]
+    want = vertex_normals(torch.from_numpy(moved), np.ascontiguousarray(faces)).numpy()[hand.pos_index]
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    hand.update_vertices(pos)
+    radial = (pos - np.float32([0.2, -0.1, 0.4]))[hand.pos_index] / 0.3
+    assert np.min(np.sum(hand._pos_normal[:, 3:6] * radial, axis=1)) > 0.995
+    np.testing.assert_allclose(hand.center, [0.2, -0.1, 0.4], atol=1e-3)
+    assert hand.radius == pytest.approx(0.3, rel=1e-4)
