@@ -4,13 +4,13 @@ import onnx
 import pytest
 import torch
 
-from relit_hands.inference import (OnnxRuntimeBackend, TorchBackend, available_backends, export_onnx,
+from relit_hands.inference import (OnnxRuntimeBackend, TorchBackend, available_backends, export_onnx, onnx_maps_input,
                                    make_backend)
 from relit_hands.student import CODE_IN, StudentLoadError, StudentNet, model_meta, save_student
 
 torch.set_num_threads(1)
 TRT_OPS = {"Add", "Mul", "Concat", "Constant", "Conv", "Identity", "LeakyRelu", "Resize", "Softplus", "Gemm",
-           "Unsqueeze", "Cast"}
+           "Unsqueeze", "Cast", "Transpose"}
 
 
 @pytest.fixture(autouse=True)
@@ -53,6 +53,12 @@ def test_torch_and_onnxruntime_agree(tmp_path, variant):
         rng = float(a.max() - a.min())
         assert rng > 1e-3
         assert float((a - b).abs().max()) < 1e-3 * rng
+        # maps in channels_last memory (how the UV gather makes them) go in without a copy: same result
+        xc = x.contiguous(memory_format=torch.channels_last)
+        assert onnx_maps_input(xc).is_contiguous()
+        assert torch.equal(ort_be.run(xc, c), b)
+    x0 = g.graph.input[0]
+    assert x0.name == "maps_nhwc" and [d.dim_value for d in x0.type.tensor_type.shape.dim[1:]] == [64, 64, m.in_channels]
 
 
 def test_albedo_prior_student_exports_and_roundtrips(tmp_path):
