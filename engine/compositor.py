@@ -639,11 +639,12 @@ class Compositor:
         if img is None:  # generic env: world-frame image with rotation/exposure baked in
             img = np.asarray(env.resampled_image(), dtype=np.float32)
         if self._env_tex is None or self._env_tex_ref is not img:
-            a = np.ascontiguousarray(img, dtype=np.float32)
-            h, w = a.shape[:2]
+            h, w = img.shape[:2]
+            a = np.ones((h, w, 4), np.float32)  # RGBA: llvmpipe samples it ~15% faster than RGB
+            a[..., :3] = img
             if self._env_tex is not None:
                 self._env_tex.release()
-            self._env_tex = self.ctx.texture((w, h), 3, a.tobytes(), dtype="f4", alignment=1)
+            self._env_tex = self.ctx.texture((w, h), 4, a.tobytes(), dtype="f4")
             self._env_tex.filter = (mgl.LINEAR, mgl.LINEAR)
             self._env_tex.repeat_x = True
             self._env_tex.repeat_y = False
