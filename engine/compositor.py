@@ -12,10 +12,13 @@ textures). A frame is::
 
 Passes
 ------
-1. **Background** -- a fullscreen triangle; every pixel centre's world ray
-   ``R^T K^-1 (u, v, 1)`` is rotated into the map frame (``env.rotation^T``) and looks up the
-   equirect image (``env.image``, uploaded once per image as a float texture, bilinear, u
-   wraps) times ``env.scale`` (2^exposure of the map).
+1. **Background** -- every pixel centre's world ray ``R^T K^-1 (u, v, 1)`` is rotated into the
+   map frame (``env.rotation^T``) and looks up the equirect image (``env.image``, uploaded once
+   per image as a float texture, bilinear, u wraps) times ``env.scale`` (2^exposure of the map)
+   (``env_background`` in common.glsl). Drawn by the tone-mapping pass (4) behind the hands'
+   coverage, ``c = hands + (1 - coverage) * background`` -- the same blend MSAA gives when the
+   background is drawn first --, or, when the linear image is read back (``return_linear``, which
+   must hold it), by its own fullscreen pass before the hands.
 2. **Shadow maps** -- the ``k`` (default 4) brightest lights of ``env.dominant_lights(k, n)``
    each get an orthographic depth map (``shadow_map_size``^2, tiles of one depth atlas) whose
    frustum is fitted to the bounding sphere of *all* rendered hands, so one hand shadows the
@@ -26,7 +29,7 @@ Passes
    radiance target and an RGBA32F aux target (hand id + 1, camera depth z, -, coverage),
    resolved (box filter) to single-sample textures (``msaa=None``: 4x on GPUs, off on
    llvmpipe where it costs 2-3x).
-4. **Tone mapping** -- exposure ``2^exposure_ev``, then ACES (Narkowicz 2015 fit,
+4. **Tone mapping** -- (the environment background, see 1,) exposure ``2^exposure_ev``, then ACES (Narkowicz 2015 fit,
    ``x(2.51x+0.03)/(x(2.43x+0.59)+0.14)``, no 0.6 pre-scale), Hable/Uncharted 2 filmic
    (A..F = 0.15, 0.50, 0.10, 0.20, 0.02, 0.30, exposure bias 2, white point W = 11.2) or none
    (clamp), then the exact sRGB OETF, into an RGBA8 target. With ``background='transparent'``
