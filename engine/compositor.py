@@ -527,8 +527,6 @@ class Compositor:
         self.prog_bg["u_env"].value = 6
         self.prog_tm["u_env"].value = 6
         self.prog_tm["u_hdr"].value = 0
-        if "u_aux" in self.prog_tm:
-            self.prog_tm["u_aux"].value = 1
 
     @_gl_current
     def add_hand(self, positions, faces, uvs, uv_faces, **kw) -> HandDrawable:
@@ -668,8 +666,9 @@ class Compositor:
             t[k].filter = (self._mgl.NEAREST, self._mgl.NEAREST)
         t["out"] = ctx.texture((W, H), 4)
         # fbo_draw*: radiance + aux; fbo_draw_rgb*: radiance only, for frames whose aux nothing reads
-        # (readback 'rgb' / 'none', opaque background): the hand shader's aux output is discarded and
-        # a 1280x720 frame saves clearing and writing one RGBA32F target
+        # (readback 'rgb' / 'none'; the coverage the tone-mapping pass needs is the radiance alpha): the
+        # hand shader's aux output is discarded and a 1280x720 frame saves clearing and writing one
+        # RGBA32F target
         if s > 1:
             t["ms_c"] = ctx.renderbuffer((W, H), 4, samples=s, dtype="f4")
             t["ms_a"] = ctx.renderbuffer((W, H), 4, samples=s, dtype="f4")
@@ -795,8 +794,7 @@ class Compositor:
         timings["shadows"] = (t2 - t1) * 1e3
 
         # ---- background
-        need_aux = readback == "all" or background == "transparent"
-        sfx = "" if need_aux else "_rgb"
+        sfx = "" if readback == "all" else "_rgb"  # the aux target only feeds the 'all' read-back
         fbo = tg["fbo_draw" + sfx]
         fbo.use()
         fbo.viewport = (0, 0, W, H)
@@ -810,10 +808,10 @@ class Compositor:
             rot_t = np.eye(3) if (m is None or getattr(env, "image", None) is None) else np.asarray(m).T
             ray = _mat_bytes(rot_t @ camera.R.T @ np.linalg.inv(camera.K))
             scale = float(getattr(env, "scale", 1.0)) if getattr(env, "image", None) is not None else 1.0
-            for prog in (self.prog_bg, self.prog_tm):
-                prog["u_ray_from_pix"].write(ray)
-                prog["u_height"].value = float(H)
-                prog["u_scale"].value = scale
+            prog = self.prog_bg if bg_pass else self.prog_tm  # whichever pass draws it
+            prog["u_ray_from_pix"].write(ray)
+            prog["u_height"].value = float(H)
+            prog["u_scale"].value = scale
             self._env_tex.use(6)
         if bg_pass:
             ctx.disable(mgl.DEPTH_TEST)
@@ -881,7 +879,6 @@ class Compositor:
         self.prog_tm["u_transparent"].value = int(background == "transparent")
         self.prog_tm["u_env_bg"].value = int(background == "env" and not bg_pass)
         tg["hdr"].use(0)
-        tg["aux"].use(1)
         self.vao_tm.render(mgl.TRIANGLES, vertices=3)
         t3 = time.perf_counter()
         timings["draw"] = (t3 - t2) * 1e3

@@ -2,14 +2,14 @@
 #include "common.glsl"
 // Final pass: (environment background,) exposure, tone mapping (ACES Narkowicz fit | Hable filmic |
 // none), sRGB encoding.
-uniform sampler2D u_hdr;     // resolved linear radiance; premultiplied by coverage (alpha) for
-                             // 'transparent' and for u_env_bg
+uniform sampler2D u_hdr;     // resolved linear radiance, alpha = hand coverage (the draw target is
+                             // cleared to 0 and hands write alpha 1); premultiplied by coverage
+                             // for 'transparent' and for u_env_bg
 uniform int u_env_bg;        // 1: u_hdr holds the hands only: add the environment where alpha < 1
 uniform sampler2D u_env;     // as in background.frag
 uniform mat3 u_ray_from_pix;
 uniform float u_height;
 uniform float u_scale;
-uniform sampler2D u_aux;     // resolved aux: w = hand coverage
 uniform float u_exposure;    // 2^EV
 uniform int u_tonemap;       // 0 none, 1 aces, 2 filmic
 uniform int u_transparent;   // 1: alpha = coverage and colour is un-premultiplied
@@ -40,7 +40,7 @@ void main() {
         c += (1.0 - h.a) * env_background(u_env, u_ray_from_pix, u_height, gl_FragCoord.xy) * u_scale;
     float alpha = 1.0;
     if (u_transparent == 1) {
-        alpha = clamp(texelFetch(u_aux, p, 0).w, 0.0, 1.0);
+        alpha = clamp(h.a, 0.0, 1.0);
         c = alpha > 0.0 ? c / alpha : vec3(0.0);
     }
     c = max(c, vec3(0.0)) * u_exposure;

@@ -352,6 +352,9 @@ def test_transparent_background_and_coverage(comp):
     hand = make_hand(comp)
     out = comp.render([hand], const_env(), CAM, background="transparent", tonemap="aces")
     rgba = out["rgb"]
+    # the 'rgb' read-back draws without the aux target: alpha comes from the radiance target's coverage
+    fast = comp.render([hand], const_env(), CAM, background="transparent", tonemap="aces", readback="rgb")
+    assert np.array_equal(fast["rgb"], rgba)
     assert rgba.shape == (H, W, 4) and rgba.dtype == np.uint8
     assert np.all(rgba[..., 3][out["coverage"] == 0] == 0)
     assert np.all(rgba[..., 3][interior(out["mask"])] == 255)
