@@ -299,9 +299,14 @@ def psnr_linear(ref, test, mask, peak: float) -> float:
     ref, test, m = _check_pair(ref, test, mask)
     if not m.any():
         return float("nan")
+    return _psnr(_mse_linear(ref, test, m, peak), peak)
+
+
+def _mse_linear(ref, test, m, peak: float) -> float:
+    """MSE over the hand pixels ``m`` x RGB of both images clipped to [0, peak] (float64)."""
     a = np.clip(ref[m], 0, peak).astype(np.float64)
     b = np.clip(test[m], 0, peak).astype(np.float64)
-    return _psnr(float(np.mean((a - b) ** 2)), peak)
+    return float(np.mean((a - b) ** 2))
 
 
 def display_transform(x, peak: float) -> np.ndarray:
@@ -388,12 +393,11 @@ def compute_metrics(ref, test, mask, settings: MetricSettings, *, flip: bool | N
                     return_flip_map: bool = False) -> dict:
     """Every metric of one reference / test pair (hand pixels only)."""
     ref, test, m = _check_pair(ref, test, mask)
-    mse = float(np.mean((np.clip(ref[m], 0, settings.peak).astype(np.float64)
-                         - np.clip(test[m], 0, settings.peak)) ** 2)) if m.any() else float("nan")
+    mse = _mse_linear(ref, test, m, settings.peak) if m.any() else float("nan")
     out = {
         "hand_pixels": int(m.sum()),
         "mse_linear": mse,
-        "psnr_linear": psnr_linear(ref, test, m, settings.peak),
+        "psnr_linear": _psnr(mse, settings.peak) if m.any() else float("nan"),
         "psnr_display": psnr_display(ref, test, m, settings.peak),
         "ssim": ssim_masked(ref, test, m, settings.peak),
     }
@@ -592,10 +596,11 @@ def _noise_reference_pairs(capture, noise_reference, frames, cam_ids) -> dict:
             raise EvaluationError(f"{cap2}: noise reference capture folder not found")
         cap2 = load_capture(cap2)
     where = getattr(cap2, "root", "the noise reference")
+    from .lightstage import frame_settings_differ
+
     g1, g2 = dict(getattr(capture, "generator", {}) or {}), dict(getattr(cap2, "generator", {}) or {})
     if g1 or g2:
-        diff = sorted(k for k in ("preset", "spp", "boundary", "settings", "max_depth", "skin", "rig")
-                      if g1.get(k) != g2.get(k))
+        diff = sorted(frame_settings_differ(g1, g2))
         if diff:
             raise EvaluationError(f"{where}: not a second render of the evaluated capture (generator settings "
                                   f"differ: {', '.join(diff)})")
@@ -740,8 +745,7 @@ def evaluate(capture, renderers, out_dir, *, frames=None, cameras=None, max_fram
                 if (f.id, c) in noise_pairs:  # two independent estimates: E|a - b|^2 = 2 sigma^2
                     cap2, f2 = noise_pairs[f.id, c]
                     ref2 = _reference(cap2, f2, c)
-                    pk = settings.peak
-                    noise_mse = float(np.mean((np.clip(ref[m], 0, pk) - np.clip(ref2[m], 0, pk)) ** 2) / 2)
+                    noise_mse = _mse_linear(ref, ref2, m, settings.peak) / 2
                 want_grid = (f.id, c) in grid_pairs
                 if want_grid:
                     grid_data[(f.id, c)] = {"ref": ref, "mask": m, "renders": {}}

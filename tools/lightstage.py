@@ -751,6 +751,18 @@ def generator_settings(preset_name: str, preset: dict, renderer: "LightStageRend
             "noise_seed": int(noise_seed)}
 
 
+# The generator settings that decide what a capture's frames show (not how noisy they are): a
+# capture resumes only with the same ones, and a noise reference (--noise-seed) must share them.
+SAME_FRAMES_KEYS = ("preset", "spp", "boundary", "settings", "max_depth", "skin", "rig")
+
+
+def frame_settings_differ(a: dict, b: dict) -> list:
+    """The :data:`SAME_FRAMES_KEYS` on which two captures' generator settings (as stored in
+    capture.json) differ."""
+    a, b = json.loads(json.dumps(a)), json.loads(json.dumps(b))  # tuples -> lists, as stored
+    return [k for k in SAME_FRAMES_KEYS if a.get(k) != b.get(k)]
+
+
 def _mitsuba_version():
     try:
         import importlib.metadata as md
@@ -787,8 +799,7 @@ def run(preset_name: str, out, *, shard=(0, 1), variant="auto", spp=None, bounda
     old = out / "capture.json"
     if old.is_file():
         prev = json.loads(old.read_text()).get("generator", {})
-        keys = ("preset", "spp", "boundary", "settings", "max_depth")
-        if any(prev.get(k) != settings.get(k) for k in keys) or prev.get("noise_seed", 0) != noise_seed:
+        if frame_settings_differ(prev, settings) or prev.get("noise_seed", 0) != noise_seed:
             raise ValueError(f"{out}: holds a capture made with different settings "
                              f"(preset {prev.get('preset')!r}, spp {prev.get('spp')}, noise seed "
                              f"{prev.get('noise_seed', 0)}); use another --out or delete it")
