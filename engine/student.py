@@ -288,12 +288,16 @@ class StudentNet(nn.Module):
 
 # ------------------------------------------------------------------------------ files
 
-def default_student_path() -> Path:
-    """Where the shipped default model lives: ``relit_hands/models/student/student.safetensors``
-    (made by ``relit-hands train-student ... --install-default``)."""
+def default_student_path(variant: str = "vis") -> Path:
+    """Where a shipped model lives: ``relit_hands/models/student/student.safetensors`` for the
+    default 'vis' student, ``student_{novis,bottleneck}.safetensors`` for the ablations (made by
+    ``relit-hands train-student --variant V ... --install-default``)."""
     from . import models  # noqa: F401
 
-    return Path(models.__file__).resolve().parent / "student" / "student.safetensors"
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    name = "student.safetensors" if variant == "vis" else f"student_{variant}.safetensors"
+    return Path(models.__file__).resolve().parent / "student" / name
 
 
 def model_meta(model: StudentNet, **extra) -> dict:

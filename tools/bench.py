@@ -276,11 +276,7 @@ class _Runner:
         from ..student import StudentNet, default_student_path, load_student
 
         a = self.args
-        if a.student:
-            path = Path(a.student)
-        else:  # the shipped models: student.safetensors (vis) and student_{variant}.safetensors
-            path = default_student_path()
-            path = path if variant == "vis" else path.parent / f"student_{variant}.safetensors"
+        path = Path(a.student) if a.student else default_student_path(variant)  # or the shipped model
         untrained, note = True, None
         kw = {k: v for k, v in (("base", a.base), ("levels", a.levels)) if v is not None}
         if path.is_file():

@@ -6,8 +6,9 @@
 registers ``student`` (spatially aligned features with visibility, ours), ``student_novis``
 (ablation: the same features without visibility) and ``student_bottleneck`` (ablation: the
 environment as a global code). Weights: ``$RELIT_HANDS_STUDENT_VIS`` / ``_NOVIS`` /
-``_BOTTLENECK`` if set, else ``relit_hands/models/student/student_{variant}.safetensors`` (for
-``student`` also the shipped default ``student.safetensors``). The inference backend is
+``_BOTTLENECK`` if set, else the shipped model (:func:`~relit_hands.student.default_student_path`:
+``student.safetensors``, ``student_novis.safetensors``, ``student_bottleneck.safetensors`` in
+``relit_hands/models/student/``). The inference backend is
 ``$RELIT_HANDS_STUDENT_BACKEND`` (default ``auto``). A missing weights file is a clear error when
 the renderer is used, not when the module is imported.
 """
@@ -28,14 +29,11 @@ def student_weights(variant: str) -> Path:
     env = os.environ.get(f"RELIT_HANDS_STUDENT_{variant.upper()}")
     if env:
         return Path(env)
-    d = default_student_path().parent
-    cands = [d / f"student_{variant}.safetensors"] + ([default_student_path()] if variant == "vis" else [])
-    for c in cands:
-        if c.is_file():
-            return c
-    raise StudentLoadError(f"{cands[0]}: no trained {variant} student (train one with `relit-hands train-student "
-                           f"--variant {variant} ...` and copy its student.safetensors there, or set "
-                           f"RELIT_HANDS_STUDENT_{variant.upper()})")
+    path = default_student_path(variant)
+    if path.is_file():
+        return path
+    raise StudentLoadError(f"{path}: no trained {variant} student (train one with `relit-hands train-student "
+                           f"--variant {variant} ... --install-default`, or set RELIT_HANDS_STUDENT_{variant.upper()})")
 
 
 class StudentRenderer:

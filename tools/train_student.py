@@ -404,9 +404,7 @@ def train(args, command: str | None = None) -> dict:
         save_student(final, model, {**meta_extra, "step": args.steps})
         installed = None
         if args.install_default:
-            dst = default_student_path()
-            if args.variant != "vis":
-                dst = dst.parent / f"student_{args.variant}.safetensors"
+            dst = default_student_path(args.variant)
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(final, dst)
             installed = str(dst)
