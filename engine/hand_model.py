@@ -182,6 +182,23 @@ class HandAsset:
         img = torch.from_numpy(read_albedo_linear(path)).permute(2, 0, 1)[None]
         return torch.nn.functional.interpolate(img, size=(int(resolution), int(resolution)), mode="area")[0].contiguous()
 
+    def specular_map(self, resolution: int) -> torch.Tensor:
+        """The asset's specular parameters from ``roughness.png`` beside the npz (the texture the PBR
+        baseline renders: R = perceptual GGX roughness r, G = F0 / 0.08), area-averaged to
+        ``resolution``: ``[2, R, R]`` float32 = (GGX alpha = clip(r, 0.045, 1)^2, F0), atlas layout as
+        :meth:`albedo_map`."""
+        from relit_hands.image_io import read_png
+
+        if not self.source:
+            raise ValueError("the hand asset has no source path, so its roughness texture cannot be found")
+        path = Path(self.source).parent / "roughness.png"
+        if not path.is_file():
+            raise FileNotFoundError(f"hand asset {self.source}: roughness texture not found: {path}")
+        rs = read_png(path)[..., :2].astype(np.float32) / 255.0
+        alpha = np.clip(rs[..., 0], 0.045, 1.0) ** 2
+        img = torch.from_numpy(np.stack([alpha, rs[..., 1] * 0.08], 0))[None]
+        return torch.nn.functional.interpolate(img, size=(int(resolution), int(resolution)), mode="area")[0].contiguous()
+
     def save(self, path) -> None:
         """Write the npz (float32 / int32 / uint8 arrays, plus extras)."""
         np.savez_compressed(path, **self.arrays())

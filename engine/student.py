@@ -27,6 +27,10 @@ arithmetic in the graph)::
     [albedo prior: out = softplus(conv3x3(d_0 -> 3)) * A, A = the asset's linear albedo texture
      [1, 3, R, R] (a fixed buffer saved with the weights, a constant in the ONNX graph): the
      network predicts shading, not albedo x shading, which a ReLU network learns slowly]
+    [white specular channel (``specular_channel=True``, with the albedo prior):
+     out = softplus(conv3x3(d_0 -> 3)) * A + softplus(conv3x3(d_0 -> 1)) (one grey channel added
+     to R, G and B, broadcast): the skin's surface reflection is not tinted by the albedo, and
+     without this channel the network must learn it as a per-texel 1/A]
 
 with ``c_i = base * min(2^i, 4)`` (32, 64, 128, 128, 128 for base 32, levels 4). Full-resolution
 work is kept to three 3x3 convolutions (plus the output one): at R = 256 every level costs about
@@ -171,7 +175,7 @@ class StudentNet(nn.Module):
     def __init__(self, in_channels: int, base: int = 32, levels: int = 4, static_channels: int = 8,
                  resolution: int = 256, variant: str = "vis", code_dim: int = 64,
                  feature_names: Optional[Sequence[str]] = None, slope: float = 0.2,
-                 albedo_prior: bool = False):
+                 albedo_prior: bool = False, specular_channel: bool = False):
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
@@ -184,6 +188,9 @@ class StudentNet(nn.Module):
         self.static_channels, self.resolution, self.variant = int(static_channels), R, variant
         self.code_dim, self.slope = int(code_dim), float(slope)
         self.albedo_prior = bool(albedo_prior)
+        if specular_channel and not albedo_prior:
+            raise ValueError("specular_channel needs albedo_prior (without it the 3 outputs are already untinted)")
+        self.specular_channel = bool(specular_channel)
         self.feature_names = list(feature_names) if feature_names is not None else None
         ch = [base * min(2 ** i, 4) for i in range(levels + 1)]
         self.channels = ch
@@ -208,6 +215,7 @@ class StudentNet(nn.Module):
         self.up = nn.ModuleList([_conv(ch[i + 1], ch[i]) for i in range(levels)])
         self.merge = nn.ModuleList([_conv(2 * ch[i], ch[i]) for i in range(levels)])
         self.out = _conv(ch[0], 3)
+        self.out_specular = _conv(ch[0], 1) if self.specular_channel else None
         if self.albedo_prior:  # filled by set_albedo (training) or from the weights file (loading)
             self.register_buffer("albedo", torch.full((1, 3, R, R), 0.4))
         else:
@@ -229,6 +237,9 @@ class StudentNet(nn.Module):
         """softplus(b) * mean albedo = 0.05 (the untrained prediction of the module docstring)."""
         m = float(self.albedo.mean().clamp_min(1e-3))
         nn.init.constant_(self.out.bias, math.log(math.expm1(0.05 / m)))
+        if self.out_specular is not None:  # the grey channel starts near 0: 0.002 of the ~0.05 prediction
+            nn.init.normal_(self.out_specular.weight, std=1e-3)
+            nn.init.constant_(self.out_specular.bias, math.log(math.expm1(0.002)))
 
     def set_albedo(self, albedo):
         """The albedo prior ``[3, R, R]`` (linear, :meth:`HandAsset.albedo_map`); re-initialises the
@@ -271,13 +282,17 @@ class StudentNet(nn.Module):
             d = F.leaky_relu(self.up[i](d), a)
             d = F.leaky_relu(self.merge[i](torch.cat([d, e[i]], 1)), a)
         out = F.softplus(self.out(d))
-        return out * self.albedo.to(out.dtype) if self.albedo is not None else out
+        if self.albedo is None:
+            return out
+        out = out * self.albedo.to(out.dtype)
+        return out + F.softplus(self.out_specular(d)) if self.out_specular is not None else out
 
     def config(self) -> dict:
         return {"in_channels": self.in_channels, "base": self.base, "levels": self.levels,
                 "static_channels": self.static_channels, "resolution": self.resolution,
                 "variant": self.variant, "code_dim": self.code_dim, "slope": self.slope,
-                "feature_names": self.feature_names, "albedo_prior": self.albedo_prior}
+                "feature_names": self.feature_names, "albedo_prior": self.albedo_prior,
+                **({"specular_channel": True} if self.specular_channel else {})}
 
     @classmethod
     def for_variant(cls, variant: str, resolution: int = 256, available=FEATURE_NAMES, **kw) -> "StudentNet":
@@ -365,7 +380,8 @@ def load_student(path, device="cpu") -> tuple[StudentNet, dict]:
         kw = {k: meta[k] for k in ("in_channels", "base", "levels", "static_channels", "resolution", "variant",
                                    "code_dim")}
         model = StudentNet(**kw, feature_names=meta.get("feature_names"), slope=meta.get("slope", 0.2),
-                           albedo_prior=bool(meta.get("albedo_prior", False)))
+                           albedo_prior=bool(meta.get("albedo_prior", False)),
+                           specular_channel=bool(meta.get("specular_channel", False)))
     except (KeyError, TypeError, ValueError) as e:
         raise StudentLoadError(f"{path}: student metadata does not describe a valid network ({e})") from None
     try:

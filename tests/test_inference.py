@@ -89,6 +89,43 @@ def test_albedo_prior_student_exports_and_roundtrips(tmp_path):
         torch.testing.assert_close(m(x), m2(x), rtol=1e-5, atol=1e-7)
 
 
+def test_specular_channel_student_exports_and_roundtrips(tmp_path):
+    """The grey specular channel is added untinted to R, G and B after the albedo prior, exports
+    with the same TensorRT-friendly operators, and its switch travels in the weights file."""
+    from relit_hands.hand_model import HandAsset
+    from relit_hands.student import load_student
+
+    torch.manual_seed(0)
+    m = StudentNet.for_variant("vis", resolution=64, base=8, levels=3, static_channels=4, albedo_prior=True,
+                               specular_channel=True)
+    A = HandAsset.load().albedo_map(64)
+    m.set_albedo(A)
+    with torch.no_grad():
+        m.out.weight.normal_(std=0.05)
+        m.out_specular.weight.normal_(std=0.05)
+    x, _ = inputs(m.eval(), 2)
+    with torch.no_grad():
+        y = m(x)
+        # the grey channel is what remains once the albedo-tinted part is removed: equal in R, G, B
+        m.out_specular.bias.fill_(-30.0)  # softplus ~ 0: only the tinted part
+        tinted = m(x)
+    spec = y - tinted
+    assert float(spec.min()) > 0
+    torch.testing.assert_close(spec[:, 0], spec[:, 1], rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(spec[:, 0], spec[:, 2], rtol=1e-4, atol=1e-7)
+    path = export_onnx(m, tmp_path / "s.onnx")
+    assert {n.op_type for n in onnx.load(str(path)).graph.node} <= TRT_OPS
+    a = TorchBackend(m).run(x, None)
+    b = OnnxRuntimeBackend(path, model_meta(m), threads=1).run(x, None)
+    assert float((a - b).abs().max()) < 1e-3 * float(a.max() - a.min())
+    m2, meta = load_student(save_student(tmp_path / "s.safetensors", m))
+    assert meta["specular_channel"] is True and m2.out_specular is not None
+    with torch.no_grad():
+        torch.testing.assert_close(m(x), m2(x), rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="albedo_prior"):
+        StudentNet.for_variant("vis", resolution=64, base=8, levels=3, specular_channel=True)
+
+
 def test_make_backend_from_file(tmp_path):
     m = varied("vis")
     p = save_student(tmp_path / "s.safetensors", m)

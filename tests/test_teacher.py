@@ -310,3 +310,79 @@ def test_shipped_teacher_loads_and_relights():
     v = geo.valid
     assert torch.isfinite(resp).all() and float(resp.min()) >= 0
     assert float(lum[v & (ndl > 0.7)].mean()) > 3 * float(lum[v & (ndl < -0.5)].mean())
+
+
+def test_ggx_lobe_matches_the_feature_lobe_and_fresnel():
+    """``ggx_lobe`` (the teacher's specular prior) is the GGX lobe of the student's features
+    (:mod:`relit_hands.features`, F = 1) times Schlick's Fresnel, and 0 below either horizon."""
+    from relit_hands.features import lighting_features
+    from relit_hands.tools.teacher import ggx_lobe
+
+    rng = np.random.default_rng(3)
+    l = rng.normal(size=(64, 3))
+    l[:, 2] = np.abs(l[:, 2]) + 0.05
+    l /= np.linalg.norm(l, axis=1, keepdims=True)
+    v = np.array([0.3, -0.2, 0.9])
+    v /= np.linalg.norm(v)
+    alpha = 0.4
+    # one vertex at the origin facing +z, the camera far along v, one light per feature call
+    per_light = []
+    for i in range(64):
+        f, _, names = lighting_features(np.zeros((1, 1, 3)), np.array([[[0.0, 0.0, 1.0]]]), np.ones((1, 1, 1), bool),
+                                    l[i:i + 1].astype(np.float32), np.ones((1, 3), np.float32), v * 1e4,
+                                    roughness=(alpha,))
+        per_light.append(float(f[0, 0, names.index(f"spec_a{alpha:.2f}_r")]))
+    lt = torch.tensor(l, dtype=torch.float32)[:, :, None]
+    vt = torch.tensor(v, dtype=torch.float32).expand(64, 3)[:, :, None]
+    got = ggx_lobe(lt, vt, torch.tensor(alpha), torch.tensor(1.0))[:, 0, 0]
+    np.testing.assert_allclose(got.numpy(), per_light, rtol=2e-3, atol=1e-6)
+    # Schlick's Fresnel: F0 at v.h = 1 (mirror configuration), rising towards 1 at grazing angles
+    h = (lt + vt) / (lt + vt).norm(dim=1, keepdim=True)
+    vh = (vt * h).sum(1)[:, 0]
+    f0 = 0.028
+    fres = ggx_lobe(lt, vt, torch.tensor(alpha), torch.tensor(f0))[:, 0, 0] / got
+    torch.testing.assert_close(fres, f0 + (1 - f0) * (1 - vh) ** 5, rtol=1e-4, atol=1e-6)
+    below = ggx_lobe(torch.tensor([[0.0], [0.6], [-0.8]])[None], vt[:1], torch.tensor(alpha), torch.tensor(f0))
+    behind = ggx_lobe(lt[:1], torch.tensor([[0.0], [0.6], [-0.8]])[None], torch.tensor(alpha), torch.tensor(f0))
+    assert float(below) == 0.0 and float(behind) == 0.0
+
+
+def test_specular_prior_starts_as_the_asset_ggx_and_stays_linear(cond, geo, tmp_path):
+    """With the specular prior, an untrained teacher adds the asset's GGX lobe (its roughness and
+    F0 texture, shadowed by the visibility) to the Lambertian skin; the teacher stays linear in
+    the lights and the prior survives save / load."""
+    from relit_hands.tools.teacher import ggx_lobe
+
+    S = cond.asset.specular_map(R)
+    assert S.shape == (2, R, R)
+    a, f0 = S[0][geo.valid], S[1][geo.valid]
+    # skin: perceptual roughness ~0.5-0.7 (alpha 0.2-0.5), F0 0.028; nails: alpha ~0.03, F0 0.04
+    assert 0.15 < float(a.median()) < 0.5 and float(a.min()) >= 0.045 ** 2
+    assert float(f0.median()) == pytest.approx(0.028, abs=1e-3) and float(f0.max()) == pytest.approx(0.04, abs=2e-3)
+    A = cond.asset.albedo_map(R)
+    torch.manual_seed(0)
+    kw = dict(latent_channels=4, trunk_channels=8, head_channels=8, albedo_prior=True, albedo=A)
+    net = TeacherNet(R, specular_prior=True, specular=S, **kw).eval()
+    base = TeacherNet(R, **kw).eval()
+    base.load_state_dict({k: v for k, v in net.state_dict().items() if k not in ("specular", "spec_gain")})
+    d = np.array([[0.3, 0.9, 0.3], [-0.6, 0.5, 0.6]], np.float32)
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    cam = np.array([0.0, 0.2, 0.8])
+    c, f = geo.directional_lights(d, cam)
+    inten = torch.tensor([[1.0, 0.8, 0.6], [0.2, 0.4, 1.5]])
+    with torch.no_grad():
+        tex = net(c, f, inten, geo.pose, geo.valid)
+        diff = tex - base(c, f, inten, geo.pose, geo.valid)
+        both = net(c, f, inten, geo.pose, geo.valid, sum_lights=True)
+    vis = c[:, :, COND_NAMES.index("vis")][:, :, None]
+    lobe = ggx_lobe(c[:, :, 0:3].flatten(0, 1), c[:, :, 4:7].flatten(0, 1), S[None, 0:1], S[None, 1:2]).reshape(vis.shape)
+    expect = vis * lobe * inten[None, :, :, None, None] * geo.valid
+    torch.testing.assert_close(diff, expect, rtol=1e-4, atol=1e-6)
+    assert float(expect.max()) > 0 and bool((expect[:, :, :, ~geo.valid] == 0).all())
+    torch.testing.assert_close(both, tex.sum(1), rtol=1e-5, atol=1e-6)
+    save_teacher(net, tmp_path / "s.safetensors")
+    m, meta = load_teacher(tmp_path / "s.safetensors")
+    assert meta["config"]["specular_prior"] and "specular_prior" not in base.config
+    torch.testing.assert_close(m.specular[0], S)
+    with torch.no_grad():
+        torch.testing.assert_close(m(c, f, inten, geo.pose, geo.valid), tex)

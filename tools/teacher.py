@@ -23,8 +23,16 @@ latent texture serve the left and the right hand):
                paper's lineage
       e      = softplus(e_raw)             residual, not cosine-weighted (light that arrives
                through the skin from lit regions: SSS past the terminator, glowing fingers)
-      T_l    = E_l * (rho * g * max(0, n.l) + e),   E_l = I_l / d_l^2  (point light, W/sr -> W/m^2)
-                                                   or the light's irradiance (directional)
+      T_l    = E_l * (rho * g * max(0, n.l) + e [+ k * vis * f_s(l, v) max(0, n.l)]),
+               E_l = I_l / d_l^2  (point light, W/sr -> W/m^2) or the light's irradiance (directional)
+      [specular prior (``specular_prior=True``): f_s = the GGX microfacet lobe of the asset's
+       specular texture S [2, R, R] = (alpha, F0) (:meth:`HandAsset.specular_map`, the very maps
+       the PBR baseline renders, a fixed buffer saved with the weights): F_Schlick(F0, v.h) *
+       D_alpha(n.h) * Vis_alpha(n.l, n.v) (height-correlated Smith, as :mod:`relit_hands.features`),
+       shadowed by the ray-cast visibility ``vis``, scaled by a learned per-texel gain
+       k = softplus(kappa) (starting at 1). Without it the residual ``e`` has to learn the skin's
+       white sheen from the light and view directions, which the 1x1 head learns slowly: the
+       teacher then renders skin too dark and too red under broad or grazing light (measured).]
 
 The output is LINEAR in each light's RGB intensity and lights never interact inside the network
 (no normalisation across the light batch), so the texture for a set of lights is exactly the sum
@@ -50,7 +58,7 @@ import torch.nn.functional as F
 
 from .teacher_inputs import COND_NAMES, POSE_DIM
 
-__all__ = ["TeacherNet", "save_teacher", "load_teacher", "TeacherLoadError", "META_KEY", "default_teacher_path"]
+__all__ = ["TeacherNet", "ggx_lobe", "save_teacher", "load_teacher", "TeacherLoadError", "META_KEY", "default_teacher_path"]
 
 META_KEY = "relit_hands_teacher"
 FORMAT_VERSION = 1
@@ -72,21 +80,55 @@ def _inv_softplus(y: float) -> float:
     return math.log(math.expm1(y))
 
 
+def ggx_lobe(l: torch.Tensor, v: torch.Tensor, alpha: torch.Tensor, f0: torch.Tensor) -> torch.Tensor:
+    """Cosine-weighted GGX reflection ``F_Schlick(F0, v.h) D(n.h) Vis(n.l, n.v) max(0, n.l)``.
+
+    ``l``, ``v`` [B, 3, ...]: unit directions towards the light and the camera in a local frame
+    whose third axis is the normal; ``alpha`` (GGX alpha, not perceptual roughness) and ``f0``
+    broadcast against ``[B, 1, ...]``. Returns ``[B, 1, ...]`` (radiance per unit irradiance);
+    0 where the light or the camera is below the surface. The formulas of the PBR shader
+    (``shaders/hand.frag``) and :mod:`relit_hands.features`."""
+    nl = l[:, 2:3]
+    nv = v[:, 2:3]
+    h = l + v
+    h = h / h.norm(dim=1, keepdim=True).clamp_min(1e-8)
+    nh = h[:, 2:3].clamp_min(0)
+    vh = (v * h).sum(1, keepdim=True).clamp(0, 1)
+    a2 = alpha * alpha
+    d = a2 / (math.pi * (nh * nh * (a2 - 1) + 1) ** 2)
+    nlc, nvc = nl.clamp_min(0), nv.clamp_min(1e-4)
+    vis = 0.5 / (nlc * torch.sqrt(nvc * nvc * (1 - a2) + a2) + nvc * torch.sqrt(nlc * nlc * (1 - a2) + a2)).clamp_min(1e-8)
+    fres = f0 + (1 - f0) * (1 - vh) ** 5
+    return torch.where((nl > 0) & (nv > 0), fres * d * vis * nlc, torch.zeros_like(nl))
+
+
 class TeacherNet(nn.Module):
     """See the module docstring. ``forward(cond, falloff, intensity, pose, valid=None)``."""
 
     def __init__(self, resolution: int = 256, latent_channels: int = 16, pose_code: int = 8,
                  trunk_channels: int = 32, head_channels: int = 32, d_ref: float = 1.0,
                  rho_init: float = 0.12, e_init: float = 0.003, albedo_prior: bool = False,
-                 albedo: torch.Tensor | None = None):
+                 albedo: torch.Tensor | None = None, specular_prior: bool = False,
+                 specular: torch.Tensor | None = None):
         """``albedo_prior``: multiply the learned gain by a fixed albedo texture ``albedo``
-        [3, R, R] (linear; :meth:`HandAsset.albedo_map`); when loading, the buffer comes
-        from the weights file."""
+        [3, R, R] (linear; :meth:`HandAsset.albedo_map`); ``specular_prior``: add the GGX lobe of
+        the fixed specular texture ``specular`` [2, R, R] (alpha, F0; :meth:`HandAsset.specular_map`).
+        When loading, both buffers come from the weights file."""
         super().__init__()
         self.config = dict(resolution=int(resolution), latent_channels=int(latent_channels),
                            pose_code=int(pose_code), trunk_channels=int(trunk_channels),
                            head_channels=int(head_channels), d_ref=float(d_ref),
                            rho_init=float(rho_init), e_init=float(e_init), albedo_prior=bool(albedo_prior))
+        if specular_prior:  # only written when used: files without it keep their config
+            self.config["specular_prior"] = True
+            if specular is None:
+                specular = torch.zeros(2, resolution, resolution)
+            if tuple(specular.shape) != (2, resolution, resolution):
+                raise ValueError(f"specular prior must be [2, {resolution}, {resolution}], got {tuple(specular.shape)}")
+            self.register_buffer("specular", specular.detach().float().clone()[None])
+            self.spec_gain = nn.Parameter(torch.full((1, 1, resolution, resolution), _inv_softplus(1.0)))
+        else:
+            self.specular = None
         if albedo_prior:
             if albedo is None:
                 albedo = torch.zeros(3, resolution, resolution)
@@ -150,6 +192,9 @@ class TeacherNet(nn.Module):
         g = torch.sigmoid(h[:, 3:4] + 6.0 * (vis - 0.5))
         e = F.softplus(h[:, 4:7])
         out = rho * g * ndl + e
+        if self.specular is not None:
+            lobe = ggx_lobe(c[:, 0:3], c[:, 4:7], self.specular[:, 0:1], self.specular[:, 1:2])
+            out = out + F.softplus(self.spec_gain) * vis * lobe
         return out.reshape(H, L, 3, R, R)
 
     def forward(self, cond, falloff, intensity, pose, valid=None, *, sum_lights: bool = False,

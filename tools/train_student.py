@@ -65,6 +65,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--code-dim", type=int, default=64)
     p.add_argument("--albedo-prior", action=argparse.BooleanOptionalAction, default=True,
                    help="multiply the output by the asset's albedo texture (student.py)")
+    p.add_argument("--specular-channel", action=argparse.BooleanOptionalAction, default=False,
+                   help="add one grey output channel, not tinted by the albedo prior (student.py; "
+                        "measured in the README, not yet used for the shipped students)")
     p.add_argument("--val-every", type=int, default=1000)
     p.add_argument("--ckpt-every", type=int, default=2000)
     p.add_argument("--log-every", type=int, default=20)
@@ -291,7 +294,8 @@ def train(args, command: str | None = None) -> dict:
             print(f"train-student: --resume but no {latest}; starting fresh", file=sys.stderr)
         model = StudentNet(len(names), base=args.base, levels=args.levels, static_channels=args.static_channels,
                            resolution=R, variant=args.variant, code_dim=args.code_dim, feature_names=names,
-                           albedo_prior=args.albedo_prior)
+                           albedo_prior=args.albedo_prior,
+                           specular_channel=args.specular_channel and args.albedo_prior)
         if args.albedo_prior:
             model.set_albedo(train_ds.asset.albedo_map(R))
         mean, std, tau = _stats(train_ds)

@@ -62,6 +62,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--latent-lr", type=float, default=1e-2)
     p.add_argument("--albedo-prior", action=argparse.BooleanOptionalAction, default=True,
                    help="scale the learned reflectance by the asset's albedo texture (teacher.py)")
+    p.add_argument("--specular-prior", action=argparse.BooleanOptionalAction, default=False,
+                   help="add the GGX lobe of the asset's roughness / specular texture with a learned gain "
+                        "(teacher.py; measured in the README, not yet used for the shipped teacher)")
     p.add_argument("--latent-channels", type=int, default=16)
     p.add_argument("--trunk-channels", type=int, default=32)
     p.add_argument("--head-channels", type=int, default=32)
@@ -305,7 +308,9 @@ def train(args, command: str | None = None) -> dict:
     else:
         model = TeacherNet(args.resolution, args.latent_channels, trunk_channels=args.trunk_channels,
                            head_channels=args.head_channels, d_ref=d_ref, albedo_prior=args.albedo_prior,
-                           albedo=cond.asset.albedo_map(args.resolution) if args.albedo_prior else None)
+                           albedo=cond.asset.albedo_map(args.resolution) if args.albedo_prior else None,
+                           specular_prior=args.specular_prior,
+                           specular=cond.asset.specular_map(args.resolution) if args.specular_prior else None)
         # loss scale: mean reference hand-pixel radiance (OLAT medians can be 0: half the hand is unlit) over (a sample of) the training views
         rng = np.random.default_rng(args.seed)
         vals = []
@@ -319,8 +324,9 @@ def train(args, command: str | None = None) -> dict:
     net = model
     if distributed:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=None if device == "cpu" else [torch.cuda.current_device()])
-    latent = [model.latent]
-    others = [p for n, p in model.named_parameters() if n != "latent"]
+    texel_params = ("latent", "spec_gain")  # per-texel parameters: the latent's learning rate
+    latent = [p for n, p in model.named_parameters() if n in texel_params]
+    others = [p for n, p in model.named_parameters() if n not in texel_params]
     opt = torch.optim.Adam([{"params": others, "lr": args.lr}, {"params": latent, "lr": args.latent_lr}])
     if args.resume and state_path.is_file():
         ost = out / (json.loads(state_path.read_text())["checkpoint"].replace(".safetensors", ".optim.pt"))
