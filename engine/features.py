@@ -57,7 +57,7 @@ import torch
 
 from .hand_model import vertex_normals  # noqa: F401  (re-exported: features are computed on skinned proxies)
 
-__all__ = ["lighting_features", "vertex_normals", "luminance", "LUMA"]
+__all__ = ["lighting_features", "ggx_distribution", "smith_visibility", "vertex_normals", "luminance", "LUMA"]
 
 LUMA = (0.2126, 0.7152, 0.0722)  # Rec.709 luminance weights
 
@@ -71,6 +71,19 @@ def _t(x, dtype=torch.float32, device=None) -> torch.Tensor:
 def luminance(rgb: torch.Tensor) -> torch.Tensor:
     w = torch.tensor(LUMA, dtype=rgb.dtype, device=rgb.device)
     return rgb @ w
+
+
+def ggx_distribution(nh2: torch.Tensor, a2) -> torch.Tensor:
+    """GGX normal distribution ``D = a^2 / (pi (nh^2 (a^2 - 1) + 1)^2)`` from ``nh2 = (n.h)^2`` and
+    ``a2 = alpha^2`` (tensors or floats, broadcast)."""
+    return a2 / (math.pi * (nh2 * (a2 - 1.0) + 1.0) ** 2)
+
+
+def smith_visibility(nl: torch.Tensor, nv: torch.Tensor, a2) -> torch.Tensor:
+    """Height-correlated Smith ``G2 / (4 nl nv)`` for GGX (module docstring) from the clamped
+    cosines ``nl``, ``nv`` >= 0 and ``a2 = alpha^2``; finite at nv -> 0."""
+    return 0.5 / (nl * torch.sqrt(nv * nv * (1.0 - a2) + a2)
+                  + nv * torch.sqrt(nl * nl * (1.0 - a2) + a2)).clamp_min(1e-12)
 
 
 def lighting_features(vertices, normals, visibility, light_dirs, light_rgb, view_origin,
@@ -121,10 +134,7 @@ def lighting_features(vertices, normals, visibility, light_dirs, light_rgb, view
     nh2 = nh * nh
     for a in roughness:
         a2 = float(a) ** 2
-        D = a2 / (math.pi * (nh2 * (a2 - 1.0) + 1.0) ** 2)
-        vis_s = 0.5 / (cos * torch.sqrt(nv * nv * (1.0 - a2) + a2)
-                       + nv * torch.sqrt(cos * cos * (1.0 - a2) + a2)).clamp_min(1e-12)
-        s = D * vis_s * cv                                                 # cos & V folded in
+        s = ggx_distribution(nh2, a2) * smith_visibility(cos, nv, a2) * cv  # cos & V folded in
         feats.append(torch.einsum("hvn,nc->hvc", s, En))
         tag = f"spec_a{float(a):.2f}"
         names += [f"{tag}_r", f"{tag}_g", f"{tag}_b"]

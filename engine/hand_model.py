@@ -168,19 +168,28 @@ class HandAsset:
         return cls.from_arrays(arrays, side=side if side in ("right", "left") else "right",
                                source=str(path))
 
+    def _texture_path(self, name: str) -> Path:
+        """``name`` beside the asset's npz; clear errors when the asset has no source or the file is missing."""
+        if not self.source:
+            raise ValueError(f"the hand asset has no source path, so its texture {name} cannot be found")
+        path = Path(self.source).parent / name
+        if not path.is_file():
+            raise FileNotFoundError(f"hand asset {self.source}: texture not found: {path}")
+        return path
+
+    @staticmethod
+    def _area_resample(img: np.ndarray, resolution: int) -> torch.Tensor:
+        """``[H, W, C]`` -> ``[C, R, R]`` float32 by area averaging (the atlas layout is kept)."""
+        t = torch.from_numpy(np.ascontiguousarray(img, np.float32)).permute(2, 0, 1)[None]
+        return torch.nn.functional.interpolate(t, size=(int(resolution), int(resolution)), mode="area")[0].contiguous()
+
     def albedo_map(self, resolution: int) -> torch.Tensor:
         """The asset's albedo texture (``albedo.png`` beside the npz, sRGB-decoded once) area-averaged
         to ``resolution``: linear reflectance ``[3, R, R]`` float32 in the atlas layout (row = v * R,
         conventions.md), shared by both hands through the mirrored layout."""
         from relit_hands.image_io import read_albedo_linear
 
-        if not self.source:
-            raise ValueError("the hand asset has no source path, so its albedo texture cannot be found")
-        path = Path(self.source).parent / "albedo.png"
-        if not path.is_file():
-            raise FileNotFoundError(f"hand asset {self.source}: albedo texture not found: {path}")
-        img = torch.from_numpy(read_albedo_linear(path)).permute(2, 0, 1)[None]
-        return torch.nn.functional.interpolate(img, size=(int(resolution), int(resolution)), mode="area")[0].contiguous()
+        return self._area_resample(read_albedo_linear(self._texture_path("albedo.png")), resolution)
 
     def specular_map(self, resolution: int) -> torch.Tensor:
         """The asset's specular parameters from ``roughness.png`` beside the npz (the texture the PBR
@@ -189,15 +198,8 @@ class HandAsset:
         :meth:`albedo_map`."""
         from relit_hands.image_io import read_png
 
-        if not self.source:
-            raise ValueError("the hand asset has no source path, so its roughness texture cannot be found")
-        path = Path(self.source).parent / "roughness.png"
-        if not path.is_file():
-            raise FileNotFoundError(f"hand asset {self.source}: roughness texture not found: {path}")
-        rs = read_png(path)[..., :2].astype(np.float32) / 255.0
-        alpha = np.clip(rs[..., 0], 0.045, 1.0) ** 2
-        img = torch.from_numpy(np.stack([alpha, rs[..., 1] * 0.08], 0))[None]
-        return torch.nn.functional.interpolate(img, size=(int(resolution), int(resolution)), mode="area")[0].contiguous()
+        rs = read_png(self._texture_path("roughness.png"))[..., :2].astype(np.float32) / 255.0
+        return self._area_resample(np.stack([np.clip(rs[..., 0], 0.045, 1.0) ** 2, rs[..., 1] * 0.08], -1), resolution)
 
     def save(self, path) -> None:
         """Write the npz (float32 / int32 / uint8 arrays, plus extras)."""

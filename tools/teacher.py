@@ -86,8 +86,11 @@ def ggx_lobe(l: torch.Tensor, v: torch.Tensor, alpha: torch.Tensor, f0: torch.Te
     ``l``, ``v`` [B, 3, ...]: unit directions towards the light and the camera in a local frame
     whose third axis is the normal; ``alpha`` (GGX alpha, not perceptual roughness) and ``f0``
     broadcast against ``[B, 1, ...]``. Returns ``[B, 1, ...]`` (radiance per unit irradiance);
-    0 where the light or the camera is below the surface. The formulas of the PBR shader
-    (``shaders/hand.frag``) and :mod:`relit_hands.features`."""
+    0 where the light or the camera is below the surface. D and Vis are the student features' own
+    (:func:`relit_hands.features.ggx_distribution`, :func:`~relit_hands.features.smith_visibility`),
+    the Fresnel term that of the PBR shader (``shaders/hand.frag``)."""
+    from ..features import ggx_distribution, smith_visibility
+
     nl = l[:, 2:3]
     nv = v[:, 2:3]
     h = l + v
@@ -95,11 +98,10 @@ def ggx_lobe(l: torch.Tensor, v: torch.Tensor, alpha: torch.Tensor, f0: torch.Te
     nh = h[:, 2:3].clamp_min(0)
     vh = (v * h).sum(1, keepdim=True).clamp(0, 1)
     a2 = alpha * alpha
-    d = a2 / (math.pi * (nh * nh * (a2 - 1) + 1) ** 2)
-    nlc, nvc = nl.clamp_min(0), nv.clamp_min(1e-4)
-    vis = 0.5 / (nlc * torch.sqrt(nvc * nvc * (1 - a2) + a2) + nvc * torch.sqrt(nlc * nlc * (1 - a2) + a2)).clamp_min(1e-8)
+    nlc = nl.clamp_min(0)
     fres = f0 + (1 - f0) * (1 - vh) ** 5
-    return torch.where((nl > 0) & (nv > 0), fres * d * vis * nlc, torch.zeros_like(nl))
+    lobe = fres * ggx_distribution(nh * nh, a2) * smith_visibility(nlc, nv.clamp_min(1e-4), a2) * nlc
+    return torch.where((nl > 0) & (nv > 0), lobe, torch.zeros_like(nl))
 
 
 class TeacherNet(nn.Module):

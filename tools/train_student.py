@@ -295,7 +295,7 @@ def train(args, command: str | None = None) -> dict:
         model = StudentNet(len(names), base=args.base, levels=args.levels, static_channels=args.static_channels,
                            resolution=R, variant=args.variant, code_dim=args.code_dim, feature_names=names,
                            albedo_prior=args.albedo_prior,
-                           specular_channel=args.specular_channel and args.albedo_prior)
+                           specular_channel=args.specular_channel)
         if args.albedo_prior:
             model.set_albedo(train_ds.asset.albedo_map(R))
         mean, std, tau = _stats(train_ds)
