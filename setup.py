@@ -32,7 +32,7 @@ setup(
     },
     package_data={
         "relit_hands.shaders": ["*.glsl", "*.vert", "*.frag", "*.comp"],
-        "relit_hands.models": ["*.json", "*.md", "hand/*", "environments/*", "student/*", "teacher/*"],
+        "relit_hands.models": ["*.json", "*.md", "hand/*", "hand_v2/*", "environments/*", "student/*", "teacher/*"],
     },
     install_requires=[
         "numpy>=1.24,<3",
@@ -56,8 +56,10 @@ setup(
     extras_require={
         # imgui-bundle >= 1.92: the viewer's moderngl renderer uses imgui 1.92's dynamic font textures
         "viewer": ["glfw>=2.6,<3", "imgui-bundle>=1.92,<2"],
-        # Offline asset build: marching cubes, simplification, UV atlas packing.
-        "assets": ["scikit-image>=0.21,<1", "fast-simplification>=0.1.7,<1", "xatlas>=0.0.9,<0.1"],
+        # Offline asset build: marching cubes, simplification, UV atlas packing, chart flattening
+        # (libigl: LSCM + ARAP for asset v2's semantic charts).
+        "assets": ["scikit-image>=0.21,<1", "fast-simplification>=0.1.7,<1", "xatlas>=0.0.9,<0.1",
+                   "libigl>=2.5,<3"],
         "features": ["embreex>=2.17,<5"],
         # ONNX export of the student + ONNX Runtime inference (CPU); TensorRT consumes the same graph.
         "onnx": ["onnx>=1.15,<2", "onnxruntime>=1.17,<2"],

@@ -48,6 +48,8 @@ __all__ = [
     "mirror_translation",
     "rodrigues",
     "rigid_transforms",
+    "bone_ends",
+    "shape_rest",
     "vertex_normals",
     "default_asset_path",
 ]
@@ -379,10 +381,71 @@ def rigid_transforms(rot: torch.Tensor, joints: torch.Tensor, parents: Sequence[
 
 
 def skin(weights: torch.Tensor, A: torch.Tensor, verts: torch.Tensor) -> torch.Tensor:
-    """LBS: weights [V, J], A [B, J, 4, 4], verts [V, 3] -> [B, V, 3]."""
+    """LBS: weights [V, J], A [B, J, 4, 4], verts [V, 3] or [B, V, 3] -> [B, V, 3]."""
     B, J = A.shape[:2]
     T = torch.matmul(weights, A[:, :, :3, :].reshape(B, J, 12)).reshape(B, -1, 3, 4)
     return (T[..., :3] @ verts.unsqueeze(-1)).squeeze(-1) + T[..., 3]
+
+
+# ----------------------------------------------------------------------------------------
+# Shape space: per-bone length and girth scales on the asset's own topology
+# ----------------------------------------------------------------------------------------
+
+SHAPE_DIM = (NUM_JOINTS, 2)  # [16, 2]: (length scale, girth scale) of each joint's bone
+
+
+def bone_ends(joints: torch.Tensor, tips: torch.Tensor) -> torch.Tensor:
+    """End point of the bone each joint drives: [..., 16, 3] joints, [..., 5, 3] tips -> [..., 16, 3].
+
+    A finger joint's bone ends at its child joint (the third joint of a chain at the fingertip,
+    ``tips`` in TIP_ORDER); the wrist's bone (the palm) ends at the middle knuckle (joint 4).
+    """
+    ends = torch.empty_like(joints)
+    ends[..., 0, :] = joints[..., 4, :]
+    for j0, tip in ((1, "index"), (4, "middle"), (7, "pinky"), (10, "ring"), (13, "thumb")):
+        ends[..., j0, :] = joints[..., j0 + 1, :]
+        ends[..., j0 + 1, :] = joints[..., j0 + 2, :]
+        ends[..., j0 + 2, :] = tips[..., TIP_ORDER.index(tip), :]
+    return ends
+
+
+def shape_rest(shape: torch.Tensor, joints: torch.Tensor, tips: torch.Tensor, parents: Sequence[int],
+               surfaces: Sequence[tuple]) -> tuple:
+    """Apply per-bone length / girth scales to the rest hand; topology and weights are unchanged.
+
+    shape [B, 16, 2] (column 0: length scale along the bone, column 1: girth scale across it;
+    ones = the asset itself); joints [16, 3], tips [5, 3] rest positions (metres, rest frame);
+    ``surfaces``: (weights [V, 16], rest vertices [V, 3]) pairs (render mesh, proxy, tips).
+
+    Each bone j has the affine map ``x -> J'_j + S_j (x - J_j)`` with
+    ``S_j = l_j u u^T + g_j (I - u u^T)`` (u: the bone's rest direction towards its end);
+    joints move rigidly with their parent's scaled offset, ``J'_c = J'_p + S_p (J_c - J_p)``,
+    and surface points blend the maps with their skinning weights (like LBS), so a shaped
+    hand is continuous where the weights are, and ``shape = 1`` is exactly the rest asset.
+    Returns (joints [B, 16, 3], [surface [B, V, 3] for each of ``surfaces``]).
+    """
+    if shape.dim() != 3 or tuple(shape.shape[1:]) != SHAPE_DIM:
+        raise ValueError(f"shape: expected [B, 16, 2] (length, girth scale per bone), got {list(shape.shape)}")
+    if not torch.isfinite(shape).all() or (shape <= 0).any():
+        raise ValueError("shape: scales must be finite and > 0")
+    B = shape.shape[0]
+    u = bone_ends(joints, tips) - joints
+    u = u / u.norm(dim=-1, keepdim=True).clamp_min(1e-12)                 # [16, 3]
+    uu = u.unsqueeze(-1) * u.unsqueeze(-2)                                # [16, 3, 3]
+    eye = torch.eye(3, dtype=joints.dtype, device=joints.device)
+    S = shape[..., 0, None, None] * uu + shape[..., 1, None, None] * (eye - uu)   # [B, 16, 3, 3]
+    new_joints = [joints[0].expand(B, 3)]
+    for j in range(1, NUM_JOINTS):
+        p = int(parents[j])
+        new_joints.append(new_joints[p] + (S[:, p] @ (joints[j] - joints[p])))
+    J = torch.stack(new_joints, 1)                                        # [B, 16, 3]
+    out = []
+    D = S - eye                                                           # [B, 16, 3, 3]
+    for weights, rest in surfaces:
+        # v' = v + sum_j w_j [(J'_j - J_j) + (S_j - I)(v - J_j)]: exactly v for unit scales
+        local = torch.einsum("bjxy,vjy->bvjx", D, rest.unsqueeze(1) - joints.unsqueeze(0))  # [B, V, 16, 3]
+        out.append(rest + torch.einsum("vj,bvjx->bvx", weights, local + (J - joints).unsqueeze(1)))
+    return J, out
 
 
 def vertex_normals(vertices: torch.Tensor, faces) -> torch.Tensor:
@@ -437,6 +500,16 @@ def _as_batch(x, name: str, dim: int, dtype, device) -> torch.Tensor:
     return t
 
 
+def _as_shape_batch(shape, dtype, device) -> torch.Tensor:
+    t = shape if torch.is_tensor(shape) else torch.as_tensor(np.asarray(shape, dtype=np.float64))
+    given = list(t.shape)
+    if t.dim() == 2:
+        t = t.unsqueeze(0)
+    if t.dim() != 3 or tuple(t.shape[1:]) != SHAPE_DIM:
+        raise ValueError(f"shape: expected [16, 2] or [B, 16, 2] (length, girth scale per bone), got {given}")
+    return t.to(device=device, dtype=dtype)
+
+
 class HandModel(torch.nn.Module):
     """Skinned MANO-compatible hand.
 
@@ -478,16 +551,19 @@ class HandModel(torch.nn.Module):
     def device(self):
         return self.rest_joints.device
 
-    def forward(self, pose, global_orient=None, transl=None, *,
+    def forward(self, pose, global_orient=None, transl=None, *, shape=None,
                 meshes: Sequence[str] = ("render", "proxy")) -> HandOutput:
         """pose [45] or [B, 45] axis-angle (rest world axes); global_orient [3] / [B, 3] about the
-        wrist joint; transl [3] / [B, 3].  numpy or torch.  Batch size 1 broadcasts."""
+        wrist joint; transl [3] / [B, 3]; shape [16, 2] / [B, 16, 2] per-bone (length, girth)
+        scales (:func:`shape_rest`; None = the asset's own proportions).  numpy or torch.
+        Batch size 1 broadcasts."""
         dt, dev = self.dtype, self.device
         pose = _as_batch(pose, "pose", 45, dt, dev)
         go = None if global_orient is None else _as_batch(global_orient, "global_orient", 3, dt, dev)
         tr = None if transl is None else _as_batch(transl, "transl", 3, dt, dev)
-        B = max(t.shape[0] for t in (pose, go, tr) if t is not None)
-        for name, t in (("pose", pose), ("global_orient", go), ("transl", tr)):
+        sh = None if shape is None else _as_shape_batch(shape, dt, dev)
+        B = max(t.shape[0] for t in (pose, go, tr, sh) if t is not None)
+        for name, t in (("pose", pose), ("global_orient", go), ("transl", tr), ("shape", sh)):
             if t is not None and t.shape[0] not in (1, B):
                 raise ValueError(f"{name}: batch size {t.shape[0]} does not match batch size {B}")
         pose = pose.expand(B, -1)
@@ -496,12 +572,22 @@ class HandModel(torch.nn.Module):
         if bad:
             raise ValueError(f"meshes: unknown mesh name(s) {sorted(bad)}; use 'render' and/or 'proxy'")
 
+        rest_j, tip_rest = self.rest_joints, self.tip_rest
+        render_rest, proxy_rest = self.render_rest, self.proxy_rest
+        if sh is not None:
+            wanted = [("tips", self.tip_weights, self.tip_rest)]
+            wanted += [(m, getattr(self, f"{m}_weights"), getattr(self, f"{m}_rest")) for m in ("render", "proxy")
+                       if m in meshes]
+            rest_j, shaped = shape_rest(sh.expand(B, -1, -1), self.rest_joints, self.tip_rest, self.parents,
+                                        [(w, v) for _, w, v in wanted])
+            shaped = dict(zip([name for name, _, _ in wanted], shaped))
+            tip_rest, render_rest, proxy_rest = shaped["tips"], shaped.get("render"), shaped.get("proxy")
         rot = rodrigues(torch.cat([go, pose], 1).reshape(B, 16, 3))
-        G, A = rigid_transforms(rot, self.rest_joints, self.parents)
+        G, A = rigid_transforms(rot, rest_j, self.parents)
         joints = G[..., :3, 3]
-        tips = skin(self.tip_weights, A, self.tip_rest)
-        rv = skin(self.render_weights, A, self.render_rest) if "render" in meshes else None
-        pv = skin(self.proxy_weights, A, self.proxy_rest) if "proxy" in meshes else None
+        tips = skin(self.tip_weights, A, tip_rest)
+        rv = skin(self.render_weights, A, render_rest) if "render" in meshes else None
+        pv = skin(self.proxy_weights, A, proxy_rest) if "proxy" in meshes else None
         if tr is not None:
             off = tr.expand(B, -1).unsqueeze(1)
             joints = joints + off

@@ -328,3 +328,101 @@ def test_pip_flexion_keeps_cross_section(asset, finger):
     u = rest_pts[2] - rest_pts[1]
     w = posed_pts[2] - posed_pts[1]
     assert abs(np.degrees(np.arccos(u @ w / np.linalg.norm(u) / np.linalg.norm(w))) - 90) < 1e-3
+
+
+# ---------------------------------------------------------------------------- shape space
+
+
+def _bone_end_index(j):
+    """Child joint of j's bone, or None where the bone ends at a fingertip (or is the palm)."""
+    return None if j == 0 or j % 3 == 0 else j + 1
+
+
+def test_shape_ones_is_the_asset_and_batches(models):
+    m, _ = models
+    pose = _rand_pose(3, seed=11)
+    plain = m(pose)
+    ones = m(pose, shape=np.ones((16, 2)))
+    assert torch.allclose(plain.render_vertices, ones.render_vertices, atol=1e-12)
+    assert torch.allclose(plain.keypoints, ones.keypoints, atol=1e-12)
+    shapes = 1 + 0.2 * torch.rand(3, 16, 2, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    batched = m(pose, shape=shapes)
+    for b in range(3):
+        single = m(pose[b], shape=shapes[b])
+        assert torch.allclose(batched.render_vertices[b], single.render_vertices[0], atol=1e-12)
+
+
+def test_shape_scales_bone_lengths_exactly(models):
+    m, _ = models
+    shape = torch.ones(16, 2, dtype=torch.float64)
+    scales = torch.linspace(0.8, 1.25, 16, dtype=torch.float64)
+    shape[:, 0] = scales
+    rest, shaped = m.rest_output(), m(np.zeros(45), shape=shape)
+    for j in range(1, 16):
+        c = _bone_end_index(j)
+        if c is None:
+            continue
+        before = (rest.joints[0, c] - rest.joints[0, j]).norm()
+        after = (shaped.joints[0, c] - shaped.joints[0, j]).norm()
+        assert after / before == pytest.approx(float(scales[j]), rel=1e-9)
+    # fingertips (bones ending at a tip) scale by the distal bone's length too
+    from relit_hands.hand_model import TIP_ORDER
+
+    for i, finger in enumerate(TIP_ORDER):
+        j = {"thumb": 15, "index": 3, "middle": 6, "ring": 12, "pinky": 9}[finger]
+        w = m.tip_weights[i]
+        if w[j] > 0.999:  # a tip skinned to its distal bone only moves with it exactly
+            before = (rest.keypoints[0, 16 + i] - rest.joints[0, j]).norm()
+            after = (shaped.keypoints[0, 16 + i] - shaped.joints[0, j]).norm()
+            assert after / before == pytest.approx(float(scales[j]), rel=1e-6)
+
+
+def test_shape_girth_scales_across_the_bone_only(models):
+    """Girth g on one phalanx moves each vertex by w_j (g - 1) times its offset across the
+    bone axis (none along the bone), and moves no joint."""
+    m, _ = models
+    j, g = 5, 1.3  # middle finger, middle phalanx
+    a, b = m.rest_joints[j], m.rest_joints[j + 1]
+    u = (b - a) / (b - a).norm()
+    shape = torch.ones(16, 2, dtype=torch.float64)
+    shape[j, 1] = g
+    out = m(np.zeros(45), shape=shape, meshes=("render",))
+    assert torch.allclose(out.joints[0], m.rest_joints, atol=1e-12)
+    off = m.render_rest - a
+    across = off - (off @ u)[:, None] * u
+    expected = m.render_rest + m.render_weights[:, j:j + 1] * (g - 1) * across
+    assert torch.allclose(out.render_vertices[0], expected, atol=1e-12)
+    assert (m.render_weights[:, j] > 0.5).sum() > 10  # the check covers a real finger segment
+
+
+def test_shaped_hand_poses_with_the_same_skinning(models):
+    """Posing a shaped hand = LBS of the shaped rest mesh with the asset's own weights."""
+    from relit_hands.hand_model import rigid_transforms, shape_rest, skin
+
+    m, left = models
+    shape = 1 + 0.15 * torch.rand(1, 16, 2, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    pose, go = _rand_pose(1, seed=6), torch.tensor([[0.2, -0.4, 0.1]], dtype=torch.float64)
+    out = m(pose, go, shape=shape)
+    J, (rv,) = shape_rest(shape, m.rest_joints, m.tip_rest, m.parents, [(m.render_weights, m.render_rest)])
+    _, A = rigid_transforms(rodrigues(torch.cat([go, pose], 1).reshape(1, 16, 3)), J, m.parents)
+    assert torch.allclose(out.render_vertices, skin(m.render_weights, A, rv), atol=1e-12)
+    assert out.render_vertices.shape[1] == len(m.asset.render_vertices)  # same topology
+    # the left hand with the same shape is the mirror image
+    lo = left(mirror_pose(pose), mirror_pose(go), shape=shape)
+    assert torch.allclose(lo.render_vertices * torch.tensor([1.0, 1.0, -1.0], dtype=torch.float64),
+                          out.render_vertices, atol=1e-9)
+
+
+def test_shape_bad_inputs(models):
+    m, _ = models
+    with pytest.raises(ValueError, match=r"\[16, 2\]"):
+        m(np.zeros(45), shape=np.ones(32))
+    bad = np.ones((16, 2))
+    bad[3, 1] = np.nan
+    with pytest.raises(ValueError, match="finite"):
+        m(np.zeros(45), shape=bad)
+    bad[3, 1] = 0.0
+    with pytest.raises(ValueError, match="> 0"):
+        m(np.zeros(45), shape=bad)
+    with pytest.raises(ValueError, match="batch size"):
+        m(np.zeros((2, 45)), shape=np.ones((3, 16, 2)))

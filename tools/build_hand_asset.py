@@ -33,6 +33,7 @@ from scipy import ndimage, sparse
 from relit_hands.image_io import linear_to_srgb, srgb_to_linear
 
 from .hand_shape import FINGER_CHAINS, PARENTS, TIP_ORDER, HandSDF, build_skeleton
+from .semantic_atlas import atlas_report, finger_of_faces, semantic_atlas, semantic_face_labels
 
 
 @dataclass
@@ -43,6 +44,7 @@ class AssetParams:
     voxel_mm: float = 0.9       # marching-cubes grid
     proxy_faces: int = 2000     # about 1000 proxy vertices
     texture_size: int = 1024
+    version: int = 1            # 1: xatlas atlas, wrist stub; 2: semantic charts, forearm section, flat cut
 
 
 def _log(msg):
@@ -56,7 +58,7 @@ def _log(msg):
 def extract_surface(sdf: HandSDF, voxel: float, scale: float):
     from skimage.measure import marching_cubes
 
-    lo = np.array([-0.065, -0.04, -0.11]) * scale
+    lo = np.array([-0.095 if sdf.forearm else -0.065, -0.04, -0.11]) * scale
     hi = np.array([0.21, 0.04, 0.07]) * scale
     n = np.ceil((hi - lo) / voxel).astype(int) + 1
     axes = [lo[i] + voxel * np.arange(n[i]) for i in range(3)]
@@ -79,6 +81,41 @@ def decimate(verts, faces, target_faces):
         raise RuntimeError("decimated proxy is not watertight; change proxy_faces")
     if mesh.volume < 0:
         mesh.invert()
+    return np.asarray(mesh.vertices, np.float64), np.asarray(mesh.faces, np.int64)
+
+
+def collapse_short_edges(verts, faces, min_edge):
+    """Merge the two ends of every edge shorter than ``min_edge`` (metres) at their midpoint and
+    drop the faces that collapse.  Marching cubes + quadric decimation leaves a few needle
+    triangles (edges of a few micrometres); flattened into UV space they become triangles far
+    below float32 precision.  The result is checked to be a closed, consistently wound mesh.
+    """
+    import trimesh
+
+    parent = np.arange(len(verts))
+
+    def root(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    edges = np.unique(np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), axis=1), axis=0)
+    length = np.linalg.norm(verts[edges[:, 0]] - verts[edges[:, 1]], axis=1)
+    for a, b in edges[np.argsort(length)][np.sort(length) < min_edge]:
+        ra, rb = root(a), root(b)
+        if ra != rb:
+            parent[rb] = ra
+    roots = np.array([root(i) for i in range(len(verts))])
+    merged = np.zeros_like(verts)
+    np.add.at(merged, roots, verts)
+    merged /= np.maximum(np.bincount(roots, minlength=len(verts)), 1)[:, None]
+    f = roots[faces]
+    f = f[(f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 2] != f[:, 0])]
+    mesh = trimesh.Trimesh(merged, f, process=False)
+    mesh.remove_unreferenced_vertices()
+    if not mesh.is_watertight or not mesh.is_winding_consistent:
+        raise RuntimeError("collapsing short edges broke the proxy's topology; change proxy_faces")
     return np.asarray(mesh.vertices, np.float64), np.asarray(mesh.faces, np.int64)
 
 
@@ -164,8 +201,12 @@ def segment_distance(p, a, b):
     return np.linalg.norm(p - (a + t[:, None] * ab), axis=1), t
 
 
-def skinning_weights(verts, faces, skeleton, iterations=10):
-    """[V,16] weights: nearest bone segment, blended across joints, diffused on the mesh graph."""
+def skinning_weights(verts, faces, skeleton, iterations=10, forearm: bool = False):
+    """[V,16] weights: nearest bone segment, blended across joints, diffused on the mesh graph.
+
+    ``forearm``: behind the wrist the finger weights (the graph diffusion carries a few percent
+    of the thumb's along the thenar) fade out between 1 and 4 cm behind the wrist joint, so the
+    forearm moves with the wrist (global orientation) alone."""
     J = skeleton.joints
     V = len(verts)
     dist = np.full((V, 16), np.inf)
@@ -189,6 +230,11 @@ def skinning_weights(verts, faces, skeleton, iterations=10):
     P = sparse.diags(1.0 / deg) @ A
     for _ in range(iterations):
         W = 0.5 * W + 0.5 * (P @ W)
+    if forearm:
+        s = skeleton.radius[4] / 0.01
+        t = np.clip((verts[:, 0] + 0.04 * s) / (0.03 * s), 0.0, 1.0)
+        W[:, 1:] *= (t * t * (3 - 2 * t))[:, None]
+        W[:, 0] += 1e-12  # rows of pure forearm keep a non-zero sum
     W[W < 1e-4] = 0.0
     return W / W.sum(1, keepdims=True)
 
@@ -498,16 +544,25 @@ def build(params: AssetParams, out_dir: Path) -> dict:
 
     t0 = time.time()
     out_dir.mkdir(parents=True, exist_ok=True)
+    if params.version not in (1, 2):
+        raise ValueError(f"asset version must be 1 or 2, got {params.version}")
     skeleton = build_skeleton(params.scale)
-    sdf = HandSDF(skeleton)
+    sdf = HandSDF(skeleton, forearm=params.version >= 2)
     _log("1/6 signed distance field + marching cubes")
     dense_v, dense_f = extract_surface(sdf, params.voxel_mm * 1e-3 * params.scale, params.scale)
     _log(f"    dense surface: {len(dense_v)} vertices")
     _log("2/6 decimating to the proxy")
     proxy_v, proxy_f = decimate(dense_v, dense_f, params.proxy_faces)
+    if params.version >= 2:
+        proxy_v, proxy_f = collapse_short_edges(proxy_v, proxy_f, 1e-3 * params.scale)
     _log(f"    proxy: {len(proxy_v)} vertices, {len(proxy_f)} faces")
-    _log("3/6 UV atlas (xatlas)")
-    proxy_uv, proxy_uvf = uv_atlas(proxy_v, proxy_f, params.texture_size)
+    if params.version == 1:
+        _log("3/6 UV atlas (xatlas)")
+        proxy_uv, proxy_uvf = uv_atlas(proxy_v, proxy_f, params.texture_size)
+    else:
+        _log("3/6 UV atlas (semantic charts: palm, back, 2 per finger, forearm cap)")
+        labels = semantic_face_labels(proxy_v, proxy_f, skeleton, sdf, forearm_cut_x=sdf.forearm_cut_x)
+        proxy_uv, proxy_uvf = semantic_atlas(proxy_v, proxy_f, labels, params.texture_size)
     _log(f"    {len(proxy_uv)} UV vertices")
     _log("4/6 subdividing twice and projecting onto the surface")
     sub = Subdivision(proxy_f, proxy_uvf, len(proxy_v), len(proxy_uv))
@@ -521,7 +576,7 @@ def build(params: AssetParams, out_dir: Path) -> dict:
     render_f, render_uvf = sub.faces, sub.uv_faces
     _log(f"    render: {len(render_v)} vertices, {len(render_f)} faces")
     _log("5/6 skinning weights")
-    proxy_w = skinning_weights(proxy_v, proxy_f, skeleton)
+    proxy_w = skinning_weights(proxy_v, proxy_f, skeleton, forearm=sdf.forearm)
     render_w = np.einsum("nk,nkj->nj", r_bary, proxy_w[proxy_f[r_face]])
     render_w /= render_w.sum(1, keepdims=True)
     render_n = vertex_normals(render_v, render_f)
@@ -556,6 +611,8 @@ def build(params: AssetParams, out_dir: Path) -> dict:
         "render_vertices": int(len(render_v)), "render_faces": int(len(render_f)),
         "proxy_vertices": int(len(proxy_v)), "proxy_faces": int(len(proxy_f)),
         "uv_coverage": float(coverage.mean()),
+        "atlas": atlas_report(proxy_v, proxy_f, proxy_uv, proxy_uvf, coverage.mean(),
+                              finger_of_faces(proxy_v, proxy_f, skeleton, sdf)),
         "hand_length_m": float(np.linalg.norm(skeleton.tips[2] - skeleton.joints[0])),
         "seconds": round(time.time() - t0, 1),
     }
@@ -571,12 +628,16 @@ def main(argv=None):
     ap.add_argument("--skin-tone", type=float, default=AssetParams.skin_tone, help="0 light .. 1 dark")
     ap.add_argument("--seed", type=int, default=AssetParams.seed)
     ap.add_argument("--texture-size", type=int, default=AssetParams.texture_size)
+    ap.add_argument("--version", type=int, choices=(1, 2), default=AssetParams.version,
+                    help="1: xatlas atlas and wrist stub (the shipped models' asset); "
+                         "2: semantic UV charts (palm, back, 2 per finger, forearm cap), forearm with a flat cut")
     a = ap.parse_args(argv)
     if not (0.6 <= a.scale <= 1.5):
         ap.error("--scale must be within 0.6 .. 1.5")
     if not (0.0 <= a.skin_tone <= 1.0):
         ap.error("--skin-tone must be within 0 .. 1")
-    build(AssetParams(scale=a.scale, skin_tone=a.skin_tone, seed=a.seed, texture_size=a.texture_size), a.out)
+    build(AssetParams(scale=a.scale, skin_tone=a.skin_tone, seed=a.seed, texture_size=a.texture_size,
+                      version=a.version), a.out)
 
 
 if __name__ == "__main__":

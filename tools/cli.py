@@ -316,6 +316,7 @@ TOOL_COMMANDS = {
     "make-student-set": ("relight", "write the student's training set with the OLAT teacher"),
     "train-student": ("train_student", "train the UV student (vis | novis | bottleneck) on a teacher-made set"),
     "bench": ("bench", "headless benchmark: per-stage ms, end-to-end fps, JSON + PNG chart"),
+    "compare-assets": ("asset_compare", "hand assets side by side: UV charts, seams, stretch, PBR renders"),
 }
 
 

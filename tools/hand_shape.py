@@ -167,12 +167,27 @@ def sd_round_box(p, c, half, rounding, axes):
 # ----------------------------------------------------------------------------------------
 
 
-class HandSDF:
-    """Signed distance field of the rest-pose right hand (negative inside)."""
+FOREARM_CUT_X = -0.085  # nominal hand: the v2 asset's forearm section ends in a flat cut at x = -8.5 cm
 
-    def __init__(self, skeleton: Skeleton):
+
+class HandSDF:
+    """Signed distance field of the rest-pose right hand (negative inside).
+
+    ``forearm=False`` (asset v1): the wrist ends in a rounded stub about 3 cm behind the wrist
+    joint.  ``forearm=True`` (asset v2): the wrist continues into a forearm section, slightly
+    wider towards the elbow, that ends in a flat cut at ``x = FOREARM_CUT_X * scale`` (edge
+    rounded over 2 mm) -- a clean end instead of a mitten-like stub.
+    """
+
+    def __init__(self, skeleton: Skeleton, forearm: bool = False):
         self.sk = skeleton
         self.s = float(skeleton.radius[4] / 0.0100)  # scale relative to the nominal hand
+        self.forearm = forearm
+
+    @property
+    def forearm_cut_x(self) -> float | None:
+        """x of the forearm's flat cut (metres), None without a forearm."""
+        return FOREARM_CUT_X * self.s if self.forearm else None
 
     def nail_frame(self, finger: str):
         """(origin, axis, lateral, dorsal, length, radius) of the distal phalanx."""
@@ -202,8 +217,13 @@ class HandSDF:
             di = sd_tapered_capsule(p, a, J[j] - np.array([0.004, 0, 0]) * s, 0.0125 * s, 0.0113 * s,
                                     squash=0.82)
             d = di if d is None else smin(d, di, 0.016 * s)
-        wrist = sd_tapered_capsule(p, np.array([0.010, 0.0, 0.003]) * s, np.array([-0.028, 0.0, 0.003]) * s,
-                                   0.0265 * s, 0.0255 * s, squash=0.68)
+        if self.forearm:
+            # the capsule runs past the cut so the cut plane meets a straight, slowly widening section
+            wrist = sd_tapered_capsule(p, np.array([0.010, 0.0, 0.003]) * s, np.array([-0.120, 0.0, 0.003]) * s,
+                                       0.0265 * s, 0.0300 * s, squash=0.70)
+        else:
+            wrist = sd_tapered_capsule(p, np.array([0.010, 0.0, 0.003]) * s, np.array([-0.028, 0.0, 0.003]) * s,
+                                       0.0265 * s, 0.0255 * s, squash=0.68)
         d = smin(d, wrist, 0.022 * s)
         # Thenar eminence (thumb ball), hypothenar (pinky side), distal palm pads.
         d = smin(d, sd_ellipsoid(p, np.array([0.034, -0.0105, -0.023]) * s, np.array([0.030, 0.0115, 0.017]) * s,
@@ -252,6 +272,8 @@ class HandSDF:
         for j in (1, 4, 10, 7):
             d = smin(d, sd_ellipsoid(p, J[j] + np.array([-0.002, 0.0068, 0.0]) * s,
                                      np.array([0.0080, 0.0050, 0.0075]) * s), 0.005 * s)
+        if self.forearm:
+            d = smax(d, self.forearm_cut_x - p[..., 0], 0.002 * s)
         return d
 
     def gradient(self, p, h=1e-5):
