@@ -46,26 +46,29 @@ def az_el_dir(az_deg: float, el_deg: float) -> np.ndarray:
     return np.array([math.sin(a) * math.cos(e), math.sin(e), -math.cos(a) * math.cos(e)])
 
 
-def _dirs_ss(h: int, ss: int = SUPERSAMPLE) -> np.ndarray:
+def supersampled_dirs(h: int, ss: int = SUPERSAMPLE) -> np.ndarray:
+    """World directions ``[h*ss, 2h*ss, 3]`` of an ``ss``-times supersampled equirect grid."""
     return equirect_directions(h * ss, 2 * h * ss)
 
 
-def _downsample(img: np.ndarray, ss: int = SUPERSAMPLE) -> np.ndarray:
+def downsample(img: np.ndarray, ss: int = SUPERSAMPLE) -> np.ndarray:
+    """Box-filter ``[h*ss, 2h*ss, C]`` down to ``[h, 2h, C]`` (inverse of :func:`supersampled_dirs`)."""
     hh, ww, c = img.shape
     return img.reshape(hh // ss, ss, ww // ss, ss, c).mean(axis=(1, 3))
 
 
-def _smoothstep(e0, e1, x):
+def smoothstep(e0, e1, x):
+    """Hermite step from 0 at ``e0`` to 1 at ``e1`` (``e0 > e1`` gives a falling step)."""
     t = np.clip((x - e0) / (e1 - e0), 0.0, 1.0)
     return t * t * (3 - 2 * t)
 
 
-def rect_mask(d, az, el, half_w, half_h, soft=0.5):
-    """Soft mask of a planar rectangle seen from the origin (gnomonic projection).
+def plane_coords(d, az, el):
+    """Gnomonic coordinates of directions ``d [..., 3]`` on the plane facing (az, el) degrees.
 
-    Centre at (az, el) degrees, angular half sizes ``half_w`` x ``half_h`` degrees measured in
-    the rectangle's plane (so it looks like a real flat softbox / window, curved in equirect),
-    edges softened over ``soft`` degrees.
+    Returns ``(x, y, front)``: ``x`` (towards +azimuth) and ``y`` (towards +elevation) are the
+    angles (degrees) at which each direction crosses the plane, measured from its centre;
+    ``front`` is False for directions that never reach the plane (x = y = 0 there).
     """
     a, e = math.radians(az), math.radians(el)
     c = az_el_dir(az, el)
@@ -76,8 +79,19 @@ def rect_mask(d, az, el, half_w, half_h, soft=0.5):
     ps = np.where(front, p, 1.0)
     x = np.degrees(np.arctan((d @ t) / ps))
     y = np.degrees(np.arctan((d @ b) / ps))
+    return x, y, front
+
+
+def rect_mask(d, az, el, half_w, half_h, soft=0.5):
+    """Soft mask of a planar rectangle seen from the origin (gnomonic projection).
+
+    Centre at (az, el) degrees, angular half sizes ``half_w`` x ``half_h`` degrees measured in
+    the rectangle's plane (so it looks like a real flat softbox / window, curved in equirect),
+    edges softened over ``soft`` degrees.
+    """
+    x, y, front = plane_coords(d, az, el)
     s = max(soft, 1e-3)
-    m = _smoothstep(half_w + s, half_w - s, np.abs(x)) * _smoothstep(half_h + s, half_h - s, np.abs(y))
+    m = smoothstep(half_w + s, half_w - s, np.abs(x)) * smoothstep(half_h + s, half_h - s, np.abs(y))
     return np.where(front, m, 0.0)
 
 
@@ -134,20 +148,37 @@ def ground_radiance(sky: np.ndarray, albedo) -> np.ndarray:
     return np.asarray(albedo) * e / np.pi
 
 
-def _elev(d):
+def sky_over_ground(up: np.ndarray, albedo, haze_rgb, haze_deg: float, texture_scale: float = 0.7) -> np.ndarray:
+    """``up [h, 2h, 3]`` (radiance above the horizon) with its lower half replaced by a textured
+    Lambertian ground of ``albedo [3]`` lit by ``up``'s upper hemisphere, blending into the
+    horizon colour ``haze_rgb [3]`` over the ``haze_deg`` degrees below the horizon."""
+    h = up.shape[0]
+    g = ground_radiance(up, albedo)
+    dd = equirect_directions(h, 2 * h)
+    gel = elevation_deg(dd)
+    ground = g[None, None, :] * ground_texture(dd, texture_scale)[..., None]
+    haze = np.exp(np.minimum(gel, 0) / haze_deg)[..., None]
+    ground = ground * (1 - haze) + haze_rgb * haze
+    return np.where((gel < 0)[..., None], ground, up)
+
+
+def elevation_deg(d):
+    """Elevation (degrees, +90 = +Y) of directions ``d [..., 3]`` -> ``[...]``."""
     return np.degrees(np.arcsin(np.clip(d[..., 1], -1, 1)))
 
 
-def _angle_to(d, c):
+def angle_to_deg(d, c):
+    """Angle (degrees) between directions ``d [..., 3]`` and the direction ``c [3]`` -> ``[...]``."""
     return np.degrees(np.arccos(np.clip(d @ (c / np.linalg.norm(c)), -1, 1)))
 
 
-def _lerp(a, b, t):
+def lerp(a, b, t):
+    """``a (1 - t) + b t`` for colours ``a, b [3]`` and weights ``t [...]`` -> ``[..., 3]``."""
     t = np.asarray(t)[..., None]
     return np.asarray(a) * (1 - t) + np.asarray(b) * t
 
 
-def _ground_texture(d, scale=1.0):
+def ground_texture(d, scale=1.0):
     """Gentle deterministic variation (no RNG) for floors / ground, ~ +-8 %."""
     el = np.arcsin(np.clip(d[..., 1], -1, 1))
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -162,51 +193,37 @@ def _ground_texture(d, scale=1.0):
 
 
 def make_sky_sun(h: int) -> np.ndarray:
-    d = _dirs_ss(h)
-    el = _elev(d)
+    d = supersampled_dirs(h)
+    el = elevation_deg(d)
     sun_dir = az_el_dir(-35.0, 40.0)
     zen = np.array([0.10, 0.22, 0.60])
     hor = np.array([0.55, 0.66, 0.82])
     t = np.clip(el / 90.0, 0, 1) ** 0.45
-    sky = _lerp(hor, zen, t)
-    ang = _angle_to(d, sun_dir)
+    sky = lerp(hor, zen, t)
+    ang = angle_to_deg(d, sun_dir)
     # circumsolar aureole + a mild brightening towards the sun (Mie scattering)
     sky = sky * (1.0 + 2.5 * np.exp(-ang / 6.0) + 0.6 * np.exp(-ang / 35.0))[..., None]
     sky = np.where((el >= 0)[..., None], sky, 0.0)
-    img = _downsample(sky)
+    img = downsample(sky)
     sun_e = np.array([1.0, 0.93, 0.84]) * 4.6  # irradiance ~4x the sky's (clear day)
     sun_img = np.zeros_like(img)
     add_disk(sun_img, sun_dir, 0.25, sun_e, energy=True)
-    up = img + sun_img
-    g = ground_radiance(up, [0.20, 0.17, 0.12])
-    dd = equirect_directions(h, 2 * h)
-    gel = _elev(dd)
-    ground = g[None, None, :] * _ground_texture(dd, 0.7)[..., None]
-    haze = np.exp(np.minimum(gel, 0) / 2.5)[..., None]  # blend into horizon haze
-    ground = ground * (1 - haze) + hor * 0.8 * haze
-    return np.where((gel < 0)[..., None], ground, up)
+    return sky_over_ground(img + sun_img, [0.20, 0.17, 0.12], hor * 0.8, 2.5)
 
 
 def make_overcast(h: int) -> np.ndarray:
-    d = _dirs_ss(h)
-    el = _elev(d)
+    d = supersampled_dirs(h)
+    el = elevation_deg(d)
     lz = 1.0
     s = np.sin(np.radians(np.maximum(el, 0)))
     sky = lz * (1 + 2 * s)[..., None] / 3.0 * np.array([0.95, 0.97, 1.0])
     sky = np.where((el >= 0)[..., None], sky, 0.0)
-    img = _downsample(sky)
-    g = ground_radiance(img, [0.22, 0.22, 0.21])
-    dd = equirect_directions(h, 2 * h)
-    gel = _elev(dd)
-    ground = g[None, None, :] * _ground_texture(dd, 0.7)[..., None]
-    haze = np.exp(np.minimum(gel, 0) / 3.0)[..., None]
-    ground = ground * (1 - haze) + (lz / 3.0 * np.array([0.95, 0.97, 1.0]) * 0.9) * haze
-    return np.where((gel < 0)[..., None], ground, img)
+    return sky_over_ground(downsample(sky), [0.22, 0.22, 0.21], lz / 3.0 * np.array([0.95, 0.97, 1.0]) * 0.9, 3.0)
 
 
 def make_studio(h: int) -> np.ndarray:
-    d = _dirs_ss(h)
-    el = _elev(d)
+    d = supersampled_dirs(h)
+    el = elevation_deg(d)
     wall = np.array([0.022, 0.022, 0.024])
     room = wall * (1.0 + 0.4 * np.clip(el / 90, -1, 1))[..., None]  # a bit brighter up
     floor = np.array([0.030, 0.029, 0.028]) * np.ones_like(d)
@@ -217,19 +234,19 @@ def make_studio(h: int) -> np.ndarray:
     top = rect_mask(d, 20, 62, 7, 7, soft=1.5)[..., None] * np.array([6.0, 6.0, 6.0])
     img = room + key + fill + rim + top
     # softbox light pooling on the floor under the key
-    pool = np.exp(-_angle_to(d, az_el_dir(-40, -55)) ** 2 / (2 * 18.0**2))[..., None]
+    pool = np.exp(-angle_to_deg(d, az_el_dir(-40, -55)) ** 2 / (2 * 18.0**2))[..., None]
     img = img + np.where((el < -20)[..., None], pool * np.array([0.05, 0.048, 0.046]), 0.0)
-    return _downsample(img)
+    return downsample(img)
 
 
 def make_window(h: int) -> np.ndarray:
-    d = _dirs_ss(h)
-    el = _elev(d)
+    d = supersampled_dirs(h)
+    el = elevation_deg(d)
     wall = np.array([0.060, 0.045, 0.032])
     ceiling = np.array([0.045, 0.038, 0.030])
     floor = np.array([0.070, 0.042, 0.022])  # warm wood
     img = np.where((el > 55)[..., None], ceiling, wall * np.ones_like(d))
-    img = np.where((el < -25)[..., None], floor * _ground_texture(d, 3.0)[..., None], img)
+    img = np.where((el < -25)[..., None], floor * ground_texture(d, 3.0)[..., None], img)
     # window on the +X wall: sky above, trees / buildings below, dark mullions
     win = rect_mask(d, 90, 12, 26, 24, soft=0.4)
     a = math.radians(90)
@@ -240,52 +257,46 @@ def make_window(h: int) -> np.ndarray:
     p = np.maximum(d @ c, 1e-3)
     x = np.degrees(np.arctan((d @ t) / p))
     y = np.degrees(np.arctan((d @ b) / p))
-    outside_sky = _lerp(np.array([4.0, 5.0, 6.5]), np.array([2.2, 3.2, 5.5]), np.clip((y + 5) / 30, 0, 1))
+    outside_sky = lerp(np.array([4.0, 5.0, 6.5]), np.array([2.2, 3.2, 5.5]), np.clip((y + 5) / 30, 0, 1))
     trees = np.array([0.35, 0.5, 0.3]) * (1.0 + 0.3 * np.sin(0.9 * x) * np.sin(1.3 * y))[..., None]
     view = np.where((y < -6 + 3 * np.sin(0.35 * x))[..., None], trees, outside_sky)
-    mull = (_smoothstep(0.9, 0.5, np.abs(x)) + _smoothstep(0.9, 0.5, np.abs(y - 2))).clip(0, 1)
+    mull = (smoothstep(0.9, 0.5, np.abs(x)) + smoothstep(0.9, 0.5, np.abs(y - 2))).clip(0, 1)
     view = view * (1 - mull)[..., None] + wall * 0.6 * mull[..., None]
     img = img * (1 - win)[..., None] + view * win[..., None]
     # light pooling on the floor below the window and a soft glow on the walls nearby
     pool = rect_mask(d, 90, -45, 26, 18, soft=12.0)[..., None] * np.array([0.10, 0.11, 0.125])
     img = img + np.where((el < -25)[..., None], pool, 0.0)
-    glow = np.exp(-_angle_to(d, c) / 40.0)[..., None] * np.array([0.05, 0.055, 0.06])
+    glow = np.exp(-angle_to_deg(d, c) / 40.0)[..., None] * np.array([0.05, 0.055, 0.06])
     img = img + glow * (1 - win)[..., None]
-    return _downsample(img)
+    return downsample(img)
 
 
 def make_sunset(h: int) -> np.ndarray:
-    d = _dirs_ss(h)
-    el = _elev(d)
+    d = supersampled_dirs(h)
+    el = elevation_deg(d)
     sun_dir = az_el_dir(-20.0, 3.0)
-    ang = _angle_to(d, sun_dir)
+    ang = angle_to_deg(d, sun_dir)
     zen = np.array([0.015, 0.03, 0.10])
     pink = np.array([0.55, 0.22, 0.32])
     orange = np.array([1.3, 0.48, 0.12])
     e = np.clip(el, 0, 90)
-    sky = _lerp(orange, pink, _smoothstep(0, 16, e))
-    sky = _lerp(sky, zen, _smoothstep(10, 50, e))
+    sky = lerp(orange, pink, smoothstep(0, 16, e))
+    sky = lerp(sky, zen, smoothstep(10, 50, e))
     toward = (0.35 + 0.65 * np.exp(-ang / 50.0) + 2.5 * np.exp(-ang / 5.0))[..., None]
     horizon_w = np.exp(-e / 12.0)[..., None]
     sky = sky * (toward * horizon_w + (1 - horizon_w))
     sky = np.where((el >= 0)[..., None], sky, 0.0)
-    img = _downsample(sky)
+    img = downsample(sky)
     add_disk(img, sun_dir, 0.3, np.array([1.0, 0.42, 0.10]) * 0.9, energy=True)
-    g = ground_radiance(img, [0.10, 0.08, 0.07])
-    dd = equirect_directions(h, 2 * h)
-    gel = _elev(dd)
-    ground = g[None, None, :] * _ground_texture(dd, 0.7)[..., None]
-    haze = np.exp(np.minimum(gel, 0) / 1.5)[..., None]
-    ground = ground * (1 - haze) + orange * 0.25 * haze
-    return np.where((gel < 0)[..., None], ground, img)
+    return sky_over_ground(img, [0.10, 0.08, 0.07], orange * 0.25, 1.5)
 
 
 def make_night(h: int) -> np.ndarray:
-    d = _dirs_ss(h)
-    el = _elev(d)
-    sky = _lerp(np.array([0.010, 0.012, 0.030]), np.array([0.002, 0.003, 0.010]),
-                _smoothstep(0, 60, np.clip(el, 0, 90)))
-    ground = np.array([0.004, 0.004, 0.005]) * _ground_texture(d, 1.5)[..., None]
+    d = supersampled_dirs(h)
+    el = elevation_deg(d)
+    sky = lerp(np.array([0.010, 0.012, 0.030]), np.array([0.002, 0.003, 0.010]),
+                smoothstep(0, 60, np.clip(el, 0, 90)))
+    ground = np.array([0.004, 0.004, 0.005]) * ground_texture(d, 1.5)[..., None]
     img = np.where((el >= 0)[..., None], sky, ground)
     # neon signs and lit windows (saturated)
     img += rect_mask(d, -60, 12, 14, 1.2, soft=0.3)[..., None] * np.array([2.4, 0.02, 1.9])   # magenta
@@ -293,7 +304,7 @@ def make_night(h: int) -> np.ndarray:
     img += rect_mask(d, 40, 18, 2.0, 12, soft=0.3)[..., None] * np.array([0.01, 1.6, 2.4])   # cyan
     img += rect_mask(d, 130, 5, 16, 2.5, soft=0.5)[..., None] * np.array([0.01, 1.1, 1.6])
     img += rect_mask(d, -150, 10, 8, 5, soft=0.5)[..., None] * np.array([1.2, 0.75, 0.3])   # warm window
-    img = _downsample(img)
+    img = downsample(img)
     # amber street lamps and a few coloured point lights (energy-normalized)
     for az, elv, rgb in [(-10, 20, [1.0, 0.55, 0.10]), (95, 22, [1.0, 0.55, 0.10]),
                          (-115, 25, [1.0, 0.5, 0.08])]:

@@ -31,6 +31,12 @@ without visibility), targets = the teacher's env-lit textures. Poses: the shippe
 presets and the capture's TRAIN poses, jittered; any candidate with a hand closer than ``--exclude-radius``
 (RMS over the 45 finger parameters, radians) to the same-side hand of a held-out pose of the evaluation capture is rejected and redrawn, so the student never trains on the
 evaluation poses. Splits per pose: ``val`` for ``--val-fraction`` of the poses, else ``train``.
+Environments (:class:`StudentEnvironments`): every pose is lit by each of ``--envs`` (default: the
+six shipped maps), or with ``--light-library DIR|gen:COUNT`` by ``--envs-per-pose`` maps drawn per
+pose from the ``train`` split of a :mod:`.light_library` (a folder written by
+``make-light-library``, a folder of user maps, or COUNT generated train maps per training family);
+every drawn map passes :func:`~.light_library.require_split` (``train`` only), and a sample's
+``env.id`` is the library entry's id (``"<family>-<seed:06d>"`` or ``"file-<stem>"``).
 """
 from __future__ import annotations
 
@@ -44,7 +50,7 @@ import numpy as np
 import torch
 
 __all__ = ["teacher_env_texture", "SharedBasisRelighter", "env_light_weights", "fixed_light_directions",
-           "make_student_set", "main", "build_parser", "load_teacher_run"]
+           "StudentEnvironments", "make_student_set", "main", "build_parser", "load_teacher_run"]
 
 
 def load_teacher_run(path, resolution=None):
@@ -176,29 +182,77 @@ def candidate_scenes(rng, capture=None):
     return base
 
 
+class StudentEnvironments:
+    """The environments of the student set (module docstring): fixed maps that light every pose,
+    or ``per_pose`` maps drawn per pose from a light library's ``train`` split."""
+
+    PURPOSE = "make-student-set (training)"
+
+    def __init__(self, envs=None, light_library=None, per_pose: int = 6):
+        from relit_hands.environment import EnvironmentMap
+
+        from .light_library import LightLibrary, require_split
+
+        self.library, self.per_pose, self.used = None, int(per_pose), []
+        if light_library is None:
+            names = list(envs) if envs else EnvironmentMap.list_shipped()
+            self._fixed = [(n, EnvironmentMap.from_name_or_path(n)) for n in names]
+            self.used = names
+            return
+        if envs:
+            raise ValueError("give either --envs or --light-library, not both")
+        if self.per_pose < 1:
+            raise ValueError(f"--envs-per-pose must be >= 1, got {per_pose}")
+        lib = light_library if isinstance(light_library, LightLibrary) else LightLibrary.from_spec(light_library)
+        pool = lib.entries("train")
+        if not pool:
+            raise ValueError(f"light library {lib.source}: no train maps")
+        require_split(pool, {"train"}, self.PURPOSE)
+        self.library = lib
+
+    def for_pose(self, rng) -> list:
+        """``[(id, EnvironmentMap)]`` lighting one pose (draws from ``rng`` only with a library)."""
+        if self.library is None:
+            return list(self._fixed)
+        from .light_library import require_split
+
+        picked = self.library.sample(rng, self.per_pose, "train")
+        require_split(picked, {"train"}, self.PURPOSE)
+        self.used += [e.id for e in picked if e.id not in self.used]
+        return [(e.id, self.library.load(e)) for e in picked]
+
+    def describe(self) -> dict:
+        """The summary's record of the environments used."""
+        if self.library is None:
+            return {"environments": self.used}
+        return {"environments": sorted(self.used),
+                "light_library": {"source": self.library.source, "train_maps": len(self.library.entries("train")),
+                                  "envs_per_pose": self.per_pose}}
+
+
 def make_student_set(teacher_path, out, *, poses: int = 16, envs=None, rotations: int = 4,
                      n_lights: int = 512, feature_lights: int = 64, capture=None, exclude_radius: float = 0.1,
                      val_fraction: float = 0.1, jitter: float = 0.15, seed: int = 0, chunk: int = 32,
+                     light_library=None, envs_per_pose: int = 6,
                      progress: bool = True, command: str | None = None) -> dict:
-    """Write the student set (module docstring); returns the summary dict (also summary.json)."""
+    """Write the student set (module docstring); returns the summary dict (also summary.json).
+    ``light_library``: a :class:`~.light_library.LightLibrary`, a folder or ``"gen:COUNT"``."""
     from tqdm import tqdm
 
     from relit_hands.capture import Capture
     from relit_hands.engine import Engine
-    from relit_hands.environment import EnvironmentMap
     from relit_hands.student_data import proxy_vertex_features, write_manifest, write_sample
 
     t0 = time.time()
     out = Path(out)
     rng = np.random.default_rng(seed)
+    environments = StudentEnvironments(envs, light_library, envs_per_pose)  # before the teacher: fail fast
     teacher, meta, cond = load_teacher_run(teacher_path)
     engine = Engine()
     cond = type(cond)(engine, cond.resolution, d_ref=teacher.d_ref)
     relighter = SharedBasisRelighter(teacher, cond, n_lights, chunk)
     cap = Capture.load(capture, check_files=False) if capture else None  # poses only
     heldout = [f.scene for f in cap.frames if f.split == "heldout"] if cap is not None else []
-    env_names = list(envs) if envs else EnvironmentMap.list_shipped()
-    env_maps = {n: EnvironmentMap.from_name_or_path(n) for n in env_names}
     base = candidate_scenes(rng, cap)
     samples, rejected = [], 0
     n_val = int(round(poses * val_fraction)) if poses > 1 else 0
@@ -220,11 +274,11 @@ def make_student_set(teacher_path, out, *, poses: int = 16, envs=None, rotations
         cam = engine.default_camera(scene, 512, 512, direction=direction)
         origin = np.asarray(cam.center, np.float64)
         rot_envs, tags = [], []
-        for en in env_names:
+        for en, env_map in environments.for_pose(rng):
             for r in range(rotations):
                 yaw = float(rng.uniform(0, 360))
                 pitch = float(rng.uniform(-20, 20)) if r else 0.0
-                rot_envs.append(env_maps[en].rotate(yaw, pitch))
+                rot_envs.append(env_map.rotate(yaw, pitch))
                 tags.append((en, yaw, pitch))
         tex = relighter.textures(scene, origin, rot_envs)                        # [E,H,3,R,R]
         split = "val" if pi >= poses - n_val else "train"
@@ -251,7 +305,7 @@ def make_student_set(teacher_path, out, *, poses: int = 16, envs=None, rotations
                                        "heldout_scenes": len(heldout), "radius_rad_rms": exclude_radius,
                                        "rejected_draws": rejected}})
     summary = {"tool": "relit-hands make-student-set", "command": command, "out": str(out), "samples": len(samples),
-               "poses": poses, "environments": env_names, "rotations": rotations, "n_lights_teacher": n_lights,
+               "poses": poses, **environments.describe(), "rotations": rotations, "n_lights_teacher": n_lights,
                "feature_lights": feature_lights, "resolution": cond.resolution,
                "splits": {s: sum(1 for x in samples if x["split"] == s) for s in ("train", "val")},
                "heldout_poses_excluded_from": str(capture) if capture else None, "rejected_draws": rejected,
@@ -269,6 +323,11 @@ def add_arguments(p):
     p.add_argument("--out", required=True)
     p.add_argument("--poses", type=int, default=16)
     p.add_argument("--envs", nargs="+", default=None, help="environment names / paths (default: all shipped)")
+    p.add_argument("--light-library", metavar="DIR_OR_SPEC", default=None,
+                   help="draw environments from the train split of a light library instead: a folder "
+                        "(make-light-library output or user .hdr/.exr maps) or gen:COUNT (COUNT generated "
+                        "train maps per training family)")
+    p.add_argument("--envs-per-pose", type=int, default=6, help="library maps drawn per pose (with --light-library)")
     p.add_argument("--rotations", type=int, default=4, help="random rotations per environment and pose")
     p.add_argument("--n-lights", type=int, default=512, help="teacher directional lights (>= 256)")
     p.add_argument("--feature-lights", type=int, default=64, help="lights of the student's features")
@@ -290,6 +349,7 @@ def run_from_args(args, command: str | None = None) -> int:
     s = make_student_set(args.teacher, args.out, poses=args.poses, envs=args.envs, rotations=args.rotations,
                          n_lights=args.n_lights, feature_lights=args.feature_lights, capture=args.capture,
                          exclude_radius=args.exclude_radius, val_fraction=args.val_fraction, seed=args.seed,
+                         light_library=args.light_library, envs_per_pose=args.envs_per_pose,
                          progress=not args.no_progress, command=command)
     print(json.dumps(s, indent=1))
     return 0
