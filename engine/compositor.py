@@ -90,6 +90,15 @@ when the background is not drawn) when ``return_linear``, ``mask`` bool (coverag
 ``coverage`` float32 in [0, 1], ``hand_id`` int8 (-1 background, else the position of the hand
 in the ``hands`` argument), ``depth`` float32 camera z in metres (``inf`` on background),
 ``timings_ms``.
+
+Host targets
+------------
+``render(..., target=...)`` draws pass 4 into a framebuffer or texture the host application owns
+(same context) instead of the compositor's RGBA8 target, and reads nothing back: 8-bit targets get
+the tone-mapped sRGB image, half / float targets the linear radiance times ``2^exposure_ev``
+(:meth:`Compositor.target_format`). The hands' MSAA is resolved before that pass. Every method that
+touches GL restores the context's state afterwards (:class:`~relit_hands.gl_state.GLStateGuard`)
+and makes the previously current EGL context current again.
 """
 from __future__ import annotations
 
@@ -102,6 +111,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .camera import Camera
+from .gl_state import GLStateGuard, made_current
 
 __all__ = ["Compositor", "HandDrawable", "create_headless_context", "load_shader"]
 
@@ -170,10 +180,12 @@ def load_shader(name: str) -> str:
 
 def _gl_current(method):
     """Run a method with ``self.ctx`` made current (and the previous context restored), so
-    several contexts (tests, a viewer window plus a headless renderer) can coexist."""
+    several contexts (tests, a viewer window plus a headless renderer) can coexist, and with the
+    context's GL state restored afterwards (:class:`~relit_hands.gl_state.GLStateGuard`), so a host
+    application sharing its context finds its framebuffer, viewport and flags as it left them."""
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
-        with self.ctx:
+        with made_current(self.ctx), self._gl_state.preserved():
             return method(self, *args, **kwargs)
     return wrapper
 
@@ -223,7 +235,8 @@ class HandDrawable:
                  albedo=None, normal_map=None, roughness=None, normals=None, name: str = ""):
         self.compositor = compositor
         self.ctx = compositor.ctx
-        with self.ctx:
+        self._gl_state = compositor._gl_state
+        with made_current(self.ctx), self._gl_state.preserved():
             self._init(positions, faces, uvs, uv_faces, albedo, normal_map, roughness, normals, name)
 
     def _init(self, positions, faces, uvs, uv_faces, albedo, normal_map, roughness, normals, name):
@@ -456,9 +469,11 @@ class Compositor:
         self._mgl = moderngl
         self.owns_ctx = ctx is None
         self.ctx = create_headless_context() if ctx is None else ctx
-        with self.ctx:
-            self._init(num_shadow_lights, residual_sh, prefilter_roughness, shadow_map_size,
-                       num_env_lights, msaa, prefilter_size, cull_back_faces)
+        with made_current(self.ctx):
+            self._gl_state = GLStateGuard(self.ctx)
+            with self._gl_state.preserved():
+                self._init(num_shadow_lights, residual_sh, prefilter_roughness, shadow_map_size,
+                           num_env_lights, msaa, prefilter_size, cull_back_faces)
 
     def _init(self, num_shadow_lights, residual_sh, prefilter_roughness, shadow_map_size,
               num_env_lights, msaa, prefilter_size, cull_back_faces):
@@ -541,7 +556,7 @@ class Compositor:
         self.hands[hand_index].set_radiance_texture(tex)
 
     def release(self):
-        with self.ctx:
+        with made_current(self.ctx):
             for h in self.hands:
                 h.release()
             self.hands.clear()
@@ -725,17 +740,23 @@ class Compositor:
     @_gl_current
     def render(self, hands=None, env=None, camera: Camera | None = None, *, shading: str = "pbr",
                exposure_ev: float = 0.0, tonemap: str = "aces", background: str = "env",
-               shadows: bool = True, return_linear: bool = False, readback: str = "all") -> dict:
+               shadows: bool = True, return_linear: bool = False, readback: str | None = None,
+               target=None) -> dict:
         """Render ``hands`` (HandDrawables or registered indices; None = all registered) under
         ``env`` seen by ``camera``. Returns a dict of numpy images (module docstring).
 
-        ``readback``: 'all' (default: rgb, mask, coverage, hand_id, depth), 'rgb' (the tone-mapped
-        image only; mask / coverage / hand_id / depth are None -- saves reading and decoding the
-        float aux target), or 'none' (nothing is read back: the frame stays in
-        :attr:`output_texture` for a viewer / VR compositor sharing the context; 'rgb' is None).
+        ``readback``: 'all' (the default without ``target``: rgb, mask, coverage, hand_id, depth),
+        'rgb' (the tone-mapped image only; mask / coverage / hand_id / depth are None -- saves
+        reading and decoding the float aux target), or 'none' (nothing is read back: the frame stays
+        in :attr:`output_texture` for a viewer / VR compositor sharing the context; 'rgb' is None).
         ``linear`` is read when ``return_linear`` whatever ``readback`` says. Non-PBR shading
         prepares only the background texture of ``env`` (its lights, SH and prefiltered maps
-        are not used and not computed)."""
+        are not used and not computed).
+
+        ``target``: a framebuffer or texture of the host application (same context) that the final
+        pass draws into instead of :attr:`output_texture`; nothing is read back (``readback`` must be
+        None or 'none', ``return_linear`` False). See :meth:`target_format` for what it may be and
+        what it receives. Either way the context's GL state is restored afterwards (``GLStateGuard``)."""
         if shading not in SHADINGS:
             raise ValueError(f"shading must be one of {sorted(SHADINGS)}, got {shading!r}")
         if tonemap not in TONEMAPS:
@@ -744,8 +765,15 @@ class Compositor:
             raise ValueError(f"background must be one of {BACKGROUNDS}, got {background!r}")
         if not isinstance(camera, Camera):
             raise TypeError("camera must be a relit_hands.camera.Camera")
+        if readback is None:
+            readback = "all" if target is None else "none"
         if readback not in ("all", "rgb", "none"):
             raise ValueError(f"readback must be 'all', 'rgb' or 'none', got {readback!r}")
+        if target is not None:
+            if readback != "none" or return_linear:
+                raise ValueError("a frame drawn into a host target is not read back: "
+                                 "pass readback=None or 'none' and return_linear=False")
+            out_format = self.target_format(target, (camera.width, camera.height))
         hands = list(self.hands if hands is None else hands)
         hands = [self.hands[h] if isinstance(h, (int, np.integer)) else h for h in hands]
         for i, h in enumerate(hands):
@@ -762,7 +790,6 @@ class Compositor:
         ctx, mgl = self.ctx, self._mgl
         timings = {}
         t0 = time.perf_counter()
-        prev_fbo = ctx.fbo
         pbr = shading == "pbr"
         st = None
         if env is not None:
@@ -786,8 +813,9 @@ class Compositor:
         # ---- shadow maps
         k = len(st.light_dirs) if (pbr and st is not None) else 0
         use_shadows = bool(shadows) and pbr and k > 0 and bool(hands)
-        ctx.disable(mgl.CULL_FACE | mgl.BLEND)
+        ctx.disable(mgl.CULL_FACE | mgl.BLEND | mgl.RASTERIZER_DISCARD)  # whatever a host context had on
         ctx.enable(mgl.DEPTH_TEST)
+        ctx.depth_func = "<"
         if use_shadows:
             mats, texel, bias = self._render_shadows(hands, st, center, radius)
         t2 = time.perf_counter()
@@ -870,16 +898,18 @@ class Compositor:
         if self.msaa > 1:
             ctx.copy_framebuffer(tg["fbo_resolve" + sfx], fbo)
 
-        # ---- tone mapping
+        # ---- tone mapping (into the host's target, or ours)
         ctx.disable(mgl.DEPTH_TEST | mgl.CULL_FACE)
-        tg["fbo_out"].use()
-        tg["fbo_out"].viewport = (0, 0, W, H)
         self.prog_tm["u_exposure"].value = float(2.0 ** exposure_ev)
         self.prog_tm["u_tonemap"].value = TONEMAPS[tonemap]
         self.prog_tm["u_transparent"].value = int(background == "transparent")
         self.prog_tm["u_env_bg"].value = int(background == "env" and not bg_pass)
+        self.prog_tm["u_linear_out"].value = int(target is not None and out_format == "linear")
         tg["hdr"].use(0)
-        self.vao_tm.render(mgl.TRIANGLES, vertices=3)
+        if target is None:
+            self._draw_tonemap(tg["fbo_out"], W, H)
+        else:
+            self._draw_tonemap_into(target, W, H)
         t3 = time.perf_counter()
         timings["draw"] = (t3 - t2) * 1e3
 
@@ -900,9 +930,84 @@ class Compositor:
         timings["total"] = (t4 - t0) * 1e3
         out["timings_ms"] = timings
         self.last_timings = timings
-        if not self.owns_ctx and prev_fbo is not None and type(getattr(prev_fbo, "mglo", None)).__name__ != "InvalidObject":
-            prev_fbo.use()  # leave a shared (viewer) context bound as we found it
         return out
+
+    def _draw_tonemap(self, fbo, W, H):
+        """The tone-mapping pass (uniforms and ``u_hdr`` already set) into ``fbo``, full W x H."""
+        fbo.use()
+        fbo.viewport = (0, 0, W, H)
+        self.vao_tm.render(self._mgl.TRIANGLES, vertices=3)
+
+    def _draw_tonemap_into(self, target, W, H):
+        """The tone-mapping pass into a host target: a texture through a framebuffer made for this
+        draw; a host framebuffer with its own viewport / scissor bookkeeping put back afterwards
+        (the GL state itself is restored by the caller's ``GLStateGuard``)."""
+        self.ctx.disable_direct(0x8DB9)  # GL_FRAMEBUFFER_SRGB: the pass writes sRGB-encoded values itself
+        if isinstance(target, self._mgl.Texture):
+            fbo = self.ctx.framebuffer([target])
+            try:
+                self._draw_tonemap(fbo, W, H)
+            finally:
+                fbo.release()
+            return
+        viewport, scissor = target.viewport, target.scissor
+        target.scissor = None
+        try:
+            self._draw_tonemap(target, W, H)
+        finally:
+            target.viewport, target.scissor = viewport, scissor
+
+    def target_size(self, target, name: str = "target") -> tuple:
+        """(W, H) of a host ``target`` (a ``moderngl.Framebuffer`` or ``moderngl.Texture`` of this
+        context); TypeError naming ``name`` for anything else."""
+        mgl = self._mgl
+        if not isinstance(target, (mgl.Framebuffer, mgl.Texture)):
+            raise TypeError(f"{name} must be a moderngl.Framebuffer or moderngl.Texture, got {type(target).__name__}")
+        if target.ctx is not self.ctx:
+            raise ValueError(f"{name} belongs to another moderngl context than the engine's")
+        return tuple(target.size)
+
+    def target_format(self, target, size, name: str = "target") -> str:
+        """What a host ``target`` of a ``size`` = (W, H) frame receives: 'srgb8' or 'linear'.
+
+        * a ``moderngl.Texture``, or a ``moderngl.Framebuffer`` whose colour attachment 0 is a
+          texture or renderbuffer, of 3 or 4 components; multisampled ones are fine (every sample
+          gets the pixel's value -- the engine resolves its own MSAA before this pass);
+        * dtype 'f1' (8-bit UNORM, also an sRGB internal format): ``'srgb8'`` -- exposure, tone
+          mapping and the sRGB OETF, exactly the read-back ``rgb`` image (GL_FRAMEBUFFER_SRGB is
+          disabled for the draw, so an sRGB-format target stores the encoded values as they are);
+        * dtype 'f2' / 'f4' (half / float): ``'linear'`` -- scene-referred linear radiance times
+          ``2^exposure_ev``, no tone mapping or encoding (= the read-back ``linear`` image at
+          exposure 0);
+        * a framebuffer moderngl knows no attachments of (a window's default framebuffer,
+          ``ctx.screen`` / ``ctx.detect_framebuffer()``): ``'srgb8'``.
+
+        Alpha is 1, or the hand coverage with ``background='transparent'`` (colour not
+        premultiplied), in both formats. The whole target is drawn (viewport = its full size);
+        its depth attachment is left untouched. ValueError naming ``name`` when its size is not
+        ``size`` or its attachment cannot take the frame."""
+        tsize = self.target_size(target, name)
+        W, H = size
+        if tsize != (W, H):
+            raise ValueError(f"{name}: size {tsize[0]}x{tsize[1]} does not match the camera's {W}x{H}")
+        if isinstance(target, self._mgl.Texture):
+            image = target
+        else:
+            attachments = target.color_attachments
+            if attachments is None:  # detected (window) framebuffer: 8-bit
+                return "srgb8"
+            if not attachments:
+                raise ValueError(f"{name}: the framebuffer has no colour attachment")
+            image = attachments[0]
+        if getattr(image, "depth", False):
+            raise ValueError(f"{name}: a depth texture cannot receive colour")
+        if image.components < 3:
+            raise ValueError(f"{name}: {image.components} components; the frame needs 3 (RGB) or 4 (RGBA)")
+        formats = {"f1": "srgb8", "f2": "linear", "f4": "linear"}
+        if image.dtype not in formats:
+            raise ValueError(f"{name}: dtype {image.dtype!r} cannot receive the frame; use 'f1' (8-bit, tone "
+                             f"mapped sRGB) or 'f2' / 'f4' (linear radiance)")
+        return formats[image.dtype]
 
     @staticmethod
     def _read_aux(tg, out, H, W):
@@ -917,6 +1022,34 @@ class Compositor:
         cvd = cov > 0
         depth[cvd] = aux[..., 1][cvd] / safe[cvd]
         out["mask"], out["coverage"], out["hand_id"], out["depth"] = mask, np.ascontiguousarray(cov), hid, depth
+
+    @_gl_current
+    def tone_map(self, image, *, exposure_ev: float = 0.0, tonemap: str = "aces") -> np.ndarray:
+        """A linear HDR image float32 ``[H, W, 3]`` -> uint8 ``[H, W, 3]`` sRGB through the frames'
+        own tone-mapping pass (exposure ``2^exposure_ev``, ``tonemap``, sRGB OETF; no background).
+        Rows keep their order (row 0 in, row 0 out): used for textures, e.g. the glTF export."""
+        if tonemap not in TONEMAPS:
+            raise ValueError(f"tonemap must be one of {sorted(TONEMAPS)}, got {tonemap!r}")
+        a = _check_image("image", image)
+        H, W = a.shape[:2]
+        rgba = np.ones((H, W, 4), np.float32)
+        rgba[..., :3] = a
+        src = self.ctx.texture((W, H), 4, rgba.tobytes(), dtype="f4")
+        dst = self.ctx.texture((W, H), 4)
+        fbo = self.ctx.framebuffer([dst])
+        try:
+            self.ctx.disable(self._mgl.BLEND | self._mgl.CULL_FACE | self._mgl.RASTERIZER_DISCARD)
+            for name, value in (("u_exposure", float(2.0 ** exposure_ev)), ("u_tonemap", TONEMAPS[tonemap]),
+                                ("u_transparent", 0), ("u_env_bg", 0), ("u_linear_out", 0)):
+                self.prog_tm[name].value = value
+            src.use(0)
+            self._draw_tonemap(fbo, W, H)
+            out = np.empty((H, W, 3), np.uint8)
+            fbo.read_into(out, components=3, alignment=1)
+        finally:
+            for obj in (fbo, dst, src):
+                obj.release()
+        return out
 
     @property
     def output_texture(self):

@@ -41,7 +41,7 @@ class Frame:
     linear: float32 [H, W, 3] linear HDR radiance before exposure and tone mapping (if asked).
     mask: bool [H, W] hand coverage; hand_id: int8 [H, W] (-1 background, else index into
     ``sides``); timings_ms: per-stage milliseconds. With ``readback='rgb'`` mask and hand_id
-    are None, with ``readback='none'`` image is None too.
+    are None, with ``readback='none'`` (and when drawn into a host target) image is None too.
     """
 
     image: np.ndarray
@@ -108,6 +108,18 @@ class Engine:
     ``Engine(asset=None, *, ctx=None, shadow_map_size=1024, device='cpu')``: ``asset`` is a path
     to a right-hand npz (textures beside it) or None for the shipped asset; ``ctx`` an existing
     moderngl context (the viewer's), else a headless EGL one is created.
+
+    Inside a host application (a VR frame loop owning the context and the swapchain images)::
+
+        engine = Engine(ctx=host_ctx)
+        engine.render(scene, env, camera, target=eye_fbo)                       # PBR, one view
+        engine.render_student(scene, env, [left_cam, right_cam], targets=[left_tex, right_tex])
+
+    draws straight into the host's framebuffers / textures (swapchain images wrapped with
+    ``host_ctx.external_texture``), with no read-back to the CPU: 8-bit targets get the tone-mapped
+    sRGB frame, float targets linear radiance (:meth:`Compositor.target_format`); the host's
+    framebuffer binding, viewport, scissor, enable flags, blend / depth function and write masks are
+    restored after every call (:mod:`.gl_state`).
     """
 
     def __init__(self, asset=None, *, ctx=None, shadow_map_size: int = 1024, device="cpu",
@@ -201,11 +213,13 @@ class Engine:
 
     # ---------------------------------------------------------------------------------
     def pose(self, scene: Scene, meshes=("render",)) -> dict:
-        """Skin every hand of ``scene``: {side: HandOutput} (batch of 1, torch, world metres)."""
+        """Skin every hand of ``scene``: {side: HandOutput} (batch of 1, torch, world metres), each
+        with its :attr:`HandState.shape` (per-bone scales; None = the asset's proportions)."""
         out = {}
         with torch.no_grad():
             for h in scene.hands:
-                out[h.side] = self.models[h.side](h.pose, h.global_orient, h.transl, meshes=meshes)
+                out[h.side] = self.models[h.side](h.pose, h.global_orient, h.transl,
+                                                  shape=getattr(h, "shape", None), meshes=meshes)
         return out
 
     def default_camera(self, scene: Scene, width=1280, height=720, **kw) -> Camera:
@@ -219,12 +233,20 @@ class Engine:
                shading: str = "pbr", radiance_textures: dict | None = None, exposure_ev: float = 0.0,
                tonemap: str = "aces", background: str = "env", shadows: bool = True,
                return_linear: bool = False, width: int = 1280, height: int = 720,
-               readback: str = "all") -> Frame:
-        """Render ``scene``. ``camera`` None frames the hands (``width`` x ``height``).
+               readback: str | None = None, target=None) -> Frame:
+        """Render ``scene``. ``camera`` None frames the hands (``width`` x ``height``, or the
+        size of ``target``).
 
-        ``readback`` (see :meth:`Compositor.render`): 'all' (default), 'rgb' (``mask`` /
-        ``hand_id`` are None) or 'none' (``image`` None too; the frame stays on the GPU in
-        ``compositor.output_texture``).
+        ``readback`` (see :meth:`Compositor.render`): 'all' (the default without ``target``), 'rgb'
+        (``mask`` / ``hand_id`` are None) or 'none' (``image`` None too; the frame stays on the GPU
+        in ``compositor.output_texture``; the default with ``target``).
+
+        ``target``: draw the frame into the host application's own ``moderngl.Framebuffer`` or
+        ``moderngl.Texture`` (the Engine must have been made with the host's context,
+        ``Engine(ctx=host_ctx)``) instead of reading it back: 8-bit targets get the tone-mapped
+        sRGB image, float targets linear radiance (:meth:`Compositor.target_format`); its size
+        must be the camera's; the returned Frame has no images; the host's GL state is left as it
+        was (:mod:`.gl_state`).
 
         ``shading='uv_texture'`` draws ``radiance_textures`` {side: float32 [R, R, 3] linear HDR}
         directly (the neural student's output); 'pbr' is the physically based baseline.
@@ -245,10 +267,13 @@ class Engine:
         t2 = time.perf_counter()
         t["normals_upload"] = (t2 - t1) * 1e3
         if camera is None:
+            if target is not None:
+                width, height = self.compositor.target_size(target)
             camera = self._framing(posed, sides, width, height, scene.view_direction)
         out = self.compositor.render([self.drawables[s] for s in sides], env, camera, shading=shading,
                                      exposure_ev=exposure_ev, tonemap=tonemap, background=background,
-                                     shadows=shadows, return_linear=return_linear, readback=readback)
+                                     shadows=shadows, return_linear=return_linear, readback=readback,
+                                     target=target)
         t3 = time.perf_counter()
         t["composite"] = (t3 - t2) * 1e3
         t["total"] = (t3 - t0) * 1e3
@@ -304,7 +329,7 @@ class Engine:
                        backend: str = "auto", n_lights: int = 64, resolution: int | None = None,
                        exposure_ev: float = 0.0, tonemap: str = "aces", background: str = "env",
                        return_linear: bool = False, width: int = 1280, height: int = 720,
-                       readback: str = "all") -> "StudentFrame":
+                       readback: str | None = None, targets=None) -> "StudentFrame":
         """Render ``scene`` with the neural student: ONE feature + student pass, then one
         composite per camera (``shading='uv_texture'``).
 
@@ -321,6 +346,12 @@ class Engine:
         (skinning, lights, raycast, features, uv_gather, student, textures, upload, composite
         = the sum over views, total) and the backend's name. ``readback``: as in :meth:`render`
         ('rgb' skips the per-view mask / hand id / depth read-back, which the bench does).
+
+        ``targets``: draw each view into the host's own framebuffer / texture instead of reading it
+        back (as ``target`` in :meth:`render`): one per camera (stereo: [left eye, right eye]), or
+        one target for a single camera; with ``cameras`` None the framing camera takes the first
+        target's size. The targets are checked (type, size, dtype: ValueError naming
+        ``targets[i]``) before the feature and student passes run.
         """
         from .student import environment_code, scene_centre, select_channels, variant_feature_source
 
@@ -332,17 +363,26 @@ class Engine:
         sides = [h.side for h in scene.hands]
         t = {}
         t0 = time.perf_counter()
-        with torch.no_grad():
-            posed = {h.side: self.models[h.side](h.pose, h.global_orient, h.transl, meshes=("render", "proxy"))
-                     for h in scene.hands}
+        posed = self.pose(scene, meshes=("render", "proxy"))  # with each hand's shape
         t["skinning"] = (time.perf_counter() - t0) * 1e3
+        if targets is not None and not isinstance(targets, (list, tuple)):
+            targets = [targets]
         if cameras is None:
+            if targets:
+                width, height = self.compositor.target_size(targets[0], "targets[0]")
             cameras = [self._framing(posed, sides, width, height, scene.view_direction)]
         elif isinstance(cameras, Camera):
             cameras = [cameras]
         cameras = list(cameras)
         if not 1 <= len(cameras) <= 2 or not all(isinstance(c, Camera) for c in cameras):
             raise ValueError("cameras must be a Camera or a list of one or two Cameras (stereo)")
+        if targets is None:
+            targets = [None] * len(cameras)
+        elif len(targets) != len(cameras):
+            raise ValueError(f"targets: one per camera, got {len(targets)} for {len(cameras)} camera(s)")
+        else:
+            for i, (tgt, cam) in enumerate(zip(targets, cameras)):
+                self.compositor.target_format(tgt, (cam.width, cam.height), f"targets[{i}]")
         origin = np.mean([c.center for c in cameras], 0)
         # features (per proxy vertex) -> UV maps
         source = variant_feature_source(be.variant)
@@ -373,11 +413,12 @@ class Engine:
         t5 = time.perf_counter()
         t["upload"] = (t5 - t4) * 1e3
         frames, per_view = [], []
-        for cam in cameras:
+        for cam, tgt in zip(cameras, targets):
             tc = time.perf_counter()
             o = self.compositor.render([self.drawables[s] for s in sides], env, cam, shading="uv_texture",
                                        exposure_ev=exposure_ev, tonemap=tonemap, background=background,
-                                       shadows=False, return_linear=return_linear, readback=readback)
+                                       shadows=False, return_linear=return_linear, readback=readback,
+                                       target=tgt)
             per_view.append((time.perf_counter() - tc) * 1e3)
             frames.append(Frame(image=o["rgb"], mask=o["mask"], hand_id=o["hand_id"], camera=cam, sides=sides,
                                 timings_ms={"composite": per_view[-1]}, linear=o.get("linear")))

@@ -13,6 +13,8 @@ uniform float u_scale;
 uniform float u_exposure;    // 2^EV
 uniform int u_tonemap;       // 0 none, 1 aces, 2 filmic
 uniform int u_transparent;   // 1: alpha = coverage and colour is un-premultiplied
+uniform int u_linear_out;    // 1: write linear radiance * exposure (a float host target): no tone
+                             // mapping, no encoding
 out vec4 o_color;
 
 vec3 aces_narkowicz(vec3 x) {
@@ -44,6 +46,10 @@ void main() {
         c = alpha > 0.0 ? c / alpha : vec3(0.0);
     }
     c = max(c, vec3(0.0)) * u_exposure;
+    if (u_linear_out == 1) {
+        o_color = vec4(c, alpha);
+        return;
+    }
     if (u_tonemap == 1) c = aces_narkowicz(c);
     else if (u_tonemap == 2) c = hable_filmic(c);
     o_color = vec4(srgb_encode(c), alpha);
