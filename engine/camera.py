@@ -45,6 +45,61 @@ def _as_array(name: str, value, shape: tuple) -> np.ndarray:
     return arr
 
 
+def _field(obj, name: str):
+    """``obj.name`` or ``obj[name]`` (pyopenxr structs / plain objects / dicts)."""
+    if isinstance(obj, dict):
+        if name not in obj:
+            raise ValueError(f"from_openxr: missing key {name!r} in {sorted(obj)}")
+        return obj[name]
+    if not hasattr(obj, name):
+        raise ValueError(f"from_openxr: {type(obj).__name__} has no field {name!r}")
+    return getattr(obj, name)
+
+
+def _xr_vector(value, names: str, what: str) -> np.ndarray:
+    """A sequence of len(names) numbers, or an object / dict with those fields -> float64 array."""
+    if isinstance(value, dict) or not isinstance(value, (list, tuple, np.ndarray)):
+        value = [_field(value, n) for n in names]
+    return _as_array(f"from_openxr {what}", value, (len(names),))
+
+
+def _xr_pose(pose) -> tuple:
+    """``XrPosef`` (object / dict with orientation, position; or a (orientation, position) pair) ->
+    (unit quaternion [4] x, y, z, w, position [3])."""
+    if isinstance(pose, (list, tuple)) and len(pose) == 2:
+        orientation, position = pose
+    else:
+        orientation, position = _field(pose, "orientation"), _field(pose, "position")
+    q = _xr_vector(orientation, "xyzw", "pose orientation")
+    n = np.linalg.norm(q)
+    if n < 1e-6:
+        raise ValueError("from_openxr: pose orientation is a zero quaternion")
+    return q / n, _xr_vector(position, "xyz", "pose position")
+
+
+def _xr_fov(fov) -> np.ndarray:
+    """``XrFovf`` (object / dict with angleLeft, angleRight, angleUp, angleDown -- or pyopenxr's
+    angle_left ... angle_down -- or a 4-tuple) -> [4] radians."""
+    if isinstance(fov, dict) or not isinstance(fov, (list, tuple, np.ndarray)):
+        has = (lambda n: n in fov) if isinstance(fov, dict) else (lambda n: hasattr(fov, n))
+        names = ("angleLeft", "angleRight", "angleUp", "angleDown")
+        if not has("angleLeft"):
+            names = ("angle_left", "angle_right", "angle_up", "angle_down")
+        fov = [_field(fov, n) for n in names]
+    a = _as_array("from_openxr fov", fov, (4,))
+    if np.any(np.abs(a) >= math.pi / 2):
+        raise ValueError(f"from_openxr: fov angles must lie in (-pi/2, pi/2), got {a.tolist()}")
+    return a
+
+
+def _quat_matrix(q: np.ndarray) -> np.ndarray:
+    """Unit quaternion (x, y, z, w) -> 3x3 rotation matrix (column vectors)."""
+    x, y, z, w = q
+    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+                     [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+                     [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
+
+
 @dataclass
 class Camera:
     """OpenCV pinhole camera: intrinsics ``K``, world-to-camera rotation ``R`` and translation ``t``."""
@@ -116,6 +171,40 @@ class Camera:
         R = np.stack([x, y, z])
         t = -R @ eye
         return cls.from_fov(fov_y_deg, width, height, R=R, t=t)
+
+    @classmethod
+    def from_openxr(cls, pose, fov, width: int, height: int, near: float = 0.05, far: float = 100.0) -> "Camera":
+        """Camera of one OpenXR view (``XrView``): ``pose`` an ``XrPosef`` (view -> reference space:
+        orientation quaternion x, y, z, w and position, metres), ``fov`` an ``XrFovf`` (angleLeft,
+        angleRight, angleUp, angleDown, radians; left / down usually negative), ``width`` x ``height``
+        the swapchain image size.
+
+        The OpenXR view looks down -Z with +Y up and +X right (the reference space is right-handed, +Y
+        up, like our world: no change of axes).  So ``R = diag(1, -1, -1) R_pose^T`` and ``t = -R p``,
+        and the asymmetric frustum gives an off-centre principal point::
+
+            fx = W / (tan R - tan L)   cx = -fx tan L
+            fy = H / (tan U - tan D)   cy =  fy tan U
+
+        With this K, :meth:`gl_projection_matrix` ``(near, far)`` equals OpenXR's
+        ``XrMatrix4x4f_CreateProjectionFov(GRAPHICS_OPENGL, fov, near, far)`` (xr_linear.h) and
+        :meth:`gl_view_matrix` the inverse of the pose.  ``near`` / ``far`` are not stored by the
+        camera (pass them to :meth:`gl_projection_matrix`); they are checked here.  ``pose`` / ``fov``
+        may be pyopenxr structs or any object with those attributes, dicts with the same keys, or
+        tuples ``((x, y, z, w), (px, py, pz))`` / ``(left, right, up, down)``.
+        """
+        q, p = _xr_pose(pose)
+        left, right, up, down = _xr_fov(fov)
+        if not (0.0 < near < far):
+            raise ValueError(f"from_openxr: need 0 < near < far, got near={near}, far={far}")
+        tl, tr, tu, td = (math.tan(a) for a in (left, right, up, down))
+        if not (tr > tl and tu > td):
+            raise ValueError(f"from_openxr: empty field of view (angleLeft={left}, angleRight={right}, "
+                             f"angleUp={up}, angleDown={down}); need right > left and up > down, within (-pi/2, pi/2)")
+        fx, fy = width / (tr - tl), height / (tu - td)
+        K = np.array([[fx, 0.0, -fx * tl], [0.0, fy, fy * tu], [0.0, 0.0, 1.0]])
+        R = np.diag([1.0, -1.0, -1.0]) @ _quat_matrix(q).T
+        return cls(K=K, R=R, t=-R @ p, width=width, height=height)
 
     # ------------------------------------------------------------------ properties
     @property
