@@ -28,6 +28,7 @@ from .features import lighting_features
 from .hand_model import HandAsset, HandModel, default_asset_path, vertex_normals
 from .image_io import read_png
 from .scene import Scene
+from .translucency import proxy_transmittance
 from .uv_maps import UVRasterizer
 
 SHADINGS = ("pbr", "uv_texture", "albedo", "normal", "uv")
@@ -148,10 +149,14 @@ class Engine:
         return self._uv[resolution]
 
     def vertex_features(self, scene: Scene, env: EnvironmentMap, view_origin, *, n_lights: int = 64,
-                        sources=("vis",), posed: dict | None = None, **feature_kw) -> dict:
+                        sources=("vis",), posed: dict | None = None, translucency=None, **feature_kw) -> dict:
         """Per-proxy-vertex lighting features (the part of :meth:`lighting_features` before the UV
         gather) for one or both ``sources``: 'vis' (visibility ray cast against both hands'
         proxies) and 'novis' (visibility = 1 for every vertex and light: no ray casting).
+
+        ``translucency``: mean free paths (metres, e.g. ``translucency.DEFAULT_MEAN_FREE_PATHS``)
+        adds the ``transmit_*`` channels (:mod:`.translucency`, a second ray cast through the
+        hands); 'novis' casts no rays, so its ``transmit_*`` channels are 0.
 
         ``posed`` optionally gives {side: HandOutput} with proxy vertices already skinned.
         Returns ``{'vis': [H,Vp,C], 'novis': [H,Vp,C] (those asked for), 'energy': [3], 'names':
@@ -162,8 +167,7 @@ class Engine:
         sides = [h.side for h in scene.hands]
         with torch.no_grad():
             if posed is None:
-                posed = {h.side: self.models[h.side](h.pose, h.global_orient, h.transl, meshes=("proxy",))
-                         for h in scene.hands}
+                posed = self.pose(scene, meshes=("proxy",))
             proxies = torch.stack([posed[s].proxy_vertices[0] for s in sides])
         t1 = time.perf_counter()
         t["skinning_proxy"] = (t1 - t0) * 1e3
@@ -173,10 +177,13 @@ class Engine:
         t2 = time.perf_counter()
         t["lights"] = (t2 - t1) * 1e3
         out = {"light_dirs": dirs, "light_rgb": rgb, "visibility": None}
-        vis = None
+        vis = trans = None
         if "vis" in sources:
             vis = raycast.proxy_visibility(proxies, normals, faces, dirs, backend=self.raycaster)
             out["visibility"] = vis
+            if translucency:
+                trans = proxy_transmittance(proxies, normals, faces, dirs, mean_free_paths=translucency,
+                                            backend=self.raycaster)["transmittance"]
         t3 = time.perf_counter()
         t["raycast"] = (t3 - t2) * 1e3 if vis is not None else 0.0  # 'novis' alone casts no rays
         origin = np.asarray(view_origin, np.float64)
@@ -184,6 +191,9 @@ class Engine:
             if src not in ("vis", "novis"):
                 raise ValueError(f"feature source must be 'vis' or 'novis', got {src!r}")
             v = vis if src == "vis" else torch.ones(proxies.shape[0], proxies.shape[1], len(dirs), dtype=torch.bool)
+            if translucency:
+                T = trans if src == "vis" else torch.zeros(*v.shape, len(translucency))
+                feature_kw.update(transmittance=T, mean_free_paths=tuple(translucency))
             feats, energy, names = lighting_features(proxies, normals, v, dirs, rgb, origin, **feature_kw)
             out[src] = feats
             out["energy"], out["names"] = torch.as_tensor(energy), list(names)

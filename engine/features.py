@@ -40,6 +40,9 @@ Channels (C = 19 by default, names returned in order):
                          (light-weighted visibility fraction, "how much of the light that
                          reaches this vertex's hemisphere is not blocked"; 1 where no light
                          is above the horizon); already scale free.
+  transmit_{m}mm_{r,g,b} sum_l E_l T_lm max(0, -n . w_l) / energy   for each mean free path m,
+                         if ``transmittance`` [H,V,N,M] is given (:mod:`.translucency`: light
+                         from behind the surface attenuated by the tissue it crosses)
   normal_{x,y,z}         n (world), if ``include_normal``
   view_{x,y,z}           o (world), if ``include_view``
 ``roughness`` are GGX alpha values (not perceptual roughness). Default (0.2, 0.4, 0.7):
@@ -89,8 +92,12 @@ def smith_visibility(nl: torch.Tensor, nv: torch.Tensor, a2) -> torch.Tensor:
 def lighting_features(vertices, normals, visibility, light_dirs, light_rgb, view_origin,
                       roughness: Sequence[float] = (0.2, 0.4, 0.7), *,
                       include_normal: bool = True, include_view: bool = False,
-                      normalize: str = "rgb") -> Tuple[torch.Tensor, torch.Tensor, List[str]]:
+                      normalize: str = "rgb", transmittance=None,
+                      mean_free_paths: Sequence[float] = ()) -> Tuple[torch.Tensor, torch.Tensor, List[str]]:
     """Per-vertex lighting features; see the module docstring for every formula.
+
+    ``transmittance`` [H,V,N,M] (:func:`relit_hands.translucency.proxy_transmittance`) adds the
+    ``transmit_*`` channels, one RGB triple per entry of ``mean_free_paths`` (metres, names only).
 
     Returns ``(features [H,V,C] float32, energy [3] float32, channel_names)``.
     Accepts ``[V,3]`` / ``[V,N]`` single-hand inputs too (then ``features`` is ``[1,V,C]``).
@@ -145,6 +152,17 @@ def lighting_features(vertices, normals, visibility, light_dirs, light_rgb, view
                      torch.ones_like(den))
     feats.append(ao[..., None])
     names.append("ao")
+    if transmittance is not None:
+        T = _t(transmittance, device=dev)
+        T = T[None] if T.dim() == 3 else T
+        if T.shape[:3] != nl.shape or T.shape[3] != len(mean_free_paths):
+            raise ValueError(f"transmittance: expected [H, V, N, M] = {list(nl.shape)} + [{len(mean_free_paths)}] "
+                             f"(one per mean free path), got {list(T.shape)}")
+        back = (-nl).clamp_min(0.0)                                        # [H,V,N]
+        for m, mfp in enumerate(mean_free_paths):
+            feats.append(torch.einsum("hvn,nc->hvc", T[..., m] * back, En))
+            tag = f"transmit_{float(mfp) * 1e3:g}mm"
+            names += [f"{tag}_r", f"{tag}_g", f"{tag}_b"]
     if include_normal:
         feats.append(n)
         names += ["normal_x", "normal_y", "normal_z"]

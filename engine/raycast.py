@@ -26,7 +26,9 @@ cull_backfacing=True, return_info=False) -> vis [H, V, N] bool (torch)``
       spatially coherent (neighbouring rays usually share a grid cell in the Triton kernel).
 
 Backends (``RayCaster``: ``build(vertices_world [M,3], faces [K,3])`` once per frame, then
-``occluded(origins [R,3], dirs [R,3]) -> bool [R]``, and ``occluded_lights(origins,
+``occluded(origins [R,3], dirs [R,3]) -> bool [R]``, ``hit_distance(origins, dirs) -> float32
+[R]`` (distance to the nearest hit in units of ``|d|``, ``inf`` for none; what the translucency
+cue of :mod:`.translucency` casts), and ``occluded_lights(origins,
 light_index [R], directions [N,3])`` for rays drawn from a shared direction set (default:
 ``occluded(origins, directions[light_index])``; ``proxy_visibility`` calls this one);
 registry ``get_backend(name)``, ``register_backend``, ``available_backends()``,
@@ -134,6 +136,15 @@ class RayCaster:
     def occluded(self, origins: ArrayLike, dirs: ArrayLike) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 
+    def hit_distance(self, origins: ArrayLike, dirs: ArrayLike) -> torch.Tensor:
+        """Nearest hit ``t > 0`` of each ray (float32 [R], ``inf`` where it hits nothing).
+
+        The default is the brute-force reference on the triangles of the last ``build``
+        (backends with a faster query override it)."""
+        if getattr(self, "_reference", None) is None:
+            raise RuntimeError(f"{type(self).__name__}.hit_distance called before build")
+        return self._reference.hit_distance(origins, dirs)
+
     def occluded_lights(self, origins, light_index, directions) -> torch.Tensor:
         """Rays whose directions come from a shared set: ``dirs = directions[light_index]``.
         Backends that exploit the shared directions (the per-light grid of 'grid' and
@@ -205,6 +216,27 @@ def _moller_trumbore_any(o, d, v0, e1, e2, tmin: float = 0.0) -> torch.Tensor:
     return hit.any(dim=1)
 
 
+def _moller_trumbore_nearest(o, d, v0, e1, e2, tmin: float = 0.0) -> torch.Tensor:
+    """o, d [r,3]; v0, e1, e2 [k,3] -> float [r]: smallest t > tmin over the triangles hit
+    (``inf`` when none). Same arithmetic as :func:`_moller_trumbore_any`."""
+    dx, dy, dz = (d[:, i:i + 1] for i in range(3))
+    px = dy * e2[:, 2] - dz * e2[:, 1]
+    py = dz * e2[:, 0] - dx * e2[:, 2]
+    pz = dx * e2[:, 1] - dy * e2[:, 0]
+    det = e1[:, 0] * px + e1[:, 1] * py + e1[:, 2] * pz
+    ok = det.abs() > _DET_EPS
+    inv = 1.0 / torch.where(ok, det, torch.ones_like(det))
+    tx, ty, tz = o[:, 0:1] - v0[:, 0], o[:, 1:2] - v0[:, 1], o[:, 2:3] - v0[:, 2]
+    u = (tx * px + ty * py + tz * pz) * inv
+    qx = ty * e1[:, 2] - tz * e1[:, 1]
+    qy = tz * e1[:, 0] - tx * e1[:, 2]
+    qz = tx * e1[:, 1] - ty * e1[:, 0]
+    v = (dx * qx + dy * qy + dz * qz) * inv
+    t = (e2[:, 0] * qx + e2[:, 1] * qy + e2[:, 2] * qz) * inv
+    hit = ok & (u >= 0) & (v >= 0) & (u + v <= 1) & (t > tmin)
+    return torch.where(hit, t, torch.full_like(t, float("inf"))).amin(dim=1)
+
+
 class TorchRayCaster(RayCaster):
     """Brute-force reference (every ray x every triangle), chunked to ~max_elems pairs."""
 
@@ -228,19 +260,24 @@ class TorchRayCaster(RayCaster):
         self.dev = dev
         self.last_build_ms = (time.perf_counter() - t0) * 1e3
 
-    def occluded(self, origins, dirs) -> torch.Tensor:
+    def _chunked(self, fn, origins, dirs, dtype) -> torch.Tensor:
         t0 = time.perf_counter()
         o = _as_tensor(origins, torch.float32, self.dev)
         d = _as_tensor(dirs, torch.float32, self.dev)
         k = max(1, self.v0.shape[0])
         chunk = max(1, self.max_elems // k)
-        out = torch.empty(o.shape[0], dtype=torch.bool, device=self.dev)
+        out = torch.empty(o.shape[0], dtype=dtype, device=self.dev)
         for s in range(0, o.shape[0], chunk):
-            out[s:s + chunk] = _moller_trumbore_any(o[s:s + chunk], d[s:s + chunk],
-                                                    self.v0, self.e1, self.e2)
+            out[s:s + chunk] = fn(o[s:s + chunk], d[s:s + chunk], self.v0, self.e1, self.e2)
         _sync(self.dev)
         self.last_query_ms = (time.perf_counter() - t0) * 1e3
         return out
+
+    def occluded(self, origins, dirs) -> torch.Tensor:
+        return self._chunked(_moller_trumbore_any, origins, dirs, torch.bool)
+
+    def hit_distance(self, origins, dirs) -> torch.Tensor:
+        return self._chunked(_moller_trumbore_nearest, origins, dirs, torch.float32)
 
 
 def _sync(dev) -> None:
@@ -305,6 +342,20 @@ class EmbreeRayCaster(RayCaster):
         out = torch.from_numpy(res != -1)
         self.last_query_ms = (time.perf_counter() - t0) * 1e3
         return out
+
+    def hit_distance(self, origins, dirs) -> torch.Tensor:
+        """``rtcIntersect1`` (embreex query 'DISTANCE': tfar, 1e37 for a miss -> inf)."""
+        if self._scene is None:
+            raise RuntimeError("EmbreeRayCaster.hit_distance called before build")
+        t0 = time.perf_counter()
+        o = np.ascontiguousarray(_np(origins), dtype=np.float32)
+        d = np.ascontiguousarray(_np(dirs), dtype=np.float32)
+        if o.shape[0] == 0:
+            return torch.zeros(0, dtype=torch.float32)
+        t = np.asarray(self._scene.run(o, d, query="DISTANCE"), dtype=np.float32)
+        t[t >= 1e30] = np.inf
+        self.last_query_ms = (time.perf_counter() - t0) * 1e3
+        return torch.from_numpy(t)
 
 
 def _np(x) -> np.ndarray:
@@ -737,6 +788,10 @@ class TritonRayCaster(RayCaster):
         v = _as_tensor(vertices, torch.float32, self.device)
         f = _as_tensor(faces, torch.long, self.device)
         self._v, self._f = v, f
+        # no Triton kernel for nearest hits yet: hit_distance (the translucency cue) runs the
+        # brute-force reference on the same device
+        self._reference = TorchRayCaster(device=self.device)
+        self._reference.build(v, f)
         tri = v[f]
         v0 = tri[:, 0]
         self.tri_soa = torch.cat([v0.T, (tri[:, 1] - v0).T, (tri[:, 2] - v0).T], 0).contiguous()
