@@ -28,7 +28,7 @@ from .features import lighting_features
 from .hand_model import HandAsset, HandModel, default_asset_path, vertex_normals
 from .image_io import read_png
 from .scene import Scene
-from .translucency import proxy_transmittance
+from .translucency import mean_free_paths_of, proxy_transmittance
 from .uv_maps import UVRasterizer
 
 SHADINGS = ("pbr", "uv_texture", "albedo", "normal", "uv")
@@ -396,7 +396,8 @@ class Engine:
         origin = np.mean([c.center for c in cameras], 0)
         # features (per proxy vertex) -> UV maps
         source = variant_feature_source(be.variant)
-        vf = self.vertex_features(scene, env, origin, n_lights=n_lights, sources=(source,), posed=posed)
+        vf = self.vertex_features(scene, env, origin, n_lights=n_lights, sources=(source,), posed=posed,
+                                  translucency=mean_free_paths_of(be.feature_names or ()))
         for k in ("lights", "raycast", "features"):
             t[k] = vf["timings_ms"][k]
         t["skinning"] += vf["timings_ms"]["skinning_proxy"]

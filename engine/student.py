@@ -110,8 +110,9 @@ def variant_feature_names(variant: str, available: Sequence[str] = FEATURE_NAMES
     if variant == "vis":
         return av
     if variant == "novis":
-        # computed with visibility = 1: diffuse_vis duplicates diffuse_novis, ao is constant 1
-        return [n for n in av if not n.startswith("diffuse_vis") and n != "ao"]
+        # computed with visibility = 1: diffuse_vis duplicates diffuse_novis, ao is constant 1,
+        # transmit_* (a ray cast) are 0
+        return [n for n in av if not n.startswith(("diffuse_vis", "transmit_")) and n != "ao"]
     return [n for n in av if n.startswith("normal_")]
 
 

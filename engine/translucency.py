@@ -36,9 +36,19 @@ import torch
 from . import raycast
 from .raycast import DEFAULT_EPSILON, RayCaster
 
-__all__ = ["proxy_transmittance", "DEFAULT_MEAN_FREE_PATHS"]
+__all__ = ["proxy_transmittance", "DEFAULT_MEAN_FREE_PATHS", "mean_free_paths_of"]
 
 DEFAULT_MEAN_FREE_PATHS = (0.002, 0.006)  # metres: ~blue/green and ~red scattering lengths in skin
+
+
+def mean_free_paths_of(feature_names: Sequence[str]) -> tuple:
+    """The mean free paths (metres, in order) whose ``transmit_{mm}mm_{r,g,b}`` channels appear in
+    ``feature_names`` (a student's inputs), ``()`` when there are none."""
+    out = []
+    for name in feature_names:
+        if name.startswith("transmit_") and name.endswith("mm_r"):
+            out.append(float(name[len("transmit_"):-len("mm_r")]) * 1e-3)
+    return tuple(out)
 
 
 def proxy_transmittance(vertices, normals, faces, directions, *,

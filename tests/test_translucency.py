@@ -176,3 +176,28 @@ def test_engine_translucency_lights_a_backlit_finger():
         assert plain["names"] == [c for c in names if not c.startswith("transmit_")]
     finally:
         engine.release()
+
+
+def test_student_with_transmit_inputs_gets_them_at_run_time(tmp_path):
+    """A student whose inputs include transmit_* channels: the engine computes the cue for it
+    (render_student), the novis ablation drops the channels, the names parse back to the paths."""
+    from relit_hands.engine import Engine
+    from relit_hands.environment import EnvironmentMap
+    from relit_hands.scene import scene_preset
+    from relit_hands.student import FEATURE_NAMES, StudentNet, save_student, variant_feature_names
+    from relit_hands.translucency import mean_free_paths_of
+
+    transmit = [f"transmit_{m}mm_{c}" for m in (2, 6) for c in "rgb"]
+    available = list(FEATURE_NAMES[:16]) + transmit + list(FEATURE_NAMES[16:])
+    assert mean_free_paths_of(available) == (0.002, 0.006)
+    assert not any(n.startswith("transmit_") for n in variant_feature_names("novis", available))
+    net = StudentNet.for_variant("vis", resolution=128, available=available, base=4)
+    path = tmp_path / "student_transmit.safetensors"
+    save_student(path, net)
+    engine = Engine()
+    try:
+        sf = engine.render_student(scene_preset("shadow"), EnvironmentMap.from_name_or_path("sky_sun").rotate(160, 0),
+                                   student=str(path), backend="torch", n_lights=32, width=96, height=64)
+        assert sf.image.shape == (64, 96, 3) and np.isfinite(sf.image).all()
+    finally:
+        engine.release()

@@ -49,6 +49,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from relit_hands.translucency import DEFAULT_MEAN_FREE_PATHS
+
 __all__ = ["teacher_env_texture", "SharedBasisRelighter", "env_light_weights", "fixed_light_directions",
            "StudentEnvironments", "make_student_set", "main", "build_parser", "load_teacher_run"]
 
@@ -233,10 +235,12 @@ class StudentEnvironments:
 def make_student_set(teacher_path, out, *, poses: int = 16, envs=None, rotations: int = 4,
                      n_lights: int = 512, feature_lights: int = 64, capture=None, exclude_radius: float = 0.1,
                      val_fraction: float = 0.1, jitter: float = 0.15, seed: int = 0, chunk: int = 32,
-                     light_library=None, envs_per_pose: int = 6,
+                     light_library=None, envs_per_pose: int = 6, translucency=(),
                      progress: bool = True, command: str | None = None) -> dict:
     """Write the student set (module docstring); returns the summary dict (also summary.json).
-    ``light_library``: a :class:`~.light_library.LightLibrary`, a folder or ``"gen:COUNT"``."""
+    ``light_library``: a :class:`~.light_library.LightLibrary`, a folder or ``"gen:COUNT"``;
+    ``translucency``: mean free paths (metres) of the ``transmit_*`` feature channels
+    (:mod:`relit_hands.translucency`; empty: none)."""
     from tqdm import tqdm
 
     from relit_hands.capture import Capture
@@ -283,7 +287,8 @@ def make_student_set(teacher_path, out, *, poses: int = 16, envs=None, rotations
         tex = relighter.textures(scene, origin, rot_envs)                        # [E,H,3,R,R]
         split = "val" if pi >= poses - n_val else "train"
         for e, (env, (en, yaw, pitch)) in enumerate(zip(rot_envs, tags)):
-            vf = proxy_vertex_features(engine, scene, env, origin, n_lights=feature_lights, sources=("vis", "novis"))
+            vf = proxy_vertex_features(engine, scene, env, origin, n_lights=feature_lights, sources=("vis", "novis"),
+                                       translucency=translucency)
             feature_names = vf["names"]
             sid = f"{len(samples):06d}"
             f = f"samples/{sid}.npz"
@@ -306,7 +311,8 @@ def make_student_set(teacher_path, out, *, poses: int = 16, envs=None, rotations
                                        "rejected_draws": rejected}})
     summary = {"tool": "relit-hands make-student-set", "command": command, "out": str(out), "samples": len(samples),
                "poses": poses, **environments.describe(), "rotations": rotations, "n_lights_teacher": n_lights,
-               "feature_lights": feature_lights, "resolution": cond.resolution,
+               "feature_lights": feature_lights, "translucency_mfp_m": list(translucency),
+               "resolution": cond.resolution,
                "splits": {s: sum(1 for x in samples if x["split"] == s) for s in ("train", "val")},
                "heldout_poses_excluded_from": str(capture) if capture else None, "rejected_draws": rejected,
                "wall_seconds": time.time() - t0}
@@ -328,6 +334,9 @@ def add_arguments(p):
                         "(make-light-library output or user .hdr/.exr maps) or gen:COUNT (COUNT generated "
                         "train maps per training family)")
     p.add_argument("--envs-per-pose", type=int, default=6, help="library maps drawn per pose (with --light-library)")
+    p.add_argument("--translucency", action="store_true",
+                   help="add the transmit_* feature channels (light crossing the hand from behind; "
+                        "a second ray cast): students trained on the set then compute them at run time")
     p.add_argument("--rotations", type=int, default=4, help="random rotations per environment and pose")
     p.add_argument("--n-lights", type=int, default=512, help="teacher directional lights (>= 256)")
     p.add_argument("--feature-lights", type=int, default=64, help="lights of the student's features")
@@ -350,6 +359,7 @@ def run_from_args(args, command: str | None = None) -> int:
                          n_lights=args.n_lights, feature_lights=args.feature_lights, capture=args.capture,
                          exclude_radius=args.exclude_radius, val_fraction=args.val_fraction, seed=args.seed,
                          light_library=args.light_library, envs_per_pose=args.envs_per_pose,
+                         translucency=DEFAULT_MEAN_FREE_PATHS if args.translucency else (),
                          progress=not args.no_progress, command=command)
     print(json.dumps(s, indent=1))
     return 0
