@@ -320,12 +320,15 @@ class EmbreeRayCaster(RayCaster):
         self._scene = scene
         self.last_build_ms = (time.perf_counter() - t0) * 1e3
 
-    def occluded(self, origins, dirs) -> torch.Tensor:
+    def _rays(self, origins, dirs, query: str):
         if self._scene is None:
-            raise RuntimeError("EmbreeRayCaster.occluded called before build")
+            raise RuntimeError(f"EmbreeRayCaster.{query} called before build")
+        return (np.ascontiguousarray(_np(origins), dtype=np.float32),
+                np.ascontiguousarray(_np(dirs), dtype=np.float32))
+
+    def occluded(self, origins, dirs) -> torch.Tensor:
         t0 = time.perf_counter()
-        o = np.ascontiguousarray(_np(origins), dtype=np.float32)
-        d = np.ascontiguousarray(_np(dirs), dtype=np.float32)
+        o, d = self._rays(origins, dirs, "occluded")
         if o.shape[0] == 0:
             return torch.zeros(0, dtype=torch.bool)
         k = min(self.threads, o.shape[0] // self._MIN_RAYS_PER_THREAD)
@@ -345,11 +348,8 @@ class EmbreeRayCaster(RayCaster):
 
     def hit_distance(self, origins, dirs) -> torch.Tensor:
         """``rtcIntersect1`` (embreex query 'DISTANCE': tfar, 1e37 for a miss -> inf)."""
-        if self._scene is None:
-            raise RuntimeError("EmbreeRayCaster.hit_distance called before build")
         t0 = time.perf_counter()
-        o = np.ascontiguousarray(_np(origins), dtype=np.float32)
-        d = np.ascontiguousarray(_np(dirs), dtype=np.float32)
+        o, d = self._rays(origins, dirs, "hit_distance")
         if o.shape[0] == 0:
             return torch.zeros(0, dtype=torch.float32)
         t = np.asarray(self._scene.run(o, d, query="DISTANCE"), dtype=np.float32)

@@ -41,7 +41,8 @@ class AtlasError(RuntimeError):
 
 
 def _face_adjacency(faces: np.ndarray) -> sparse.csr_matrix:
-    """[F, F] adjacency of faces sharing an edge (closed manifold mesh)."""
+    """[F, F] adjacency of faces sharing an edge (manifold; in a closed mesh every face has 3
+    neighbours, a UV topology has fewer along its chart borders)."""
     F = len(faces)
     edges = np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), axis=1)
     fid = np.tile(np.arange(F), 3)
@@ -247,20 +248,8 @@ def semantic_atlas(verts: np.ndarray, faces: np.ndarray, labels: np.ndarray, res
 
 def uv_charts(uv_faces: np.ndarray) -> np.ndarray:
     """Chart id of every face: connected components of the UV topology, [F] int64."""
-    n_comp, comp = connected_components(_face_adjacency_open(uv_faces), directed=False)
+    n_comp, comp = connected_components(_face_adjacency(uv_faces), directed=False)
     return comp
-
-
-def _face_adjacency_open(faces: np.ndarray) -> sparse.csr_matrix:
-    """Like :func:`_face_adjacency` for a mesh with borders (a UV topology)."""
-    F = len(faces)
-    edges = np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), axis=1)
-    fid = np.tile(np.arange(F), 3)
-    order = np.lexsort((edges[:, 1], edges[:, 0]))
-    e, f = edges[order], fid[order]
-    same = np.all(e[1:] == e[:-1], axis=1)
-    adj = sparse.coo_matrix((np.ones(same.sum()), (f[:-1][same], f[1:][same])), shape=(F, F))
-    return (adj + adj.T).tocsr()
 
 
 def seam_length(verts: np.ndarray, faces: np.ndarray, uv_faces: np.ndarray) -> float:
