@@ -5,7 +5,7 @@ const float PI = 3.14159265358979323846;
 // d = (sin(phi) cos(el), sin(el), -cos(phi) cos(el)),  phi = 2 pi (u - 0.5),  el = pi (0.5 - v).
 vec2 dir_to_equirect(vec3 d) {
     d = normalize(d);
-    float phi = atan(d.x, -d.z);
+    float phi = (abs(d.x) + abs(d.z) > 0.0) ? atan(d.x, -d.z) : 0.0;  // atan(0, 0) is undefined
     float el = asin(clamp(d.y, -1.0, 1.0));
     return vec2(phi / (2.0 * PI) + 0.5, 0.5 - el / PI);
 }

@@ -123,9 +123,13 @@ void main() {
                 float NoL = dot(n, L);
                 if (NoL <= 0.0) continue;
                 float vis = (u_shadows == 1) ? shadow_visibility(k, v_pos, Ng) : 1.0;
-                vec3 H = normalize(L + V);
+                // L = -V (a light straight behind the hand, seen through a back-facing shading
+                // normal) has no half vector: normalize would give NaN; use n (NoH = 1)
+                vec3 LV = L + V;
+                float lv = length(LV);
+                vec3 H = lv > 1e-6 ? LV / lv : n;
                 float NoH = max(dot(n, H), 0.0);
-                float VoH = max(dot(V, H), 0.0);
+                float VoH = clamp(dot(V, H), 0.0, 1.0);  // 1 - VoH < 0 (rounding) would make pow() NaN
                 float dd = NoH * NoH * (a2 - 1.0) + 1.0;
                 float D = a2 / (PI * dd * dd);
                 // Smith height-correlated visibility  G / (4 NoL NoV)

@@ -454,3 +454,19 @@ def test_update_vertices_normals_and_bounds(comp):
     assert np.min(np.sum(hand._pos_normal[:, 3:6] * radial, axis=1)) > 0.995
     np.testing.assert_allclose(hand.center, [0.2, -0.1, 0.4], atol=1e-3)
     assert hand.radius == pytest.approx(0.3, rel=1e-4)
+
+
+def test_pbr_has_no_nan_where_the_half_vector_meets_the_view():
+    """Regression: V.H rounded above 1 made pow(1 - V.H, 5) NaN in one hand pixel of this view
+    (clasp, sky_sun rotated 160 degrees, 640x480), a silently black pixel after tone mapping."""
+    from relit_hands.engine import Engine
+    from relit_hands.scene import scene_preset
+
+    engine = Engine()
+    try:
+        scene = scene_preset("clasp")
+        env = EnvironmentMap.from_name_or_path("sky_sun").rotate(160.0, 0.0)
+        frame = engine.render(scene, env, engine.default_camera(scene, 640, 480), shading="pbr", return_linear=True)
+        assert np.isfinite(frame.linear).all()
+    finally:
+        engine.release()
