@@ -317,6 +317,7 @@ TOOL_COMMANDS = {
     "train-student": ("train_student", "train the UV student (vis | novis | bottleneck) on a teacher-made set"),
     "bench": ("bench", "headless benchmark: per-stage ms, end-to-end fps, JSON + PNG chart"),
     "compare-assets": ("asset_compare", "hand assets side by side: UV charts, seams, stretch, PBR renders"),
+    "seam-measure": ("seam_measure", "how much a renderer's image jumps along UV chart borders (student vs PBR)"),
     "export-gltf": ("export_gltf", "one frame's posed, relit hands as glTF 2.0 (.glb): meshes + tone-mapped textures"),
     "make-light-library": ("light_library", "seeded library of HDR training environments with train/val/test splits"),
 }
