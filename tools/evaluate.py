@@ -424,6 +424,64 @@ def _subset(frame) -> str:
     return "single_hand" if len(frame.scene.hands) == 1 else "two_hands"
 
 
+def guard_evaluation_maps(frames) -> None:
+    """Refuse frames lit by a light-library map of the ``train`` split (a student may have seen
+    it): :func:`~.light_library.require_split`. Shipped maps (named, not library ids) pass."""
+    from .eval_subsets import env_family
+    from .light_library import SplitError, _generated_entry, require_split
+
+    ids = sorted({str(f.env_id) for f in frames if f.env_id is not None and env_family(f.env_id) != "shipped"})
+    try:
+        entries = [_generated_entry(i.split("-")[0], int(i.split("-")[1])) for i in ids]
+        require_split(entries, {"val", "test"}, "evaluation")
+    except (SplitError, ValueError) as e:
+        raise EvaluationError(str(e)) from None
+
+
+def capture_engine_kwargs(capture) -> dict:
+    """The Engine settings a capture needs: its generator's hand asset (light-stage presets that
+    name one, e.g. eval_v2 -> models/hand_v2), so every renderer sees the same hand."""
+    from .lightstage import preset_asset_path
+
+    gen = capture.generator if isinstance(getattr(capture, "generator", None), dict) else {}
+    path = preset_asset_path(gen.get("settings", {}) or {})
+    return {"asset": path} if path is not None else {}
+
+
+def frame_lighting_case(engine, frame, env) -> tuple:
+    """(dominant light direction [3], scene centre [3], {'family', 'interhand_shadow'}) of an
+    environment frame (:mod:`.eval_subsets`); the per-camera ``backlit`` flag is added by the
+    caller. Frames without an environment: no light, every flag False."""
+    from .eval_subsets import SHADOW_FRACTION, dominant_direction, env_family, interhand_shadow_fraction
+
+    posed = engine.pose(frame.scene, meshes=("proxy",))
+    centre = np.concatenate([o.proxy_vertices[0].numpy() for o in posed.values()]).mean(0)
+    if env is None:
+        return np.zeros(3), centre, {"family": "none", "interhand_shadow": False}
+    light = dominant_direction(env)
+    shadow = interhand_shadow_fraction(engine.models, frame.scene, light) >= SHADOW_FRACTION
+    return light, centre, {"family": env_family(frame.env_id), "interhand_shadow": bool(shadow)}
+
+
+def is_backlit(camera_centre, scene_centre, light) -> bool:
+    from .eval_subsets import is_backlit as backlit
+
+    return bool(np.any(light)) and backlit(camera_centre, scene_centre, light)
+
+
+def lighting_subsets(records) -> dict:
+    """Per-image records grouped by lighting case: backlit / front-lit views, inter-hand shadow
+    frames, and one group per environment family."""
+    out = {"backlit": [], "not_backlit": [], "interhand_shadow": []}
+    for r in records:
+        L = r.get("lighting") or {}
+        out["backlit" if L.get("backlit") else "not_backlit"].append(r)
+        if L.get("interhand_shadow"):
+            out["interhand_shadow"].append(r)
+        out.setdefault(f"family:{L.get('family', 'none')}", []).append(r)
+    return out
+
+
 def _train_ids_from_splits_file(capture) -> set:
     splits = getattr(capture, "splits", None)
     if isinstance(splits, dict) and isinstance(splits.get("train"), list):
@@ -696,6 +754,7 @@ def evaluate(capture, renderers, out_dir, *, frames=None, cameras=None, max_fram
     missing = [c for c in cam_ids if c not in capture.cameras]
     if missing:
         raise EvaluationError(f"unknown camera(s) {missing}; the capture has {list(capture.cameras)}")
+    guard_evaluation_maps(sel)
     noise_pairs = _noise_reference_pairs(capture, noise_reference, sel, cam_ids) if noise_reference is not None else {}
     use_flip = flip_available() is not None
     out_dir = Path(out_dir)
@@ -718,7 +777,7 @@ def evaluate(capture, renderers, out_dir, *, frames=None, cameras=None, max_fram
     del pooled
 
     # ---- pass 2: render and compare
-    ctx = EvalContext(capture, **{**ENGINE_KWARGS, **(engine_kwargs or {})})
+    ctx = EvalContext(capture, **{**ENGINE_KWARGS, **capture_engine_kwargs(capture), **(engine_kwargs or {})})
     grid_pairs = set(_pick_grid_pairs(sel, cam_ids, grid_rows))
     grid_data: dict[tuple, dict] = {}
     records: dict[str, list] = {s.name: [] for s in specs}
@@ -735,10 +794,12 @@ def evaluate(capture, renderers, out_dir, *, frames=None, cameras=None, max_fram
         bar = tqdm(total=len(pairs) * len(specs), desc="evaluating", unit="img", disable=not progress)
         for f in sel:
             env = capture.environment(f)
+            light, centre, frame_lighting = frame_lighting_case(ctx.engine, f, env)
             for c in cam_ids:
                 if c not in f.images:
                     continue
                 cam = capture.cameras[c]
+                lighting = dict(frame_lighting, backlit=is_backlit(cam.center, centre, light))
                 ref = _reference(capture, f, c)
                 m = _hand(capture.mask(f, c))
                 noise_mse = None
@@ -764,7 +825,7 @@ def evaluate(capture, renderers, out_dir, *, frames=None, cameras=None, max_fram
                         grid_data[(f.id, c)]["renders"][s.name] = (img, fmap)
                     rec = {"frame": f.id, "camera": c, "subset": _subset(f), "env_id": str(f.env_id),
                            "yaw_deg": float(getattr(f, "yaw_deg", 0.0) or 0.0),
-                           "pitch_deg": float(getattr(f, "pitch_deg", 0.0) or 0.0), **res}
+                           "pitch_deg": float(getattr(f, "pitch_deg", 0.0) or 0.0), "lighting": lighting, **res}
                     if noise_mse is not None:
                         rec["ref_noise_mse"] = noise_mse
                     if rmask is not None:
@@ -788,8 +849,9 @@ def evaluate(capture, renderers, out_dir, *, frames=None, cameras=None, max_fram
         by_env = {k: _aggregate([r for r in recs if r["env_id"] == k], pk)
                   for k in sorted({r["env_id"] for r in recs})}
         by_cam = {k: _aggregate([r for r in recs if r["camera"] == k], pk) for k in cam_ids}
+        by_lighting = {name: _aggregate(sub, pk) for name, sub in lighting_subsets(recs).items() if sub}
         results[s.name] = {"description": s.description, "overall": _aggregate(recs, pk), "by_subset": by_subset,
-                           "by_environment": by_env, "by_camera": by_cam,
+                           "by_environment": by_env, "by_camera": by_cam, "by_lighting": by_lighting,
                            "global_scale_fit_not_applied": scales[s.name].result(), "per_image": recs}
     if command is None:
         command = "relit-hands eval " + shlex.join(sys.argv[1:])
@@ -990,6 +1052,8 @@ def _write_report(out_dir: Path, data: dict, plots, grids, settings: MetricSetti
     L += _table(rows) + [""]
     L += ["### Per subset (single hand vs two hands in contact)", ""]
     L += _table([(n, k, a) for n in names for k, a in R[n]["by_subset"].items()]) + [""]
+    L += ["### Per lighting case (backlit views, inter-hand shadow frames, environment family)", ""]
+    L += _table([(n, k, a) for n in names for k, a in R[n].get("by_lighting", {}).items()], "lighting") + [""]
     L += ["### Per environment", ""]
     L += _table([(n, k, a) for n in names for k, a in R[n]["by_environment"].items()], "environment") + [""]
     L += ["### Per camera", ""]

@@ -1,6 +1,6 @@
 """Synthetic light stage: physically based OLAT captures of the posed hand asset with Mitsuba 3.
 
-    relit-hands lightstage --preset tiny|medium|default --out captures/NAME [--shard i/N]
+    relit-hands lightstage --preset tiny|medium|default|eval_v2 --out captures/NAME [--shard i/N]
                            [--variant auto|llvm_ad_rgb|cuda_ad_rgb] [--spp N] [--sheet-only]
 
 Writes a capture in the documented format (docs/capture_format.md, loaded and validated by
@@ -124,6 +124,13 @@ PRESETS = {
                     scene_poses=["shadow", "interlocked", "clasp", "prayer"],
                     random_single=12, random_scenes=4, olat_per_pose=4, groups_per_pose=2, group_size=(3, 6),
                     linearity_pair=True, env_poses=12, heldout_scenes=["clap"], heldout_presets=["ok"]),
+    # Evaluation set v2 (issue #17): held-out light (the light library's test split, the held-out
+    # 'color' family included) on asset v2, new poses (seed 11; jittered two-hand contact scenes
+    # and random single hands), environment frames only. See plan_eval_frames.
+    "eval_v2": dict(cameras=16, lights=128, width=256, height=256, spp=256, seed=11, asset="hand_v2",
+                    eval_frames=dict(two_hand=12, shadow=4, single=18, backlit_every=3, jitter_deg=8.0,
+                                     scenes=["clasp", "interlocked", "prayer", "clap", "shadow"],
+                                     library=dict(split="test", per_family=5, height=128))),
 }
 
 RIG = {"camera_radius": 0.55, "light_radius": 1.1, "light_intensity": 1.5, "fov_deg": 30.0,
@@ -436,6 +443,116 @@ def plan_frames(preset: dict, cameras: dict, light_pos: np.ndarray, models, env_
         env = {"id": env_names[i % len(env_names)], "yaw_deg": float(np.round(rng.uniform(0, 360), 2)),
                "pitch_deg": float(np.round(rng.uniform(-15, 15), 2))}
         add("env", "heldout", scene, env=env, tag=f"{scene.name}: {env['id']} yaw {env['yaw_deg']:.0f}")
+    return frames
+
+
+def preset_asset_path(preset: dict):
+    """The hand asset a preset renders: ``models/<preset['asset']>/right_hand.npz``, or None (the
+    shipped default asset)."""
+    if not preset.get("asset"):
+        return None
+    from relit_hands.hand_model import default_asset_path
+
+    return default_asset_path().parent.parent / preset["asset"] / "right_hand.npz"
+
+
+def _align(a, b, rng) -> np.ndarray:
+    """A rotation taking unit vector ``a`` to ``b``, with a random twist about ``b``."""
+    from scipy.spatial.transform import Rotation
+
+    a, b = a / np.linalg.norm(a), b / np.linalg.norm(b)
+    axis = np.cross(a, b)
+    s, c = np.linalg.norm(axis), float(a @ b)
+    R = np.eye(3) if s < 1e-9 and c > 0 else Rotation.from_rotvec(
+        (axis / s if s > 1e-9 else np.cross(a, [1.0, 0.0, 0.0]) / max(np.linalg.norm(np.cross(a, [1.0, 0.0, 0.0])), 1e-9))
+        * np.arctan2(s, c)).as_matrix()
+    return Rotation.from_rotvec(b * rng.uniform(0, 2 * np.pi)).as_matrix() @ R
+
+
+def _jitter_pose(rng, pose, side: str, deg: float) -> np.ndarray:
+    """``pose`` with every anatomical angle moved by up to ``deg`` degrees, within the limits."""
+    from relit_hands.poses import anatomical_to_pose, limits_array, pose_to_anatomical
+
+    ang = np.asarray(pose_to_anatomical(pose, side=side), np.float64)
+    ang = ang + rng.uniform(-deg, deg, ang.shape)
+    lim = limits_array()
+    return np.asarray(anatomical_to_pose(np.clip(ang, lim[..., 0], lim[..., 1]), side=side), np.float32)
+
+
+def eval_environments(spec: dict):
+    """The light-library entries of an evaluation preset: the first ``per_family`` maps of
+    ``split`` in every family (``LightLibrary.generated``), checked by the split guard."""
+    from .light_library import LightLibrary, require_split
+
+    lib = LightLibrary.generated(count=spec["per_family"], split=spec["split"])
+    entries = lib.entries(spec["split"])
+    require_split(entries, {spec["split"]}, "the evaluation set")
+    return lib, entries
+
+
+def plan_eval_frames(preset: dict, cameras: dict, models, envs: dict) -> list:
+    """The frames of an evaluation preset (``preset['eval_frames']``), deterministic in its seed.
+
+    ``envs``: {library id: EnvironmentMap}, each map used in turn in a seeded order (so every
+    family lights single and two-hand frames). Frames, all ``env`` / ``heldout``:
+
+    * ``two_hand`` two-hand contact scenes (the preset's scene list, finger angles jittered by up
+      to ``jitter_deg``). The first ``shadow`` of them are turned (up to 64 tries of scene and
+      rotation) until the map's dominant light casts one hand's shadow on the other
+      (:func:`~.eval_subsets.interhand_shadow_fraction` >= ``SHADOW_FRACTION``; tag
+      ``interhand_shadow``), the others get a random rotation;
+    * ``single`` random single hands (random pose, random rotation).
+
+    Every ``backlit_every``-th frame that is not a shadow frame is yawed so the dominant light's
+    azimuth is opposite camera 0's (tag ``backlit``); the others get a random yaw and a pitch
+    within +-15 degrees. Tags also name the hands and the map's family.
+    """
+    from relit_hands.scene import HandState, Scene, scene_preset
+
+    from .eval_subsets import SHADOW_FRACTION, dominant_direction, env_family, interhand_shadow_fraction
+
+    spec = preset["eval_frames"]
+    rng = np.random.default_rng(preset["seed"])
+    cam0 = next(iter(cameras.values()))
+    c0 = cam0.center / np.linalg.norm(cam0.center)
+    ids = [list(envs)[k] for k in rng.permutation(len(envs))]
+
+    def contact_scene(k):
+        base = scene_preset(spec["scenes"][k % len(spec["scenes"])])
+        hands = [HandState(h.side, _jitter_pose(rng, h.pose, h.side, spec["jitter_deg"]), h.global_orient, h.transl)
+                 for h in base.hands]
+        return Scene(hands, name=f"{base.name}_eval{k}")
+
+    plan = [("two_hand", k) for k in range(spec["two_hand"])] + [("single", k) for k in range(spec["single"])]
+    frames: list[FrameSpec] = []
+    for i, (what, k) in enumerate(plan):
+        eid = ids[i % len(ids)]
+        d = dominant_direction(envs[eid])
+        tags = [what, env_family(eid)]
+        yaw, pitch = float(rng.uniform(0, 360)), float(rng.uniform(-15, 15))
+        if what == "two_hand" and k < spec["shadow"]:
+            for attempt in range(64):
+                scene = contact_scene(k + attempt)
+                scene = _rotate_scene(scene, _align(np.array([0.0, 1.0, 0.0]), d, rng), np.zeros(3), models)
+                if interhand_shadow_fraction(models, scene, d) >= SHADOW_FRACTION:
+                    break
+            else:
+                raise RuntimeError(f"eval plan: no inter-hand shadow found for {eid}")
+            yaw, pitch = 0.0, 0.0  # the scene was turned to the map's light
+            tags.append("interhand_shadow")
+        else:
+            scene = contact_scene(k) if what == "two_hand" else \
+                Scene([HandState(("right", "left")[k % 2], random_pose(rng, ("right", "left")[k % 2]))],
+                      name=f"single_eval{k}")
+            scene = _rotate_scene(scene, _random_rotation(rng), np.zeros(3), models)
+            if i % spec["backlit_every"] == spec["backlit_every"] - 1:
+                # Ry(yaw) adds yaw to the azimuth atan2(x, z): take the light's to camera 0's + 180
+                yaw = float(np.degrees(np.arctan2(c0[0], c0[2]) + np.pi - np.arctan2(d[0], d[2]))) % 360.0
+                pitch = 0.0
+                tags.append("backlit")
+        scene = _recenter(scene, models)
+        env = {"id": eid, "yaw_deg": round(yaw, 2), "pitch_deg": round(pitch, 2)}
+        frames.append(FrameSpec(f"f{len(frames):06d}", "env", "heldout", scene, [], env, " ".join(tags)))
     return frames
 
 
@@ -778,7 +895,7 @@ def run(preset_name: str, out, *, shard=(0, 1), variant="auto", spp=None, bounda
 
     from relit_hands.capture import CaptureWriter
     from relit_hands.environment import EnvironmentMap
-    from relit_hands.image_io import write_png
+    from relit_hands.image_io import write_hdr_image, write_png
 
     if preset_name not in PRESETS:
         raise ValueError(f"unknown preset {preset_name!r}; choose one of {list(PRESETS)}")
@@ -786,12 +903,19 @@ def run(preset_name: str, out, *, shard=(0, 1), variant="auto", spp=None, bounda
     spp = int(spp or preset["spp"])
     out = Path(out)
     t_start = time.perf_counter()
-    renderer = LightStageRenderer(variant=variant, boundary=boundary)
+    renderer = LightStageRenderer(preset_asset_path(preset), variant=variant, boundary=boundary)
     cams, lpos, linten = build_rig(preset["cameras"], preset["lights"], preset["width"], preset["height"])
-    env_names = EnvironmentMap.list_shipped()
-    if not env_names:
-        raise RuntimeError("no shipped environment maps found (relit_hands/models/environments)")
-    frames = plan_frames(preset, cams, lpos, renderer.models, env_names)
+    library_maps = {}
+    if "eval_frames" in preset:
+        lib_spec = preset["eval_frames"]["library"]
+        lib, entries = eval_environments(lib_spec)
+        library_maps = {e.id: lib.load(e, lib_spec["height"]) for e in entries}
+        frames = plan_eval_frames(preset, cams, renderer.models, library_maps)
+    else:
+        env_names = EnvironmentMap.list_shipped()
+        if not env_names:
+            raise RuntimeError("no shipped environment maps found (relit_hands/models/environments)")
+        frames = plan_frames(preset, cams, lpos, renderer.models, env_names)
     if frame_limit:
         frames = frames[:frame_limit]
     settings = generator_settings(preset_name, preset, renderer, spp, noise_seed)
@@ -811,7 +935,14 @@ def run(preset_name: str, out, *, shard=(0, 1), variant="auto", spp=None, bounda
     used_envs = sorted({f.env["id"] for f in frames if f.kind == "env"})
     env_maps = {}
     for eid in used_envs:
-        src = EnvironmentMap.from_name_or_path(eid)
+        if eid in library_maps:  # generated: written into the capture, then registered
+            dest = out / "environments" / f"{eid}.hdr"
+            if not dest.is_file():
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                write_hdr_image(dest, library_maps[eid].image)
+            src = EnvironmentMap.load(dest)
+        else:
+            src = EnvironmentMap.from_name_or_path(eid)
         writer.add_environment(eid, src.source)
         env_maps[eid] = src
     for f in frames:
