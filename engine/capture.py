@@ -141,10 +141,12 @@ def _read_json(path: Path) -> dict:
     if not path.is_file():
         raise CaptureFormatError(f"{path}: missing file (a capture needs capture.json, frames.json and "
                                  f"splits.json; see docs/capture_format.md)")
+    from .validation import InputFileError, read_json_file
+
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise CaptureFormatError(f"{path}: not valid JSON ({e})") from None
+        data = read_json_file(path, what="capture file", max_bytes=256 * 1024 * 1024)
+    except InputFileError as e:
+        raise CaptureFormatError(str(e)) from None
     if not isinstance(data, dict):
         raise CaptureFormatError(f"{path}: top level must be a JSON object, got {type(data).__name__}")
     return data
@@ -198,7 +200,12 @@ def _check_rel_path(rel, root: Path, where: str, check_files: bool) -> Path:
     p = Path(rel)
     if p.is_absolute() or ".." in p.parts:
         raise _err(where, f"file path {rel!r} must be relative to the capture folder (no '..')")
-    full = root / p
+    from .validation import InputError, resolve_inside
+
+    try:  # symlinks included: a link inside the folder must not point out of it
+        full = resolve_inside(root, p, what="file path")
+    except InputError as e:
+        raise _err(where, str(e)) from None
     if check_files and not full.is_file():
         raise CaptureIncompleteError(f"{where}: missing file {full}")
     return full

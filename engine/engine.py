@@ -93,6 +93,17 @@ def framing_camera(points, width=1280, height=720, direction=(0.0, 0.25, 1.0), f
     return Camera.look_at(center + d * dist, center, up=up, fov_y_deg=fov_y_deg, width=width, height=height)
 
 
+def _check_frame_args(width, height, exposure_ev, check_size: bool) -> None:
+    """API boundary (issue #18): a finite exposure within +-30 EV and, when the engine frames the
+    camera itself, an integer image size of 16..8192 per side (ArgumentError, a ValueError)."""
+    from .validation import check_number
+
+    check_number(exposure_ev, "exposure_ev", -30.0, 30.0)
+    if check_size:
+        check_number(width, "width", 16, 8192, integer=True)
+        check_number(height, "height", 16, 8192, integer=True)
+
+
 def load_asset_textures(asset_dir) -> dict:
     """albedo / normal_map / roughness uint8 [R, R, 3] from an asset folder."""
     asset_dir = Path(asset_dir)
@@ -263,6 +274,7 @@ class Engine:
         """
         if shading not in SHADINGS:
             raise ValueError(f"shading must be one of {SHADINGS}, got {shading!r}")
+        _check_frame_args(width, height, exposure_ev, camera is None and target is None)
         t = {}
         t0 = time.perf_counter()
         posed = self.pose(scene)
@@ -365,6 +377,7 @@ class Engine:
         """
         from .student import environment_code, scene_centre, select_channels, variant_feature_source
 
+        _check_frame_args(width, height, exposure_ev, cameras is None and targets is None)
         t_start = time.perf_counter()
         be = self.student_backend(student, backend=backend)
         R = be.resolution

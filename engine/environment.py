@@ -59,6 +59,9 @@ __all__ = [
 REC709_LUMA = np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)
 MIN_LIGHTS = 32
 MAX_LIGHTS = 1024
+MAX_RADIANCE = 1e9  # largest pixel radiance accepted from a file or array (finite but huge maps are refused)
+MAX_EXPOSURE_EV = 64.0  # |exposure| accepted by with_exposure / the constructor
+MAX_MAP_PIXELS = 8192 * 4096  # largest map accepted (W x H)
 _SHIPPED_PACKAGE = "relit_hands.models"
 _SHIPPED_FOLDER = "environments"
 
@@ -299,10 +302,16 @@ class EnvironmentMap:
                 raise EnvironmentMapError(msg)
             warnings.warn(msg + " were replaced by 0", UserWarning, stacklevel=2)
             img[nonfinite | negative] = 0.0
+        peak = float(img.max()) if img.size else 0.0
+        if peak > MAX_RADIANCE:
+            raise EnvironmentMapError(
+                f"{label}: pixel radiance up to {peak:.3g} exceeds the supported maximum {MAX_RADIANCE:g} "
+                f"(scale the map down, or lower its exposure when saving it)"
+            )
         img.flags.writeable = False
         self.image = img
         self.rotation = np.eye(3) if rotation is None else self._check_rotation(rotation)
-        self.exposure = float(exposure)
+        self.exposure = self._check_ev(exposure)
         self._light_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     # ---------------------------------------------------------------- construction helpers
@@ -313,9 +322,19 @@ class EnvironmentMap:
         return f"environment map {self.name!r}" if self.name else "environment map"
 
     @staticmethod
+    def _check_ev(ev) -> float:
+        try:
+            v = float(ev)
+        except (TypeError, ValueError):
+            raise ValueError(f"exposure must be a number (EV), got {ev!r}") from None
+        if not math.isfinite(v) or abs(v) > MAX_EXPOSURE_EV:
+            raise ValueError(f"exposure must be a finite EV within +-{MAX_EXPOSURE_EV:g}, got {ev!r}")
+        return v
+
+    @staticmethod
     def _check_rotation(r) -> np.ndarray:
         r = np.asarray(r, dtype=np.float64)
-        if r.shape != (3, 3) or not np.allclose(r @ r.T, np.eye(3), atol=1e-5) or np.linalg.det(r) < 0:
+        if r.shape != (3, 3) or not np.isfinite(r).all() or not np.allclose(r @ r.T, np.eye(3), atol=1e-5) or np.linalg.det(r) < 0:
             raise ValueError(f"rotation must be a proper 3x3 rotation matrix, got {r!r}")
         return r.copy()
 
@@ -382,6 +401,9 @@ class EnvironmentMap:
         applied after any existing one, in world space). Positive yaw is right-handed about +Y
         (counter-clockwise seen from above): the map's +X moves to world -Z at yaw 90.
         """
+        for what, v in (("yaw", yaw_deg), ("pitch", pitch_deg)):
+            if not isinstance(v, (int, float, np.number)) or not math.isfinite(float(v)):
+                raise ValueError(f"{what} must be a finite number of degrees, got {v!r}")
         r = rotation_yaw_pitch(yaw_deg, pitch_deg) @ self.rotation
         return self._derive(rotation=r)
 
@@ -391,7 +413,7 @@ class EnvironmentMap:
 
     def with_exposure(self, ev: float) -> "EnvironmentMap":
         """New map sharing the image with ``exposure = ev`` (absolute, stops): radiance x 2**ev."""
-        return self._derive(exposure=float(ev))
+        return self._derive(exposure=self._check_ev(ev))
 
     # ------------------------------------------------------------------------- properties
 

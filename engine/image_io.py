@@ -53,6 +53,7 @@ __all__ = [
 
 HDR_EXTENSIONS = (".hdr", ".pic", ".exr")
 HALF_MAX = 65504.0
+MAX_IMAGE_PIXELS = 8192 * 4096  # largest HDR image read (checked in the header, before decoding)
 
 
 class ImageReadError(ValueError):
@@ -137,6 +138,8 @@ def _parse_radiance_header(path: Path) -> tuple[int, int, int]:
             f"{path}: corrupt Radiance resolution line {head[end + 2:res_end][:40]!r} "
             "(expected e.g. '-Y 256 +X 512')"
         ) from None
+    if height * width > MAX_IMAGE_PIXELS:
+        raise ImageReadError(f"{path}: {width}x{height} pixels exceeds the limit of {MAX_IMAGE_PIXELS} pixels")
     return height, width, res_end + 1
 
 
@@ -172,6 +175,14 @@ def _read_exr(path: Path) -> np.ndarray:
     if magic != b"\x76\x2f\x31\x01":
         raise ImageReadError(f"{path}: not an OpenEXR file (bad magic number)")
     if _OpenEXR is not None:
+        try:
+            with _OpenEXR.File(str(path), header_only=True) as exr:
+                (x0, y0), (x1, y1) = exr.header()["dataWindow"]
+        except Exception as e:  # noqa: BLE001 - OpenEXR raises several types on corrupt headers
+            raise ImageReadError(f"{path}: unreadable, corrupt or truncated OpenEXR header ({e})") from None
+        npx = (int(x1) - int(x0) + 1) * (int(y1) - int(y0) + 1)
+        if npx <= 0 or npx > MAX_IMAGE_PIXELS:
+            raise ImageReadError(f"{path}: data window of {npx} pixels is outside 1 .. {MAX_IMAGE_PIXELS}")
         try:
             with _OpenEXR.File(str(path), separate_channels=True) as exr:
                 channels = exr.channels()

@@ -453,7 +453,12 @@ def make_backend(kind: str = "auto", model_path=None, device: str = "auto", prec
         providers = None
         if device == "cuda":
             providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
-        return OnnxRuntimeBackend(onnx_path, meta, providers=providers, threads=threads)
+        try:
+            return OnnxRuntimeBackend(onnx_path, meta, providers=providers, threads=threads)
+        except Exception:  # noqa: BLE001 - a corrupt / truncated cached export: rebuild it once
+            onnx_path.unlink(missing_ok=True)
+            export_onnx(model, onnx_path)
+            return OnnxRuntimeBackend(onnx_path, meta, providers=providers, threads=threads)
     if not _has("tensorrt"):
         raise ValueError("backend 'tensorrt' needs the tensorrt Python package (not installable here); "
                          "use 'onnxruntime' or 'torch'")

@@ -6,9 +6,11 @@ camera looks from +Z towards the origin (see :func:`default_camera`).
 
 Pose files (``.json`` or ``.npz``) hold either one hand::
 
-    {"side": "right", "pose": [45 floats], "global_orient": [3], "transl": [3]}
+    {"side": "right", "pose": [45 floats], "global_orient": [3], "transl": [3],
+     "shape": [[length, girth] x 16]}
 
-(``global_orient``/``transl`` optional, radians axis-angle / metres), or a whole scene::
+(``global_orient``/``transl`` optional, radians axis-angle / metres; ``shape`` optional, per-bone
+scales of :meth:`HandModel.forward`, e.g. from a tracker's bone lengths), or a whole scene::
 
     {"hands": [{...right...}, {...left...}]}
 """
@@ -22,47 +24,87 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from .poses import POSE_PRESETS, anatomical_to_pose, pose_preset
+from .validation import MAX_JSON_BYTES, InputFileError, read_json_file
 
 SIDES = ("right", "left")
 
 
-class PoseFileError(ValueError):
+class PoseFileError(InputFileError):
     """A pose / scene file that is missing, unreadable or holds wrongly shaped values."""
 
 
-def _vector(value, n, what):
-    a = np.asarray(value, dtype=np.float64)
+MAX_ANGLE = 4 * np.pi  # |axis-angle| entries, radians
+MAX_TRANSL = 100.0  # |transl| entries, metres
+SHAPE_RANGE = (0.2, 5.0)  # per-bone length / girth scales
+
+
+def _vector(value, n, what, bound=None):
+    try:
+        a = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"{what}: expected {n} numbers, got {_short(value)}") from None
     if a.shape != (n,):
         raise ValueError(f"{what}: expected {n} numbers, got an array of shape {a.shape}")
     if not np.isfinite(a).all():
         raise ValueError(f"{what}: contains NaN or infinite values")
+    if bound is not None and np.abs(a).max() > bound:
+        raise ValueError(f"{what}: values must lie within +-{bound:g}, got {np.abs(a).max():g}")
     return a.astype(np.float32)
+
+
+def _shape(value, what):
+    try:
+        a = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"{what}: expected [16, 2] numbers (length, girth scale per bone), got {_short(value)}") from None
+    if a.shape != (16, 2):
+        raise ValueError(f"{what}: expected [16, 2] numbers (length, girth scale per bone), got an array of shape {a.shape}")
+    if not np.isfinite(a).all():
+        raise ValueError(f"{what}: contains NaN or infinite values")
+    lo, hi = SHAPE_RANGE
+    if a.min() < lo or a.max() > hi:
+        raise ValueError(f"{what}: scales must lie within [{lo:g}, {hi:g}], got {a.min():g}..{a.max():g}")
+    return a.astype(np.float32)
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 @dataclass
 class HandState:
     """One hand: ``side``, MANO ``pose`` [45] (radians, axis-angle per finger joint in the rest
     world axes), ``global_orient`` [3] (axis-angle about the wrist joint) and ``transl`` [3]
-    (metres, world position of the wrist joint)."""
+    (metres, world position of the wrist joint); ``shape``: optional [16, 2] per-bone (length, girth)
+    scales of the hand model (:func:`~relit_hands.hand_model.shape_rest`; None = the asset's own
+    proportions), e.g. ``relit_hands.tracking.shape_from_scales`` of tracked bone lengths."""
 
     side: str
     pose: np.ndarray
     global_orient: np.ndarray = field(default_factory=lambda: np.zeros(3, np.float32))
     transl: np.ndarray = field(default_factory=lambda: np.zeros(3, np.float32))
+    shape: np.ndarray | None = None
 
     def __post_init__(self):
-        if self.side not in SIDES:
+        if not isinstance(self.side, str) or self.side not in SIDES:
             raise ValueError(f"side must be 'right' or 'left', got {self.side!r}")
-        self.pose = _vector(self.pose, 45, f"{self.side} hand pose")
-        self.global_orient = _vector(self.global_orient, 3, f"{self.side} hand global_orient")
-        self.transl = _vector(self.transl, 3, f"{self.side} hand transl")
+        self.pose = _vector(self.pose, 45, f"{self.side} hand pose", MAX_ANGLE)
+        self.global_orient = _vector(self.global_orient, 3, f"{self.side} hand global_orient", MAX_ANGLE)
+        self.transl = _vector(self.transl, 3, f"{self.side} hand transl", MAX_TRANSL)
+        if self.shape is not None:
+            self.shape = _shape(self.shape, f"{self.side} hand shape")
 
     def to_dict(self) -> dict:
-        return {"side": self.side, "pose": self.pose.tolist(), "global_orient": self.global_orient.tolist(),
-                "transl": self.transl.tolist()}
+        d = {"side": self.side, "pose": self.pose.tolist(), "global_orient": self.global_orient.tolist(),
+             "transl": self.transl.tolist()}
+        if self.shape is not None:
+            d["shape"] = self.shape.tolist()
+        return d
 
     def copy(self) -> "HandState":
-        return HandState(self.side, self.pose.copy(), self.global_orient.copy(), self.transl.copy())
+        return HandState(self.side, self.pose.copy(), self.global_orient.copy(), self.transl.copy(),
+                         None if self.shape is None else self.shape.copy())
 
 
 @dataclass
@@ -211,24 +253,48 @@ def scene_preset(name: str) -> Scene:
 def _load_raw(path) -> dict:
     path = Path(path)
     if not path.is_file():
-        raise PoseFileError(f"{path}: pose file not found")
-    try:
-        if path.suffix.lower() == ".json":
-            return json.loads(path.read_text())
-        if path.suffix.lower() == ".npz":
+        raise PoseFileError(f"{path}: pose file not found" if not path.exists() else f"{path}: not a regular file")
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        try:
+            raw = read_json_file(path, what="pose file")
+        except InputFileError as e:
+            raise PoseFileError(str(e)) from None
+    elif suffix == ".npz":
+        import zipfile
+
+        try:
+            with zipfile.ZipFile(path) as z:  # uncompressed sizes, before anything is inflated
+                total = sum(i.file_size for i in z.infolist())
+            if total > MAX_JSON_BYTES:
+                raise PoseFileError(f"{path}: pose file holds {total} bytes of arrays; the limit is {MAX_JSON_BYTES}")
             with np.load(path, allow_pickle=False) as d:
-                return {k: (d[k].item() if d[k].dtype.kind == "U" else d[k]) for k in d.files}
-    except (OSError, ValueError) as e:
-        raise PoseFileError(f"{path}: cannot read pose file ({e})") from None
-    raise PoseFileError(f"{path}: unsupported pose file type {path.suffix!r} (use .json or .npz)")
+                raw = {k: (d[k].item() if d[k].dtype.kind == "U" and d[k].ndim == 0 else d[k]) for k in d.files}
+        except PoseFileError:
+            raise
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+            raise PoseFileError(f"{path}: cannot read pose file ({e})") from None
+    else:
+        raise PoseFileError(f"{path}: unsupported pose file type {path.suffix!r} (use .json or .npz)")
+    if not isinstance(raw, dict):
+        raise PoseFileError(f"{path}: expected a JSON object with 'pose' (one hand) or 'hands' (a scene), "
+                            f"got {type(raw).__name__}")
+    if "hands" in raw:
+        hands = raw["hands"]
+        if not isinstance(hands, (list, tuple)) or not 1 <= len(hands) <= 2:
+            raise PoseFileError(f"{path}: 'hands' must be a list of one or two hands, got {_short(hands)}")
+    return raw
 
 
 def _hand_from_dict(d: dict, side: str | None, path) -> HandState:
     if not isinstance(d, dict) or "pose" not in d:
         raise PoseFileError(f"{path}: expected a 'pose' entry of 45 numbers")
+    file_side = d.get("side", "right")
+    if not isinstance(file_side, str):
+        raise PoseFileError(f"{path}: 'side' must be 'right' or 'left', got {_short(file_side)}")
     try:
-        return HandState(side or str(d.get("side", "right")), d["pose"], d.get("global_orient", np.zeros(3)),
-                         d.get("transl", np.zeros(3)))
+        return HandState(side or file_side, d["pose"], d.get("global_orient", np.zeros(3)),
+                         d.get("transl", np.zeros(3)), d.get("shape"))
     except ValueError as e:
         raise PoseFileError(f"{path}: {e}") from None
 
@@ -251,7 +317,7 @@ def load_scene_file(path) -> Scene:
         try:
             view = tuple(_vector(raw.get("view_direction", (0.0, 0.25, 1.0)), 3, "view_direction"))
             return Scene([_hand_from_dict(h, None, path) for h in raw["hands"]],
-                         name=str(raw.get("name", Path(path).stem)), view_direction=view)
+                         name=str(raw.get("name", Path(path).stem))[:200], view_direction=view)
         except ValueError as e:
             raise PoseFileError(f"{path}: {e}") from None
     return Scene([_hand_from_dict(raw, None, path)], name=Path(path).stem)
@@ -264,6 +330,7 @@ def save_scene_file(scene: Scene, path) -> None:
         path.write_text(json.dumps(scene.to_dict(), indent=1) + "\n")
     elif path.suffix.lower() == ".npz" and len(scene.hands) == 1:
         h = scene.hands[0]
-        np.savez(path, side=np.array(h.side), pose=h.pose, global_orient=h.global_orient, transl=h.transl)
+        extra = {} if h.shape is None else {"shape": h.shape}
+        np.savez(path, side=np.array(h.side), pose=h.pose, global_orient=h.global_orient, transl=h.transl, **extra)
     else:
         raise PoseFileError(f"{path}: save scenes as .json (npz holds a single hand)")

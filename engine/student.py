@@ -236,6 +236,8 @@ class StudentNet(nn.Module):
 
     def _init_out_bias(self):
         """softplus(b) * mean albedo = 0.05 (the untrained prediction of the module docstring)."""
+        if self.albedo.is_meta:  # shapes-only build (load_student checks a file against it)
+            return
         m = float(self.albedo.mean().clamp_min(1e-3))
         nn.init.constant_(self.out.bias, math.log(math.expm1(0.05 / m)))
         if self.out_specular is not None:  # the grey channel starts near 0: 0.002 of the ~0.05 prediction
@@ -356,16 +358,76 @@ def read_student_meta(path) -> dict:
     if META_KEY not in header:
         raise StudentLoadError(f"{path}: safetensors file without relit-hands student metadata "
                                f"(was it written by save_student?)")
+    from .validation import InputFileError, parse_json_text
+
     try:
-        meta = json.loads(header[META_KEY])
-    except json.JSONDecodeError as e:
-        raise StudentLoadError(f"{path}: student metadata is not valid JSON ({e})") from None
-    if meta.get("format") != "relit_hands.student":
-        raise StudentLoadError(f"{path}: metadata format {meta.get('format')!r} is not a relit-hands student")
-    if int(meta.get("format_version", -1)) > FORMAT_VERSION:
+        meta = parse_json_text(header[META_KEY], f"{path}: student metadata")
+    except InputFileError as e:
+        raise StudentLoadError(str(e)) from None
+    if not isinstance(meta, dict) or meta.get("format") != "relit_hands.student":
+        fmt = meta.get("format") if isinstance(meta, dict) else meta
+        raise StudentLoadError(f"{path}: metadata format {str(fmt)[:40]!r} is not a relit-hands student")
+    version = meta.get("format_version", -1)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise StudentLoadError(f"{path}: student metadata format_version {str(version)[:20]!r} is not an integer")
+    if version > FORMAT_VERSION:
         raise StudentLoadError(f"{path}: student format version {meta.get('format_version')} is newer than "
                                f"this relit-hands ({FORMAT_VERSION}); upgrade the package")
     return meta
+
+
+# Bounds on the architecture a weights file's metadata may ask for (checked before anything is
+# built; the tensor shapes must then match the file's own before real memory is allocated).
+META_BOUNDS = {"in_channels": (1, 512), "base": (1, 512), "levels": (1, 8), "static_channels": (0, 256),
+               "resolution": (16, 4096), "code_dim": (1, 4096)}
+
+
+def check_student_meta(meta: dict, path) -> dict:
+    """The constructor arguments from a student file's metadata, each an int within
+    :data:`META_BOUNDS` (variant one of VARIANTS); :class:`StudentLoadError` naming the file."""
+    kw = {}
+    for k, (lo, hi) in META_BOUNDS.items():
+        if k not in meta:
+            raise StudentLoadError(f"{path}: student metadata lacks {k!r}")
+        v = meta[k]
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            raise StudentLoadError(f"{path}: student metadata {k}={v!r} is outside {lo} .. {hi}")
+        kw[k] = v
+    if meta.get("variant") not in VARIANTS:
+        raise StudentLoadError(f"{path}: student metadata variant {meta.get('variant')!r} is not one of {VARIANTS}")
+    kw["variant"] = meta["variant"]
+    names = meta.get("feature_names")
+    if names is not None and (not isinstance(names, list) or not all(isinstance(n, str) for n in names)
+                              or len(names) > 512):
+        raise StudentLoadError(f"{path}: student metadata feature_names must be a list of names")
+    slope = meta.get("slope", 0.2)
+    if isinstance(slope, bool) or not isinstance(slope, (int, float)) or not 0 <= slope <= 1:
+        raise StudentLoadError(f"{path}: student metadata slope={slope!r} is outside 0 .. 1")
+    return kw
+
+
+def check_file_shapes(path, shapes: dict, error, what: str) -> None:
+    """Compare a network's expected tensor ``shapes`` {name: shape} with a safetensors file's header
+    (no tensor data is read); raise ``error`` naming the file on any difference."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            have = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own types
+        raise error(f"{path}: not a readable safetensors file (corrupt or truncated?): {e}") from None
+    missing = sorted(set(shapes) - set(have))
+    unexpected = sorted(set(have) - set(shapes))
+    bad = [f"{k} {have[k]} != {v}" for k, v in shapes.items() if k in have and have[k] != v]
+    if missing or unexpected or bad:
+        parts = []
+        if missing:
+            parts.append(f"missing {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+        if unexpected:
+            parts.append(f"unexpected {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
+        if bad:
+            parts.append(f"wrong shapes {bad[:3]}")
+        raise error(f"{path}: weights do not match {what}: " + "; ".join(parts))
 
 
 def load_student(path, device="cpu") -> tuple[StudentNet, dict]:
@@ -377,33 +439,28 @@ def load_student(path, device="cpu") -> tuple[StudentNet, dict]:
 
     path = Path(path)
     meta = read_student_meta(path)
+    kw = check_student_meta(meta, path)
+
+    def build():
+        return StudentNet(**kw, feature_names=meta.get("feature_names"), slope=meta.get("slope", 0.2),
+                          albedo_prior=bool(meta.get("albedo_prior", False)),
+                          specular_channel=bool(meta.get("specular_channel", False)))
+
     try:
-        kw = {k: meta[k] for k in ("in_channels", "base", "levels", "static_channels", "resolution", "variant",
-                                   "code_dim")}
-        model = StudentNet(**kw, feature_names=meta.get("feature_names"), slope=meta.get("slope", 0.2),
-                           albedo_prior=bool(meta.get("albedo_prior", False)),
-                           specular_channel=bool(meta.get("specular_channel", False)))
+        with torch.device("meta"):  # shapes only: nothing is allocated before they match the file
+            shapes = {k: tuple(v.shape) for k, v in build().state_dict().items()}
+    except (KeyError, TypeError, ValueError) as e:
+        raise StudentLoadError(f"{path}: student metadata does not describe a valid network ({e})") from None
+    check_file_shapes(path, shapes, StudentLoadError, f"the {kw['variant']} student its metadata describes")
+    try:
+        model = build()
     except (KeyError, TypeError, ValueError) as e:
         raise StudentLoadError(f"{path}: student metadata does not describe a valid network ({e})") from None
     try:
         tensors = load_file(str(path), device="cpu")
     except Exception as e:
         raise StudentLoadError(f"{path}: cannot read the weights (corrupt or truncated?): {e}") from None
-    sd = model.state_dict()
-    missing = sorted(set(sd) - set(tensors))
-    unexpected = sorted(set(tensors) - set(sd))
-    bad = [f"{k} {tuple(tensors[k].shape)} != {tuple(v.shape)}" for k, v in sd.items()
-           if k in tensors and tuple(tensors[k].shape) != tuple(v.shape)]
-    if missing or unexpected or bad:
-        parts = []
-        if missing:
-            parts.append(f"missing {missing[:5]}{' ...' if len(missing) > 5 else ''}")
-        if unexpected:
-            parts.append(f"unexpected {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
-        if bad:
-            parts.append(f"wrong shapes {bad[:3]}")
-        raise StudentLoadError(f"{path}: weights do not match the {meta['variant']} student they claim to be: "
-                               + "; ".join(parts))
+    # (names and shapes were checked against the file's header above)
     for k, t in tensors.items():
         if not torch.isfinite(t).all():
             raise StudentLoadError(f"{path}: tensor {k!r} contains NaN or infinite values")

@@ -45,6 +45,18 @@ _FORMAT_VERSION = 1
 _BARY_TOL = 1e-6
 
 
+def _cache_entry_ok(data: dict, R: int, n_faces: int) -> bool:
+    """A cached texel table is used only if its shapes, dtypes and value ranges are right."""
+    tri, bary, mask = data["tri"], data["bary"], data["mask"]
+    if tri.shape != (R, R) or mask.shape != (R, R) or bary.shape != (R, R, 3):
+        return False
+    if tri.dtype.kind not in "iu" or bary.dtype.kind != "f" or mask.dtype != bool:
+        return False
+    if tri.size and (tri.min() < -1 or tri.max() >= n_faces):
+        return False
+    return bool(np.isfinite(bary).all())
+
+
 def cache_dir() -> Path:
     root = os.environ.get("RELIT_HANDS_CACHE")
     base = Path(root) if root else Path.home() / ".cache" / "relit_hands"
@@ -179,8 +191,10 @@ class UVRasterizer:
                 try:
                     with np.load(self.cache_path, allow_pickle=False) as z:
                         data = {k: z[k] for k in ("tri", "bary", "mask")}
+                    if not _cache_entry_ok(data, R, self.n_faces):
+                        raise ValueError("corrupt cache entry")
                     self.loaded_from_cache = True
-                except Exception:
+                except Exception:  # corrupt / truncated / foreign entry: rebuilt and rewritten below
                     data = None
         if data is None:
             tri0, bary0 = rasterize_uv(uvs, uv_faces, R)

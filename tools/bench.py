@@ -44,6 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..validation import ArgumentError, OutputSet, finite_float, int_range
 from .cli import parse_size
 
 STUDENT_STAGES = ("skinning", "lights", "raycast", "features", "uv_gather", "student", "textures", "upload",
@@ -58,11 +59,11 @@ JSON_VERSION = 1
 # ------------------------------------------------------------------------------ arguments
 
 def add_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    ap.add_argument("--frames", "-k", type=int, default=30, help="timed frames K (default 30)")
-    ap.add_argument("--warmup", type=int, default=3, help="untimed frames first (default 3)")
+    ap.add_argument("--frames", "-k", type=int_range(1, 100_000), default=30, help="timed frames K (default 30)")
+    ap.add_argument("--warmup", type=int_range(0, 10_000), default=3, help="untimed frames first (default 3)")
     ap.add_argument("--hands", type=int, choices=(1, 2), default=2)
-    ap.add_argument("--resolution", "-r", type=int, default=256, help="UV resolution R of the student (default 256)")
-    ap.add_argument("--lights", "-n", type=int, default=64, help="environment lights N (default 64)")
+    ap.add_argument("--resolution", "-r", type=int_range(16, 2048), default=256, help="UV resolution R of the student (default 256)")
+    ap.add_argument("--lights", "-n", type=int_range(32, 1024), default=64, help="environment lights N (default 64)")
     ap.add_argument("--raycast", default="auto", choices=("auto", "embree", "torch", "triton"),
                     help="ray-casting backend (auto: triton on CUDA, else embree)")
     ap.add_argument("--inference", default="auto", choices=("auto", "torch", "onnxruntime", "tensorrt"),
@@ -78,9 +79,9 @@ def add_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
                     help="run pbr, student, student_novis and student_bottleneck side by side")
     ap.add_argument("--student", metavar="SAFETENSORS",
                     help="student weights (default: the shipped model, else an untrained stand-in)")
-    ap.add_argument("--base", type=int, default=None,
+    ap.add_argument("--base", type=int_range(1, 256), default=None,
                     help="untrained stand-in's base width (default: StudentNet's, 32); ignored with --student")
-    ap.add_argument("--levels", type=int, default=None, help="untrained stand-in's levels (default 4)")
+    ap.add_argument("--levels", type=int_range(1, 8), default=None, help="untrained stand-in's levels (default 4)")
     ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                     help="where inference (and with --compositor cuda the whole frame) runs")
     ap.add_argument("--compositor", choices=("gl", "cuda"), default="gl",
@@ -90,17 +91,18 @@ def add_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
                     help="what the GL compositor reads back per view: all (image + mask/hand id/depth), "
                          "rgb (the image only; default), none (image left in the GL texture, as a viewer/VR "
                          "compositor would use it)")
-    ap.add_argument("--threads", type=int, default=None,
+    ap.add_argument("--threads", type=int_range(1, 1024), default=None,
                     help="CPU threads for torch and ONNX Runtime (default: torch's default, one per core; "
                          "on the 2-core CPU machine 2 threads measured 129-149 ms per frame against 151-169 "
                          "ms with 1, now that ONNX Runtime's pool does not spin)")
     ap.add_argument("--scene-layout", choices=("side", "clasp"), default="side",
                     help="side: hands side by side, flexing; clasp: the clasp preset, flexing a little")
     ap.add_argument("--env", default="sky_sun", help="environment name or .hdr/.exr path (rotates every frame)")
-    ap.add_argument("--deg-per-frame", type=float, default=3.0, help="environment rotation per frame (degrees)")
+    ap.add_argument("--deg-per-frame", type=finite_float(-360.0, 360.0), default=3.0, help="environment rotation per frame (degrees)")
     ap.add_argument("--out", default="bench_out", help="output folder for bench.json and bench.png")
     ap.add_argument("--json-name", default="bench.json", help="name of the JSON file in --out")
     ap.add_argument("--no-chart", action="store_true", help="skip bench.png")
+    ap.add_argument("--overwrite", action="store_true", help="replace existing files relit-hands did not write")
     ap.add_argument("--quiet", action="store_true", help="print only the table")
     return ap
 
@@ -485,14 +487,26 @@ def run(args, command: str | None = None) -> dict:
 
 
 def run_from_args(args, command: str | None = None) -> int:
+    out = Path(args.out)
+    name = Path(args.json_name)
+    if name.suffix.lower() != ".json" or name.name != args.json_name:
+        raise ArgumentError(f"--json-name {args.json_name}: must be a plain file name ending in .json")
+    if out.exists() and not out.is_dir():
+        raise ArgumentError(f"--out {out}: exists and is not a folder")
+    env_file = Path(args.env) if Path(args.env).is_file() else None
+    outputs = OutputSet(inputs=[args.student, env_file], overwrite=args.overwrite)
+    chart = out / (name.stem + ".png")
+    outputs.check(out / name, "--json-name")
+    if not args.no_chart:
+        outputs.check(chart, "chart")
     result = run(args, command)
     table = format_table(result["configs"])
     result["table"] = table
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / args.json_name).write_text(json.dumps(result, indent=1) + "\n")
+    result["outputs"] = [str(out / name)] + ([] if args.no_chart else [str(chart)])
+    outputs.add(out / name, lambda p: p.write_text(json.dumps(result, indent=1) + "\n"), "--json-name")
     if not args.no_chart:
-        write_chart(out / (Path(args.json_name).stem + ".png"), result)
+        outputs.add(chart, lambda p: write_chart(p, result), "chart")
+    outputs.commit()
     m = result["machine"]
     dev = (m["gpu"]["name"] if m.get("gpu") else f"CPU {m['cpu_model']} x{m['cpu_count']}")
     print(table)

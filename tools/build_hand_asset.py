@@ -622,12 +622,14 @@ def build(params: AssetParams, out_dir: Path) -> dict:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="relit-hands build-asset", description=__doc__.split("\n")[0])
+    from ..validation import OneLineParser, finite_float, int_range
+
+    ap = OneLineParser(prog="relit-hands build-asset", description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=Path("models/hand"))
-    ap.add_argument("--scale", type=float, default=AssetParams.scale, help="hand size multiplier (1.0 = 18.5 cm)")
-    ap.add_argument("--skin-tone", type=float, default=AssetParams.skin_tone, help="0 light .. 1 dark")
-    ap.add_argument("--seed", type=int, default=AssetParams.seed)
-    ap.add_argument("--texture-size", type=int, default=AssetParams.texture_size)
+    ap.add_argument("--scale", type=finite_float(0.6, 1.5), default=AssetParams.scale, help="hand size multiplier (1.0 = 18.5 cm)")
+    ap.add_argument("--skin-tone", type=finite_float(0.0, 1.0), default=AssetParams.skin_tone, help="0 light .. 1 dark")
+    ap.add_argument("--seed", type=int_range(0, 2**32 - 1), default=AssetParams.seed)
+    ap.add_argument("--texture-size", type=int_range(64, 8192), default=AssetParams.texture_size)
     ap.add_argument("--version", type=int, choices=(1, 2), default=AssetParams.version,
                     help="1: xatlas atlas and wrist stub (the shipped models' asset); "
                          "2: semantic UV charts (palm, back, 2 per finger, forearm cap), forearm with a flat cut")

@@ -13,9 +13,16 @@ import sys
 import time
 from pathlib import Path
 
+from ..validation import (ArgumentError, OneLineParser, OutputSet, check_finite_image, check_number,
+                          finite_float, int_range)
+
 
 class UserError(Exception):
     """An error caused by the command line or the user's files; printed without a traceback."""
+
+
+ANGLE = finite_float(-36000.0, 36000.0)  # degrees
+EV = finite_float(-30.0, 30.0)  # exposure stops: 2^30 is far beyond any display or map
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -30,6 +37,8 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def _load_env(spec: str, yaw: float, pitch: float, exposure: float):
+    import numpy as np
+
     from ..environment import EnvironmentMap
 
     env = EnvironmentMap.from_name_or_path(spec)
@@ -37,7 +46,28 @@ def _load_env(spec: str, yaw: float, pitch: float, exposure: float):
         env = env.rotate(yaw, pitch)
     if exposure:
         env = env.with_exposure(exposure)
+    with np.errstate(over="ignore", invalid="ignore"):
+        energy = np.asarray(env.total_energy(), np.float64)
+    if not np.isfinite(energy).all() or float(np.max(energy) * 1.0) > 1e30:
+        raise UserError(f"environment {spec}: its radiance overflows at {exposure:+g} EV (lower --env-exposure)")
     return env
+
+
+def _env_input(spec: str):
+    """The environment's file when ``spec`` names one (an input a command must never overwrite)."""
+    p = Path(spec)
+    return p if p.is_file() else None
+
+
+def _check_out(path: str, suffixes: tuple, option: str) -> Path:
+    p = Path(path)
+    if p.suffix.lower() not in suffixes:
+        raise ArgumentError(f"{option} {path}: must end in {' or '.join(suffixes)}")
+    return p
+
+
+def _dump(obj) -> str:
+    return json.dumps({"written_by": "relit-hands", **obj}, indent=1) + "\n"
 
 
 def _build_scene(args):
@@ -62,6 +92,13 @@ def cmd_render(args) -> int:
     from ..engine import Engine
     from ..image_io import write_hdr_image, write_png
 
+    out = _check_out(args.out, (".png",), "--out")
+    outputs = OutputSet(inputs=[args.pose_right, args.pose_left, _env_input(args.env), args.student],
+                        overwrite=args.overwrite)
+    outputs.check(out, "--out")
+    outputs.check(out.with_suffix(".json"), "summary")
+    if args.exr:
+        outputs.check(_check_out(args.exr, (".exr", ".hdr"), "--exr"), "--exr")
     scene = _build_scene(args)
     env = _load_env(args.env, args.yaw, args.pitch, args.env_exposure)
     t0 = time.perf_counter()
@@ -75,21 +112,20 @@ def cmd_render(args) -> int:
         try:
             sf = engine.render_student(scene, env, student=args.student, backend=args.backend,
                                        n_lights=args.lights, exposure_ev=args.exposure, tonemap=args.tonemap,
-                                       background=args.background, return_linear=bool(args.exr), width=w, height=h)
+                                       background=args.background, return_linear=True, width=w, height=h)
         except StudentLoadError as e:
             raise UserError(str(e)) from None
+        for side, tex in sf.textures.items():
+            check_finite_image(tex, f"render (student {side}-hand texture)")
         frame = sf.as_frame()
         extra = {"student": {"path": str(args.student or default_student_path()), "backend": sf.backend,
                              "variant": sf.variant, "resolution": sf.resolution, "lights": args.lights}}
     else:
         frame = engine.render(scene, env, shading=args.shading, exposure_ev=args.exposure, tonemap=args.tonemap,
                               background=args.background, shadows=not args.no_shadows,
-                              return_linear=bool(args.exr), width=w, height=h)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_png(out, frame.image)
-    if args.exr:
-        write_hdr_image(args.exr, frame.linear)
+                              return_linear=True, width=w, height=h)
+    check_finite_image(frame.linear, f"render --out {out}")
+    check_finite_image(frame.image, f"render --out {out}")
     summary = {
         "command": args.argv,
         "scene": scene.to_dict(), "env": env.name, "yaw_deg": args.yaw, "pitch_deg": args.pitch,
@@ -99,7 +135,11 @@ def cmd_render(args) -> int:
         "camera": {"K": frame.camera.K.tolist(), "R": frame.camera.R.tolist(), "t": frame.camera.t.tolist()},
         **extra,
     }
-    out.with_suffix(".json").write_text(json.dumps(summary, indent=1) + "\n")
+    outputs.add(out, lambda p: write_png(p, frame.image), "--out")
+    if args.exr:
+        outputs.add(args.exr, lambda p: write_hdr_image(p, frame.linear), "--exr")
+    outputs.add(out.with_suffix(".json"), lambda p: p.write_text(_dump(summary)), "summary")
+    outputs.commit()
     ms = frame.timings_ms
     stages = ("skinning", "raycast", "features", "student", "composite") if args.shading == "student" \
         else ("skinning", "composite")
@@ -214,24 +254,29 @@ def cmd_contact_sheet(args) -> int:
     from ..scene import SCENE_PRESETS, scene_preset
     from .contact_sheet import preset_contact_sheet
 
+    out = _check_out(args.out, (".png",), "--out")
+    outputs = OutputSet(inputs=[_env_input(s.partition("@")[0]) for s in args.envs], overwrite=args.overwrite)
+    outputs.check(out, "--out")
+    outputs.check(out.with_suffix(".json"), "summary")
     names = args.scenes or list(POSE_PRESETS) + list(SCENE_PRESETS)
     scenes = [scene_preset(n) for n in names]
     envs = []
     for spec in args.envs:  # NAME or NAME@YAW
         name, _, yaw = spec.partition("@")
         try:
-            envs.append(_load_env(name, float(yaw) if yaw else args.yaw, 0.0, 0.0))
+            yaw_deg = check_number(yaw, "yaw", -36000, 36000) if yaw else args.yaw
+            envs.append(_load_env(name, yaw_deg, 0.0, 0.0))
         except ValueError as e:
             raise UserError(f"--envs {spec}: {e}") from None
     engine = Engine()
     with tqdm(total=len(scenes) * len(envs), desc="contact sheet", unit="tile") as bar:
         sheet, records = preset_contact_sheet(engine, scenes, envs, tile=args.tile, columns=args.columns,
                                               progress=bar, env_labels=[e.replace("@", " yaw ") for e in args.envs])
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_png(out, sheet)
-    out.with_suffix(".json").write_text(json.dumps({"tiles": records, "size": list(sheet.shape[:2][::-1])},
-                                                   indent=1) + "\n")
+    check_finite_image(sheet, f"contact-sheet --out {out}")
+    outputs.add(out, lambda p: write_png(p, sheet), "--out")
+    outputs.add(out.with_suffix(".json"), lambda p: p.write_text(_dump({
+        "command": args.argv, "output": str(out), "tiles": records, "size": list(sheet.shape[:2][::-1])})), "summary")
+    outputs.commit()
     print(f"wrote {out} ({sheet.shape[1]}x{sheet.shape[0]}, {len(records)} tiles)")
     return 0
 
@@ -241,6 +286,10 @@ def cmd_features(args) -> int:
     from ..image_io import write_png
     from .feature_views import feature_sheet
 
+    out = _check_out(args.out, (".png",), "--out")
+    outputs = OutputSet(inputs=[args.pose_right, args.pose_left, _env_input(args.env)], overwrite=args.overwrite)
+    outputs.check(out, "--out")
+    outputs.check(out.with_suffix(".json"), "summary")
     scene = _build_scene(args)
     env = _load_env(args.env, args.yaw, args.pitch, 0.0)
     engine = Engine(raycast_backend=args.backend)
@@ -248,17 +297,17 @@ def cmd_features(args) -> int:
     camera = engine.default_camera(scene, w, h)
     sheet, ff = feature_sheet(engine, scene, env, camera, n_lights=args.lights, resolution=args.resolution,
                               tile=args.tile)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_png(out, sheet)
+    check_finite_image(sheet, f"features --out {out}")
     maps = ff.maps.float()
     summary = {"scene": scene.to_dict(), "env": env.name, "yaw_deg": args.yaw, "lights": args.lights,
                "resolution": args.resolution, "raycast_backend": engine.raycast_backend, "channels": ff.names,
                "energy_rgb": ff.energy.tolist(), "visible_fraction": float(ff.visibility.float().mean()),
                "channel_ranges": {n: [float(maps[:, i].min()), float(maps[:, i].max())]
                                   for i, n in enumerate(ff.names)},
-               "timings_ms": ff.timings_ms}
-    out.with_suffix(".json").write_text(json.dumps(summary, indent=1) + "\n")
+               "timings_ms": ff.timings_ms, "command": args.argv, "output": str(out)}
+    outputs.add(out, lambda p: write_png(p, sheet), "--out")
+    outputs.add(out.with_suffix(".json"), lambda p: p.write_text(_dump(summary)), "summary")
+    outputs.commit()
     t = ff.timings_ms
     print(f"wrote {out} ({len(ff.names)} channels, {args.lights} lights, R={args.resolution}, "
           f"{engine.raycast_backend}); skinning {t['skinning_proxy']:.1f} ms, ray casting {t['raycast']:.1f} ms, "
@@ -268,13 +317,28 @@ def cmd_features(args) -> int:
 
 def cmd_view(args) -> int:
     """The desktop viewer (``relit_hands.viewer``); headless without a display or with --headless."""
+    from ..environment import EnvironmentMap
+    from ..scene import scene_preset
     from ..viewer.app import ViewerApp, display_available
     from ..viewer.script import ScriptPlayer, load_script
 
+    # every option is checked before the viewer starts (an unknown environment used to spin in
+    # the render worker and screenshot another one)
+    scene_preset(args.scene)
+    EnvironmentMap.from_name_or_path(args.env)
     headless = args.headless or not display_available()
     if headless and not args.headless:
         print("relit-hands view: no display found (DISPLAY unset): running headless", file=sys.stderr)
     actions = load_script(args.script) if args.script else None
+    shot = args.screenshot or ("relit_hands_viewer.png" if headless else None)
+    summary = args.summary or (str(Path(shot).with_suffix(".json")) if shot else None)
+    outputs = OutputSet(inputs=[args.script, _env_input(args.env)], overwrite=args.overwrite)
+    if shot:
+        outputs.check(_check_out(shot, (".png",), "--screenshot"), "--screenshot")
+    if args.exr:
+        outputs.check(_check_out(args.exr, (".exr", ".hdr"), "--exr"), "--exr")
+    if summary:
+        outputs.check(_check_out(summary, (".json",), "--summary"), "--summary")
     frames = args.frames
     if headless and frames is None and actions is None:
         frames = 60
@@ -289,9 +353,7 @@ def cmd_view(args) -> int:
                         render_scale=args.render_scale, max_fps=args.max_fps)
         headless = True
     try:
-        script = ScriptPlayer(app, actions, Path(args.script).parent) if actions is not None else None
-        shot = args.screenshot or ("relit_hands_viewer.png" if headless else None)
-        summary = args.summary or (str(Path(shot).with_suffix(".json")) if shot else None)
+        script = ScriptPlayer(app, actions, Path(args.script).parent, confine=True) if actions is not None else None
         rc = app.run(frames=frames, script=script, screenshot=shot, exr=args.exr, summary=summary)
         s = app.summary()
         print(f"viewer: {s['frames']} UI frames (median {s['ui_ms_median'] or 0:.1f} ms), "
@@ -301,7 +363,12 @@ def cmd_view(args) -> int:
         if script is not None:
             bad = [r for r in script.results if r["status"] != "ok"]
             for r in bad:
-                print(f"  script action {r['index']} ({r['action']}): {r.get('message')}", file=sys.stderr)
+                print(f"relit-hands view: error: script {args.script}: action {r['index']} ({r['action']}): "
+                      f"{' '.join(str(r.get('message')).split())}", file=sys.stderr)
+            if bad and rc == 0:
+                rc = 2
+        if rc and not (script is not None and bad):
+            print(f"relit-hands view: error: the viewer failed (exit {rc}); see the messages above", file=sys.stderr)
         return rc
     finally:
         app.close()
@@ -334,7 +401,7 @@ def cmd_tool(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="relit-hands", description="Real-time relightable two-hand renderer.")
+    ap = OneLineParser(prog="relit-hands", description="Real-time relightable two-hand renderer.")
     ap.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     sub = ap.add_subparsers(dest="command", required=True)
 
@@ -345,10 +412,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--hands", choices=("auto", "right", "left", "both"), default="auto",
                    help="which hands to draw (auto: the scene's and any given pose files)")
     r.add_argument("--env", default="studio", help="shipped environment name or .hdr/.exr path")
-    r.add_argument("--yaw", type=float, default=0.0, help="environment rotation about +Y (degrees)")
-    r.add_argument("--pitch", type=float, default=0.0, help="environment rotation about +X (degrees)")
-    r.add_argument("--env-exposure", type=float, default=0.0, help="scale the environment by 2^EV")
-    r.add_argument("--exposure", type=float, default=0.0, help="camera exposure (EV) before tone mapping")
+    r.add_argument("--yaw", type=ANGLE, default=0.0, help="environment rotation about +Y (degrees)")
+    r.add_argument("--pitch", type=ANGLE, default=0.0, help="environment rotation about +X (degrees)")
+    r.add_argument("--env-exposure", type=EV, default=0.0, help="scale the environment by 2^EV (-30..30)")
+    r.add_argument("--exposure", type=EV, default=0.0, help="camera exposure (EV) before tone mapping (-30..30)")
     r.add_argument("--tonemap", choices=("aces", "filmic", "none"), default="aces")
     r.add_argument("--background", choices=("env", "none", "transparent"), default="env")
     r.add_argument("--shading", choices=("student", "pbr", "albedo", "normal", "uv"), default="student",
@@ -356,11 +423,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "physically based baseline; albedo / normal / uv: debug views")
     r.add_argument("--student", metavar="FILE", help="student weights (.safetensors); default: the shipped model")
     r.add_argument("--backend", default="auto", help="student inference backend: auto | torch | onnxruntime | tensorrt")
-    r.add_argument("--lights", type=int, default=64, help="directional lights of the student's features (N)")
+    r.add_argument("--lights", type=int_range(32, 1024), default=64,
+                   help="directional lights of the student's features (N, 32..1024)")
     r.add_argument("--no-shadows", action="store_true", help="disable the dominant-light shadow maps")
     r.add_argument("--size", type=parse_size, default=(1280, 720), help="WxH pixels (default 1280x720)")
     r.add_argument("--out", default="relit_hands.png", help="output PNG (a .json summary is written beside it)")
     r.add_argument("--exr", metavar="FILE", help="also write the linear HDR image (.exr)")
+    r.add_argument("--overwrite", action="store_true",
+                   help="replace existing output files that relit-hands did not write (never an input)")
     r.set_defaults(func=cmd_render)
 
     ls = sub.add_parser("list", help="pose presets, two-hand scenes and shipped environments")
@@ -375,10 +445,11 @@ def build_parser() -> argparse.ArgumentParser:
     cs.add_argument("--envs", nargs="+", default=["studio", "sky_sun@160"],
                     help="environments as NAME or NAME@YAW_DEGREES")
     cs.add_argument("--scenes", nargs="+", help="default: every pose and scene preset")
-    cs.add_argument("--yaw", type=float, default=0.0)
+    cs.add_argument("--yaw", type=ANGLE, default=0.0)
     cs.add_argument("--tile", type=parse_size, default=(256, 256))
-    cs.add_argument("--columns", type=int, default=7)
+    cs.add_argument("--columns", type=int_range(1, 64), default=7)
     cs.add_argument("--out", default="docs/contact_sheet.png")
+    cs.add_argument("--overwrite", action="store_true", help="replace existing files relit-hands did not write")
     cs.set_defaults(func=cmd_contact_sheet)
 
     fe = sub.add_parser("features", help="picture of every lighting-feature channel, in UV space and on the hands")
@@ -387,14 +458,15 @@ def build_parser() -> argparse.ArgumentParser:
     fe.add_argument("--pose-left", metavar="FILE")
     fe.add_argument("--hands", choices=("auto", "right", "left", "both"), default="auto")
     fe.add_argument("--env", default="sky_sun")
-    fe.add_argument("--yaw", type=float, default=160.0)
-    fe.add_argument("--pitch", type=float, default=0.0)
-    fe.add_argument("--lights", type=int, default=256, help="environment lights N (32..1024)")
+    fe.add_argument("--yaw", type=ANGLE, default=160.0)
+    fe.add_argument("--pitch", type=ANGLE, default=0.0)
+    fe.add_argument("--lights", type=int_range(32, 1024), default=256, help="environment lights N (32..1024)")
     fe.add_argument("--resolution", type=int, default=256, choices=(128, 256, 512, 1024), help="UV map size R")
     fe.add_argument("--backend", default="auto", help="ray casting backend: auto, embree, torch, triton")
     fe.add_argument("--size", type=parse_size, default=(512, 512), help="camera image size for the view direction")
-    fe.add_argument("--tile", type=int, default=256)
+    fe.add_argument("--tile", type=int_range(16, 2048), default=256)
     fe.add_argument("--out", default="features.png")
+    fe.add_argument("--overwrite", action="store_true", help="replace existing files relit-hands did not write")
     fe.set_defaults(func=cmd_features)
 
     v = sub.add_parser("view", help="desktop viewer: pose hands, rotate environments, compare shading modes")
@@ -404,12 +476,15 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--headless", action="store_true",
                    help="no window: the UI renders offscreen (EGL); implied when there is no display")
     v.add_argument("--script", metavar="JSON", help="play a JSON list of UI actions (see relit_hands.viewer.script)")
-    v.add_argument("--frames", type=int, help="run at least N UI frames (and until the script ends), then exit")
+    v.add_argument("--frames", type=int_range(0, 1_000_000),
+                   help="run at least N UI frames (and until the script ends), then exit")
     v.add_argument("--screenshot", metavar="PNG", help="write a screenshot (with the UI) at the end")
     v.add_argument("--exr", metavar="EXR", help="also write the view's linear HDR image at the end")
     v.add_argument("--summary", metavar="JSON", help="run summary (default: next to the screenshot)")
-    v.add_argument("--render-scale", type=float, default=1.0, help="engine resolution / view resolution (0.25..1)")
-    v.add_argument("--max-fps", type=float, default=60.0, help="UI frame-rate cap (0: none)")
+    v.add_argument("--render-scale", type=finite_float(0.25, 1.0), default=1.0,
+                   help="engine resolution / view resolution (0.25..1)")
+    v.add_argument("--max-fps", type=finite_float(0.0, 1000.0), default=60.0, help="UI frame-rate cap (0: none)")
+    v.add_argument("--overwrite", action="store_true", help="replace existing files relit-hands did not write")
     v.set_defaults(func=cmd_view)
 
     for name, helptext in (("build-asset", "rebuild the procedural hand asset (see: relit-hands build-asset --help)"),
@@ -428,26 +503,59 @@ def build_parser() -> argparse.ArgumentParser:
 _FORWARDED = {"build-asset": "build_hand_asset", "make-envs": "make_environments"}
 
 
-def main(argv=None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in _FORWARDED:
-        import importlib
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) <= 600 else text[:597] + "..."
 
-        importlib.import_module(f"{__package__}.{_FORWARDED[argv[0]]}").main(argv[1:])
-        return 0
-    ap = build_parser()
-    args = ap.parse_args(argv)
-    args.argv = "relit-hands " + " ".join(argv)
+
+def _run_guarded(command: str, debug: bool, fn) -> int:
+    """Run ``fn()``; user errors -> one line + exit 2, anything else -> one line + exit 1."""
     try:
-        return args.func(args)
+        return fn()
     except KeyboardInterrupt:
         print("relit-hands: interrupted", file=sys.stderr)
         return 130
+    except SystemExit:
+        raise
     except (UserError, ValueError, FileNotFoundError, OSError) as e:
-        if args.debug:
+        if debug:
             raise
-        print(f"relit-hands {args.command}: error: {e}", file=sys.stderr)
+        print(f"relit-hands {command}: error: {_one_line(e)}", file=sys.stderr)
         return 2
+    except MemoryError:
+        if debug:
+            raise
+        print(f"relit-hands {command}: error: out of memory (the inputs ask for more than this machine has)",
+              file=sys.stderr)
+        return 2
+    except RecursionError:
+        if debug:
+            raise
+        print(f"relit-hands {command}: error: input nested too deeply", file=sys.stderr)
+        return 2
+    except Exception as e:  # noqa: BLE001 - a bug, not a user error: still one line, exit 1
+        if debug:
+            raise
+        print(f"relit-hands {command}: internal error: {type(e).__name__}: {_one_line(e)} "
+              f"(rerun with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = bool(argv) and argv[0] == "--debug"
+    if argv and argv[0] in _FORWARDED:
+        import importlib
+
+        def forwarded():
+            rc = importlib.import_module(f"{__package__}.{_FORWARDED[argv[0]]}").main(argv[1:])
+            return rc if isinstance(rc, int) else 0
+
+        return _run_guarded(argv[0], debug, forwarded)
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    args.argv = "relit-hands " + " ".join(argv)
+    return _run_guarded(args.command, args.debug, lambda: args.func(args))
 
 
 if __name__ == "__main__":

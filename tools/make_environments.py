@@ -446,12 +446,14 @@ def generate(out: Path, height: int = 256, only=None, preview: Path | None = Non
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(
-        prog="python -m relit_hands.tools.make_environments",
+    from ..validation import OneLineParser, int_range
+
+    ap = OneLineParser(
+        prog="relit-hands make-envs",
         description="Generate the procedural HDR environment maps shipped with relit_hands.",
     )
     ap.add_argument("--out", type=Path, default=Path("models/environments"), help="output folder")
-    ap.add_argument("--height", type=int, default=256, help="map height in pixels (width = 2x)")
+    ap.add_argument("--height", type=int_range(8, 4096), default=256, help="map height in pixels (width = 2x)")
     ap.add_argument("--only", default="", help="comma-separated subset of: " + ", ".join(ENVIRONMENTS))
     ap.add_argument("--preview", type=Path, default=None, help="also write a tone-mapped preview grid PNG")
     args = ap.parse_args(argv)

@@ -230,6 +230,40 @@ def save_teacher(model: TeacherNet, path, extra: dict | None = None) -> None:
     tmp.replace(path)
 
 
+# What a teacher file's metadata may ask for (checked before anything is built).
+CONFIG_INT_BOUNDS = {"resolution": (8, 4096), "latent_channels": (1, 256), "pose_code": (1, 256),
+                     "trunk_channels": (1, 512), "head_channels": (1, 512)}
+CONFIG_FLOAT_BOUNDS = {"d_ref": (1e-6, 1e6), "rho_init": (1e-9, 1e3), "e_init": (1e-12, 1e3)}
+CONFIG_BOOLS = ("albedo_prior", "specular_prior")
+
+
+def check_teacher_config(config, path) -> dict:
+    """A teacher file's ``config`` with only known keys, each within its bounds; else
+    :class:`TeacherLoadError` naming the file and the key."""
+    if not isinstance(config, dict):
+        raise TeacherLoadError(f"{path}: teacher metadata has no 'config' object")
+    unknown = sorted(set(config) - set(CONFIG_INT_BOUNDS) - set(CONFIG_FLOAT_BOUNDS) - set(CONFIG_BOOLS))
+    if unknown:
+        raise TeacherLoadError(f"{path}: teacher config has unknown key(s) {unknown[:5]}")
+    out = {}
+    for k, v in config.items():
+        if k in CONFIG_BOOLS:
+            if not isinstance(v, bool):
+                raise TeacherLoadError(f"{path}: teacher config {k}={str(v)[:20]!r} is not true/false")
+        elif isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise TeacherLoadError(f"{path}: teacher config {k}={str(v)[:20]!r} is not a finite number")
+        elif k in CONFIG_INT_BOUNDS:
+            lo, hi = CONFIG_INT_BOUNDS[k]
+            if not isinstance(v, int) or not lo <= v <= hi:
+                raise TeacherLoadError(f"{path}: teacher config {k}={v!r} is outside {lo} .. {hi}")
+        else:
+            lo, hi = CONFIG_FLOAT_BOUNDS[k]
+            if not lo <= v <= hi:
+                raise TeacherLoadError(f"{path}: teacher config {k}={v!r} is outside {lo:g} .. {hi:g}")
+        out[k] = v
+    return out
+
+
 def load_teacher(path, device="cpu") -> tuple[TeacherNet, dict]:
     """(model in eval mode, metadata dict). Raises :class:`TeacherLoadError` naming the file."""
     from safetensors import safe_open
@@ -242,13 +276,33 @@ def load_teacher(path, device="cpu") -> tuple[TeacherNet, dict]:
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             md = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:
         raise TeacherLoadError(f"{path}: not a readable safetensors file ({e})") from None
     if META_KEY not in md:
         raise TeacherLoadError(f"{path}: not a teacher file (no '{META_KEY}' metadata)")
-    meta = json.loads(md[META_KEY])
-    model = TeacherNet(**meta["config"])
+    from ..student import check_file_shapes
+    from ..validation import InputFileError, parse_json_text
+
+    try:
+        meta = parse_json_text(md[META_KEY], f"{path}: teacher metadata")
+    except InputFileError as e:
+        raise TeacherLoadError(str(e)) from None
+    config = check_teacher_config(meta.get("config") if isinstance(meta, dict) else None, path)
+    try:
+        with torch.device("meta"):  # shapes only: nothing is allocated before they match the file
+            shapes = {k: tuple(v.shape) for k, v in TeacherNet(**config).state_dict().items()}
+    except (TypeError, ValueError) as e:
+        raise TeacherLoadError(f"{path}: teacher metadata does not describe a valid network ({e})") from None
+    check_file_shapes(path, shapes, TeacherLoadError, "the teacher its metadata describes")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:
+        raise TeacherLoadError(f"{path}: not a readable safetensors file ({e})") from None
+    for k, t in tensors.items():
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise TeacherLoadError(f"{path}: tensor {k!r} contains NaN or infinite values")
+    model = TeacherNet(**config)
     try:
         model.load_state_dict(tensors)
     except RuntimeError as e:

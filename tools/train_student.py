@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from relit_hands.image_io import linear_to_srgb
+from relit_hands.validation import NonFiniteError, finite_float, int_range
 
 # torch and the student modules are imported inside the functions: the CLI builds this parser for
 # every `relit-hands` command, and `relit-hands list` should not pay for importing torch.
@@ -53,28 +54,28 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="student training set folder (manifest.json + samples/)")
     p.add_argument("--variant", choices=VARIANTS, default="vis")
     p.add_argument("--out", required=True, help="run folder")
-    p.add_argument("--steps", type=int, default=20000)
-    p.add_argument("--batch", type=int, default=8, help="hand textures per step (per rank)")
-    p.add_argument("--lr", type=float, default=5e-4)
-    p.add_argument("--lr-min", type=float, default=0.05, help="final LR as a fraction of --lr (cosine)")
-    p.add_argument("--warmup", type=int, default=200, help="linear LR warm-up steps")
-    p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--base", type=int, default=32)
-    p.add_argument("--levels", type=int, default=4)
-    p.add_argument("--static-channels", type=int, default=8)
-    p.add_argument("--code-dim", type=int, default=64)
+    p.add_argument("--steps", type=int_range(1, 10_000_000), default=20000)
+    p.add_argument("--batch", type=int_range(1, 4096), default=8, help="hand textures per step (per rank)")
+    p.add_argument("--lr", type=finite_float(1e-12, 10.0), default=5e-4)
+    p.add_argument("--lr-min", type=finite_float(0.0, 1.0), default=0.05, help="final LR as a fraction of --lr (cosine)")
+    p.add_argument("--warmup", type=int_range(0, 10_000_000), default=200, help="linear LR warm-up steps")
+    p.add_argument("--weight-decay", type=finite_float(0.0, 10.0), default=0.0)
+    p.add_argument("--base", type=int_range(1, 512), default=32)
+    p.add_argument("--levels", type=int_range(1, 8), default=4)
+    p.add_argument("--static-channels", type=int_range(0, 256), default=8)
+    p.add_argument("--code-dim", type=int_range(1, 4096), default=64)
     p.add_argument("--albedo-prior", action=argparse.BooleanOptionalAction, default=True,
                    help="multiply the output by the asset's albedo texture (student.py)")
     p.add_argument("--specular-channel", action=argparse.BooleanOptionalAction, default=False,
                    help="add one grey output channel, not tinted by the albedo prior (student.py; "
                         "measured in the README, not yet used for the shipped students)")
-    p.add_argument("--val-every", type=int, default=1000)
-    p.add_argument("--ckpt-every", type=int, default=2000)
-    p.add_argument("--log-every", type=int, default=20)
-    p.add_argument("--val-images", type=int, default=2, help="validation samples drawn per val step")
-    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    p.add_argument("--val-every", type=int_range(1, 10_000_000), default=1000)
+    p.add_argument("--ckpt-every", type=int_range(1, 10_000_000), default=2000)
+    p.add_argument("--log-every", type=int_range(1, 10_000_000), default=20)
+    p.add_argument("--val-images", type=int_range(1, 1000), default=2, help="validation samples drawn per val step")
+    p.add_argument("--workers", type=int_range(0, 256), default=0, help="DataLoader worker processes")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave torch's default)")
+    p.add_argument("--threads", type=int_range(0, 1024), default=0, help="torch CPU threads (0: leave torch's default)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/latest.json")
     p.add_argument("--install-default", action="store_true",
@@ -380,7 +381,11 @@ def train(args, command: str | None = None) -> dict:
         opt.step()
         lv = float(loss.detach())
         if not math.isfinite(lv):
-            raise FloatingPointError(f"train-student: loss became {lv} at step {step}")
+            raise NonFiniteError(f"train-student: the loss became {lv} at step {step} (try a lower --lr); "
+                                 f"training stopped, no weights were written for this step")
+        if not all(bool(torch.isfinite(q).all()) for q in model.parameters()):
+            raise NonFiniteError(f"train-student: the weights became NaN/infinite at step {step} (try a lower --lr); "
+                                 f"training stopped, no weights were written for this step")
         first_loss = lv if first_loss is None else first_loss
         ema = lv if ema is None else 0.9 * ema + 0.1 * lv
         done = step + 1

@@ -44,6 +44,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..validation import NonFiniteError, finite_float, int_range
+
 __all__ = ["main", "build_parser", "train", "split_frames", "evaluate_frames"]
 
 
@@ -54,29 +56,29 @@ def build_parser(prog: str = "relit-hands train-teacher") -> argparse.ArgumentPa
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--capture", required=True, help="capture folder (docs/capture_format.md)")
     p.add_argument("--out", required=True, help="run folder")
-    p.add_argument("--steps", type=int, default=2000)
-    p.add_argument("--resolution", type=int, default=256, help="UV texture size R")
-    p.add_argument("--cams", type=int, default=4, help="cameras per step")
-    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--steps", type=int_range(1, 10_000_000), default=2000)
+    p.add_argument("--resolution", type=int_range(16, 2048), default=256, help="UV texture size R")
+    p.add_argument("--cams", type=int_range(1, 256), default=4, help="cameras per step")
+    p.add_argument("--lr", type=finite_float(1e-12, 10.0), default=2e-3)
     p.add_argument("--loss", choices=("l2", "log_l1"), default="l2", help="see teacher_training's docstring")
-    p.add_argument("--latent-lr", type=float, default=1e-2)
+    p.add_argument("--latent-lr", type=finite_float(1e-12, 10.0), default=1e-2)
     p.add_argument("--albedo-prior", action=argparse.BooleanOptionalAction, default=True,
                    help="scale the learned reflectance by the asset's albedo texture (teacher.py)")
     p.add_argument("--specular-prior", action=argparse.BooleanOptionalAction, default=False,
                    help="add the GGX lobe of the asset's roughness / specular texture with a learned gain "
                         "(teacher.py; measured in the README, not yet used for the shipped teacher)")
-    p.add_argument("--latent-channels", type=int, default=16)
-    p.add_argument("--trunk-channels", type=int, default=32)
-    p.add_argument("--head-channels", type=int, default=32)
+    p.add_argument("--latent-channels", type=int_range(1, 256), default=16)
+    p.add_argument("--trunk-channels", type=int_range(1, 512), default=32)
+    p.add_argument("--head-channels", type=int_range(1, 512), default=32)
     p.add_argument("--holdout-poses", type=int, default=None, help="lit poses held out (default: auto)")
     p.add_argument("--holdout-lights", type=int, default=None, help="light ids held out (default: auto)")
-    p.add_argument("--val-every", type=int, default=250)
-    p.add_argument("--val-views", type=int, default=4, help="views in each validation image")
-    p.add_argument("--ckpt-every", type=int, default=500)
-    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--val-every", type=int_range(1, 10_000_000), default=250)
+    p.add_argument("--val-views", type=int_range(1, 256), default=4, help="views in each validation image")
+    p.add_argument("--ckpt-every", type=int_range(1, 10_000_000), default=500)
+    p.add_argument("--log-every", type=int_range(1, 10_000_000), default=10)
     p.add_argument("--resume", action="store_true", help="continue from RUN/state.json")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads per process")
+    p.add_argument("--threads", type=int_range(1, 1024), default=1, help="torch CPU threads per process")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--allow-partial", action="store_true",
                    help="train on the views of a capture that are rendered so far (e.g. one made with "
@@ -269,15 +271,15 @@ def train(args, command: str | None = None) -> dict:
     if device == "cuda":
         torch.cuda.set_device(rank % max(1, torch.cuda.device_count()))
     out = Path(args.out)
-    if rank == 0:
-        (out / "checkpoints").mkdir(parents=True, exist_ok=True)
-        (out / "val").mkdir(parents=True, exist_ok=True)
     t_start = time.time()
-    try:
+    try:  # the capture is checked before anything is written
         capture = Capture.load(args.capture, check_files=not args.allow_partial)
     except CaptureIncompleteError as e:
         raise ValueError(f"{e}\n(the capture is not complete: finish it with relit-hands lightstage, or "
                          f"pass --allow-partial to train on the views rendered so far)") from None
+    if rank == 0:
+        (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+        (out / "val").mkdir(parents=True, exist_ok=True)
     coverage = None
     if args.allow_partial:
         coverage = rendered_views_only(capture)
@@ -391,10 +393,16 @@ def train(args, command: str | None = None) -> dict:
         pred = torch.cat(preds)
         target = torch.cat([v.target for v in views]).to(device)
         loss = teacher_loss(pred, target, loss_scale, args.loss)
+        if not torch.isfinite(loss.detach()).all():
+            raise NonFiniteError(f"train-teacher: the loss became {float(loss.detach())} at step {step} "
+                                 f"(try a lower --lr); training stopped, no weights were written for this step")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+        if not all(bool(torch.isfinite(q).all()) for q in model.parameters()):
+            raise NonFiniteError(f"train-teacher: the weights became NaN/infinite at step {step} (try a lower --lr); "
+                                 f"training stopped, no weights were written for this step")
         lv = float(loss.detach())
         losses.append(lv)
         bar.update(1)

@@ -26,6 +26,7 @@ import logging
 import math
 import os
 import time
+import sys
 from collections import deque
 from pathlib import Path
 
@@ -1402,7 +1403,12 @@ class ViewerApp:
                     return 3
             if screenshot:
                 if not self.wait_until_current():
-                    self.report("timed out waiting for an up-to-date frame", error=True)
+                    # never write a stale frame (e.g. one of another environment) under the name
+                    msg = self.worker.fatal or "timed out waiting for an up-to-date frame"
+                    self.report(f"no screenshot written: {msg}", error=True)
+                    print(f"relit-hands view: error: no screenshot written to {screenshot}: "
+                          f"{' '.join(str(msg).split())}", file=sys.stderr)
+                    return 2
                 self.screenshot(screenshot, exr=exr)
                 self.step()
                 if exr:
@@ -1412,7 +1418,9 @@ class ViewerApp:
         finally:
             wall = time.perf_counter() - t0
             if summary:
-                Path(summary).write_text(json.dumps(self.summary(wall), indent=1, default=str) + "\n")
+                record = {"written_by": "relit-hands", "screenshot": str(screenshot) if screenshot else None,
+                          "exr": str(exr) if exr else None, **self.summary(wall)}
+                Path(summary).write_text(json.dumps(record, indent=1, default=str) + "\n")
         return 0
 
     def summary(self, wall_s=None) -> dict:

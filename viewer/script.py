@@ -28,7 +28,8 @@ env_exposure ...); ``preset name [side]``; ``load_pose path``; ``save_pose path`
 ``redo``; ``reset``; ``orbit yaw [pitch]``; ``zoom factor``; ``frame_hands``; ``show panel on``
 (panel: uv, log, stats); ``screenshot path [ui] [exr]``; ``turntable path [frames]``;
 ``expect_error [contains]`` (records whether the UI shows an error); ``dismiss_errors``; ``quit``.
-Relative paths resolve against the script file's folder. Every action's outcome is recorded in
+Relative paths resolve against the script file's folder; for a script read from a file
+(``relit-hands view --script``) every path must resolve inside that folder (symlinks included). Every action's outcome is recorded in
 :attr:`ScriptPlayer.results` (status ok / error + message), and an action that fails reports in
 the UI like a user's action would; the script goes on.
 """
@@ -42,11 +43,13 @@ from .state import joint_index
 
 def load_script(path) -> list:
     """Actions from a JSON file (a list, or an object with an ``actions`` list)."""
+    from ..validation import InputFileError, read_json_file
+
     path = Path(path)
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise ValueError(f"{path}: cannot read the action script ({e})") from None
+        data = read_json_file(path, what="action script")
+    except InputFileError as e:
+        raise InputFileError(f"cannot read the action script: {e}") from None
     actions = data.get("actions") if isinstance(data, dict) else data
     if not isinstance(actions, list) or not all(isinstance(a, dict) and "action" in a for a in actions):
         raise ValueError(f"{path}: expected a JSON list of objects with an 'action' key")
@@ -56,8 +59,11 @@ def load_script(path) -> list:
 class ScriptPlayer:
     """Plays actions on a :class:`~.app.ViewerApp`, advancing once per UI frame."""
 
-    def __init__(self, app, actions, base_dir=None, render_timeout_s: float = 120.0):
+    def __init__(self, app, actions, base_dir=None, render_timeout_s: float = 120.0, confine: bool = False):
+        """``confine``: every path an action names must resolve inside ``base_dir`` (symlinks
+        included) -- set for scripts read from a file (``relit-hands view --script``)."""
         self.app = app
+        self.confine = bool(confine)
         self.actions = list(actions)
         self.base = Path(base_dir) if base_dir else Path.cwd()
         self.timeout = float(render_timeout_s)
@@ -75,6 +81,10 @@ class ScriptPlayer:
             self.finished = True
 
     def _path(self, p) -> Path:
+        if self.confine:
+            from ..validation import resolve_inside
+
+            return resolve_inside(self.base, str(p), what="script path")
         p = Path(str(p)).expanduser()
         return p if p.is_absolute() else self.base / p
 
@@ -145,7 +155,9 @@ class ScriptPlayer:
 
     # ------------------------------------------------------------------ actions
     def _a_wait_frames(self, a):
-        for _ in range(int(a.get("n", 1))):
+        from ..validation import check_number
+
+        for _ in range(check_number(a.get("n", 1), "wait_frames n", 0, 100_000, integer=True)):
             yield
 
     def _a_wait_render(self, a):
@@ -196,6 +208,9 @@ class ScriptPlayer:
             yield
 
     def _a_set_env(self, a):
+        from ..environment import EnvironmentMap
+
+        EnvironmentMap.from_name_or_path(a["name"])  # an unknown name fails here, not in the worker
         self.app.state.set_env(a["name"])
         yield
 
@@ -281,7 +296,10 @@ class ScriptPlayer:
 
     def _a_turntable(self, a):
         yield from self._wait_render()
-        self.app.start_turntable(self._path(a.get("path", "turntable")), int(a.get("frames", 36)))
+        from ..validation import check_number
+
+        n = check_number(a.get("frames", 36), "turntable frames", 1, 3600, integer=True)
+        self.app.start_turntable(self._path(a.get("path", "turntable")), n)
         while self.app.turntable is not None:
             yield
 
