@@ -66,6 +66,9 @@ setup(
         # Evaluation metrics: SSIM (scikit-image) and NVIDIA's HDR-FLIP (no network weights needed).
         "eval": ["scikit-image>=0.21,<1", "flip-evaluator>=1.7,<2"],
         "mano": ["smplx>=0.1.28,<0.2"],
+        # VR: examples/openxr_hands.py (OpenXR hand tracking + swapchains); written against pyopenxr
+        # 1.1's API (OpenXR 1.1 bindings, 1.1.3601 .. 1.1.6501 on PyPI); brings glfw and PyOpenGL.
+        "vr": ["pyopenxr>=1.1,<2"],
         # mitsuba: tested with 3.9.1 (the light stage's LLVM variant needs Debian's libllvm19, see install.sh)
         "train": ["mitsuba>=3.9,<4", "tensorboard>=2.14,<3"],
         "cuda": ["triton>=3.0,<5", "diffrp-nvdiffrast>=0.3,<0.4"],

@@ -542,6 +542,7 @@ class HandModel(torch.nn.Module):
         self.register_buffer("tip_weights", torch.as_tensor(asset.render_weights[tips], **kw))
         self.register_buffer("render_faces", torch.as_tensor(asset.render_faces.astype(np.int64), device=device))
         self.register_buffer("proxy_faces", torch.as_tensor(asset.proxy_faces.astype(np.int64), device=device))
+        self._shape_cache: list = []  # (shape, meshes, shaped rest) of the last few shapes (_shaped_rest)
 
     @property
     def dtype(self):
@@ -575,12 +576,7 @@ class HandModel(torch.nn.Module):
         rest_j, tip_rest = self.rest_joints, self.tip_rest
         render_rest, proxy_rest = self.render_rest, self.proxy_rest
         if sh is not None:
-            wanted = [("tips", self.tip_weights, self.tip_rest)]
-            wanted += [(m, getattr(self, f"{m}_weights"), getattr(self, f"{m}_rest")) for m in ("render", "proxy")
-                       if m in meshes]
-            rest_j, shaped = shape_rest(sh.expand(B, -1, -1), self.rest_joints, self.tip_rest, self.parents,
-                                        [(w, v) for _, w, v in wanted])
-            shaped = dict(zip([name for name, _, _ in wanted], shaped))
+            rest_j, shaped = self._shaped_rest(sh, B, meshes)
             tip_rest, render_rest, proxy_rest = shaped["tips"], shaped.get("render"), shaped.get("proxy")
         rot = rodrigues(torch.cat([go, pose], 1).reshape(B, 16, 3))
         G, A = rigid_transforms(rot, rest_j, self.parents)
@@ -598,6 +594,31 @@ class HandModel(torch.nn.Module):
             G = torch.cat([G, A[..., 3:, :]], -2)
         return HandOutput(render_vertices=rv, proxy_vertices=pv, joints=joints,
                           keypoints=torch.cat([joints, tips], 1), joint_transforms=G)
+
+    def _shaped_rest(self, sh: torch.Tensor, B: int, meshes) -> tuple:
+        """:func:`shape_rest` of the joints, tips and the asked ``meshes`` for ``sh`` [1 or B, 16, 2].
+
+        A tracked hand keeps one shape for many frames, and shaping the 16k-vertex render mesh costs
+        several times its skinning, so the last few single-shape results (no autograd) are cached,
+        keyed by the shape's values, the meshes, dtype and device."""
+        names = tuple(m for m in ("render", "proxy") if m in meshes)
+        cacheable = sh.shape[0] == 1 and not (sh.requires_grad and torch.is_grad_enabled())
+        cache = self._shape_cache
+        if cacheable:
+            for key, names_k, value in cache:
+                if names_k == names and key.dtype == sh.dtype and key.device == sh.device and torch.equal(key, sh):
+                    rest_j, shaped = value
+                    return rest_j.expand(B, -1, -1), {k: v.expand(B, -1, -1) for k, v in shaped.items()}
+        wanted = [("tips", self.tip_weights, self.tip_rest)]
+        wanted += [(m, getattr(self, f"{m}_weights"), getattr(self, f"{m}_rest")) for m in names]
+        rest_j, shaped = shape_rest(sh.expand(B, -1, -1) if not cacheable else sh, self.rest_joints, self.tip_rest,
+                                    self.parents, [(w, v) for _, w, v in wanted])
+        shaped = dict(zip([name for name, _, _ in wanted], shaped))
+        if cacheable:
+            cache.insert(0, (sh.detach().clone(), names, (rest_j.detach(), {k: v.detach() for k, v in shaped.items()})))
+            del cache[4:]
+            return rest_j.expand(B, -1, -1), {k: v.expand(B, -1, -1) for k, v in shaped.items()}
+        return rest_j, shaped
 
     def rest_output(self) -> HandOutput:
         return self.forward(torch.zeros(1, 45, dtype=self.dtype, device=self.device))

@@ -107,7 +107,7 @@ import numpy as np
 
 import torch
 
-from .hand_model import PARENTS, SHAPE_DIM, HandModel, mirror_pose, mirror_translation, shape_rest
+from .hand_model import PARENTS, SHAPE_DIM, HandModel, shape_rest
 from .poses import ABDUCTION_SIGN, joint_frames, limits_array
 
 __all__ = [
@@ -207,10 +207,13 @@ def _log(R: np.ndarray) -> np.ndarray:
         q = matrix_to_quat(R)
         s = _norm(q[..., :3])
         return q[..., :3] * (2.0 * np.arctan2(s, q[..., 3:]) / np.maximum(s, 1e-12))
-    v = np.stack([R[..., 2, 1] - R[..., 1, 2], R[..., 0, 2] - R[..., 2, 0], R[..., 1, 0] - R[..., 0, 1]], -1)
+    v = R[..., _SKEW_A, _SKEW_B] - R[..., _SKEW_B, _SKEW_A]  # (R21 - R12, R02 - R20, R10 - R01)
     sin = 0.5 * _norm(v)
     ang = np.arctan2(sin, c[..., None])
     return v * np.where(sin < 1e-12, 0.5, ang / (2.0 * np.maximum(sin, 1e-12)))
+
+
+_SKEW_A, _SKEW_B = np.array([2, 0, 1]), np.array([1, 2, 0])
 
 
 def _exp(r: np.ndarray) -> np.ndarray:
@@ -233,7 +236,7 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return v / np.maximum(_norm(v), 1e-12)
 
 
-_C1, _C2 = [1, 2, 0], [2, 0, 1]
+_C1, _C2 = np.array([1, 2, 0]), np.array([2, 0, 1])  # index arrays: faster than lists
 
 
 def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -243,6 +246,23 @@ def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def _mT(a: np.ndarray) -> np.ndarray:
     return np.swapaxes(a, -1, -2)
+
+
+def _mv(M: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Batched matrix-vector products [n, 3, 3] x [n, 3] -> [n, 3] (faster than einsum here)."""
+    return (M @ v[..., None])[..., 0]
+
+
+def _det3(M: np.ndarray) -> float:
+    """Determinant of one 3x3 matrix (plain Python: np.linalg.det is slow for a single 3x3)."""
+    (a, b, c), (d, e, f), (g, h, i) = M.tolist()
+    return a * (e * i - f * h) - b * (d * i - f * g) + c * (d * h - e * g)
+
+
+_EYE16 = np.tile(np.eye(3), (16, 1, 1))
+_MIRROR_AA3 = np.array([-1.0, -1.0, 1.0])  # mirror_pose of one axis-angle (hand_model)
+_MIRROR_AA45 = np.tile(_MIRROR_AA3, 15)
+_MIRROR_T = np.array([1.0, 1.0, -1.0])     # mirror_translation
 
 
 # ----------------------------------------------------------------------------------------
@@ -578,10 +598,10 @@ class HandRetargeter:
         pose, go, transl, fitted = self._solve(kp, O)
         scales = np.empty(16)
         scales[1:] = _norm(kp[self.rest.child[1:]] - kp[1:16])[:, 0] / self.rest.length0
-        scales[0] = np.mean(_norm(kp[_LEVELS[0]] - kp[0])[:, 0] / self.rest.root_length0)
+        scales[0] = (_norm(kp[_LEVELS[0]] - kp[0])[:, 0] / self.rest.root_length0).sum() / 5.0  # mean
         residuals = _norm(fitted - kp)[:, 0]
-        if self.side == "left":
-            pose, go, transl, fitted = mirror_pose(pose), mirror_pose(go), mirror_translation(transl), fitted @ _MIRROR
+        if self.side == "left":  # mirror_pose / mirror_translation, with precomputed signs
+            pose, go, transl, fitted = pose * _MIRROR_AA45, go * _MIRROR_AA3, transl * _MIRROR_T, fitted @ _MIRROR
         f32 = np.float32
         self.last = RetargetResult(pose.astype(f32), go.astype(f32), transl.astype(f32), scales.astype(f32),
                                    fitted.astype(f32), residuals.astype(f32), held=False)
@@ -595,16 +615,18 @@ class HandRetargeter:
         J = r.J
         # 1. root: weighted Kabsch (points, plus the OpenXR wrist frame's axes as directions)
         Y = kp[_ROOT_KP]
-        cx, cy = r.root_centroid, Y.mean(0)
+        cx, cy = r.root_centroid, Y.sum(0) / len(_ROOT_KP)  # (= Y.mean(0), without its overhead)
         H = r.root_centred.T @ (Y - cy) / self.sigma_p ** 2
         if O is not None:
             H = H + r.Bxr[0] @ O[0].T / self.sigma_o ** 2
         U, _, Vt = np.linalg.svd(H)
-        D = np.diag([1.0, 1.0, np.sign(np.linalg.det(Vt.T @ U.T))])
-        R0 = Vt.T @ D @ U.T
+        R0 = Vt.T @ U.T
+        if _det3(R0) < 0:  # a reflection: flip the smallest singular direction
+            Vt[2] = -Vt[2]
+            R0 = Vt.T @ U.T
         transl = cy - J[0] - R0 @ (cx - J[0])
 
-        Qw = np.tile(np.eye(3), (16, 1, 1))  # world rotations of the model's joints
+        Qw = _EYE16.copy()  # world rotations of the model's joints
         Qw[0] = R0
         P = np.zeros((16, 3))  # model joint positions
         P[0] = J[0] + transl
@@ -615,7 +637,7 @@ class HandRetargeter:
             planes = (_cross(b[:, 0], b[:, 1]), _cross(b[:, 1], b[:, 2]))
         for lvl, (js, par, c) in enumerate(zip(_LEVELS, _LEVEL_PARENTS, self.levels)):
             Qp = Qw[par]
-            P[js] = P[par] + np.einsum("nij,nj->ni", Qp, c.offset)
+            P[js] = P[par] + _mv(Qp, c.offset)
             if lvl < 2:
                 target = kp[js + 1]
             else:  # fingertip: remove the other joints' share of its skinning (LBS) first
@@ -626,7 +648,7 @@ class HandRetargeter:
             if O is None:
                 # twist: the rest axis g (a flexion axis, see _Level) goes to the flexion-plane normal n,
                 # blended toward where the parent carries it by the plane's reliability
-                ref = np.einsum("nij,nj->ni", Qp, c.g)
+                ref = _mv(Qp, c.g)
                 n = planes[1] * np.sign((planes[1] * ref).sum(-1, keepdims=True) + 1e-30)
                 if lvl == 0:  # the MCP / CMC also sees the planes of both its child joints
                     n = n + planes[0] * np.sign((planes[0] * ref).sum(-1, keepdims=True) + 1e-30)
@@ -636,13 +658,13 @@ class HandRetargeter:
                 u = u - (u * d).sum(-1, keepdims=True) * d
                 un = _norm(u)
                 if np.any(un < 1e-6):  # u along the bone: take the axis from the parent's frame instead
-                    u = np.where(un < 1e-6, _cross(d, np.einsum("nij,nj->ni", Qp, c.g_side)), u)
+                    u = np.where(un < 1e-6, _cross(d, _mv(Qp, c.g_side)), u)
                     un = _norm(u)
                 u = u / un
                 Qd = np.stack([u, _cross(d, u), d], -1) @ c.ET
             else:
                 Qo = O[js] @ c.BxrT
-                cur = np.einsum("nij,nj->ni", Qo, c.t)
+                cur = _mv(Qo, c.t)
                 axis = _cross(cur, d)
                 sin = _norm(axis)
                 ang = np.arctan2(sin, (cur * d).sum(-1, keepdims=True)) * c.w_position
