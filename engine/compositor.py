@@ -469,6 +469,12 @@ class Compositor:
         self._mgl = moderngl
         self.owns_ctx = ctx is None
         self.ctx = create_headless_context() if ctx is None else ctx
+        if self.owns_ctx:
+            # a new standalone context is current on creation; the compositor makes its own context
+            # current only inside its calls, so none is left current in between (a context released
+            # while current stays bound to the thread and breaks the next GLX/EGL context there)
+            with self.ctx:
+                pass
         with made_current(self.ctx):
             self._gl_state = GLStateGuard(self.ctx)
             with self._gl_state.preserved():

@@ -25,6 +25,8 @@ def host():
     engine = Engine(ctx=ctx, shadow_map_size=256, raycast_backend="embree")
     yield ctx, engine
     engine.release()
+    with ctx:  # a host releases its context after making it not current (leaving `with ctx:` does)
+        pass
     ctx.release()
 
 

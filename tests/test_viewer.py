@@ -212,12 +212,16 @@ def display():
     xvfb = shutil.which("Xvfb")
     if not xvfb:
         pytest.skip("no DISPLAY and no Xvfb")
-    num = 90 + os.getpid() % 9
-    proc = subprocess.Popen([xvfb, f":{num}", "-screen", "0", "1600x1000x24", "-nolisten", "tcp"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(1.0)
-    if proc.poll() is not None:
-        pytest.skip("Xvfb did not start")
+    # -displayfd: Xvfb picks a free display number itself and writes it to the pipe when ready
+    # (a fixed number fails when a display of that number is left over from another run)
+    r, w = os.pipe()
+    proc = subprocess.Popen([xvfb, "-displayfd", str(w), "-screen", "0", "1600x1000x24", "-nolisten", "tcp"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, pass_fds=(w,))
+    os.close(w)
+    with os.fdopen(r) as f:
+        num = f.readline().strip()
+    if proc.poll() is not None or not num:
+        pytest.fail("Xvfb did not start")
     try:
         yield f":{num}"
     finally:
