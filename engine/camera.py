@@ -33,6 +33,9 @@ import numpy as np
 __all__ = ["Camera"]
 
 
+DEFAULT_IPD_M = 0.064  # interpupillary distance of an average adult (metres)
+
+
 def _as_array(name: str, value, shape: tuple) -> np.ndarray:
     try:
         arr = np.asarray(value, dtype=np.float64)
@@ -207,6 +210,14 @@ class Camera:
         return cls(K=K, R=R, t=-R @ p, width=width, height=height)
 
     # ------------------------------------------------------------------ properties
+    def stereo_pair(self, ipd: float = DEFAULT_IPD_M) -> list:
+        """[left, right] eye cameras: this camera moved by -/+ ``ipd`` / 2 (metres) along its own
+        x axis (the first row of R), same intrinsics and orientation (parallel eyes)."""
+        if not (np.isfinite(ipd) and 0.0 <= ipd <= 1.0):
+            raise ValueError(f"ipd must be a distance in metres within 0..1, got {ipd!r}")
+        return [Camera(self.K, self.R, -self.R @ (self.center + s * ipd * self.R[0]), self.width, self.height)
+                for s in (-0.5, 0.5)]
+
     @property
     def center(self) -> np.ndarray:
         """Camera centre in world coordinates, ``-R^T t``."""

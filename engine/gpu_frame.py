@@ -2,7 +2,7 @@
 
     from relit_hands.gpu_frame import GpuFrameRenderer
     gpu = GpuFrameRenderer()                                  # CUDA + nvdiffrast required
-    cams = gpu.cameras_for([scene], (1920, 1080), stereo=False, eye_cameras=None)
+    cams = gpu.cameras_for([scene], (1920, 1080), stereo=False)
     t = gpu.render(scene, env, cams, student=backend, n_lights=256)   # timings (ms) per stage
     gpu.last_image                                            # uint8 [views, H, W, 3] CUDA tensor
 
@@ -95,7 +95,7 @@ class GpuFrameRenderer:
             raise ValueError("the GPU fast path renders the student only (the PBR baseline is the GL compositor)")
         return STAGES
 
-    def cameras_for(self, scenes, size, stereo: bool, eye_cameras=None) -> list:
+    def cameras_for(self, scenes, size, stereo: bool) -> list:
         """A fixed camera framing the first and middle frames of ``scenes`` (stereo: the eye pair)."""
         from .engine import framing_camera
 
@@ -106,11 +106,7 @@ class GpuFrameRenderer:
                     pts.append(self.models[h.side](h.pose, h.global_orient, h.transl,
                                                    meshes=("render",)).render_vertices[0].cpu().numpy())
         cam = framing_camera(np.concatenate(pts), size[0], size[1], direction=scenes[0].view_direction)
-        if stereo:
-            if eye_cameras is None:
-                from relit_hands.tools.bench import eye_cameras  # one definition of the IPD
-            return eye_cameras(cam)
-        return [cam]
+        return cam.stereo_pair() if stereo else [cam]
 
     def uv_rasterizer(self, R: int):
         from .uv_maps import UVRasterizer

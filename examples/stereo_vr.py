@@ -12,17 +12,8 @@ import argparse
 import numpy as np
 import torch
 
-from relit_hands import Camera, Engine, EnvironmentMap, scene_preset
+from relit_hands import Engine, EnvironmentMap, scene_preset
 from relit_hands.image_io import write_png
-
-
-def eye_cameras(head: Camera, ipd: float = 0.064):
-    """Left and right eye cameras: ``head`` moved by -/+ ipd/2 along its own x axis (parallel eyes)."""
-    eyes = []
-    for s in (-0.5, 0.5):
-        centre = head.center + s * ipd * head.R[0]           # R's first row: camera x axis in world
-        eyes.append(Camera(head.K, head.R, -head.R @ centre, head.width, head.height))
-    return eyes
 
 
 def main(argv=None):
@@ -43,7 +34,7 @@ def main(argv=None):
     scene = scene_preset(args.scene)
     env = EnvironmentMap.from_name_or_path(args.env).rotate(args.yaw)
     head = engine.default_camera(scene, w, h, fov_y_deg=60.0)
-    left, right = eye_cameras(head, args.ipd)
+    left, right = head.stereo_pair(args.ipd)
     frame = engine.render_student(scene, env, [left, right], student=args.model, backend=args.backend)
     sbs = frame.side_by_side()                                  # [h, 2w, 3]: left eye | right eye
     write_png(args.out, sbs)

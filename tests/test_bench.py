@@ -101,5 +101,5 @@ def test_pose_animation_flexes_and_cameras():
     from relit_hands.camera import Camera
 
     c = Camera.look_at((0, 0, 0.5), (0, 0, 0), fov_y_deg=40, width=64, height=48)
-    left, right = bench.eye_cameras(c)
+    left, right = c.stereo_pair(bench.IPD_M)
     assert np.linalg.norm(left.center - right.center) == pytest.approx(bench.IPD_M)

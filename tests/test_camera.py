@@ -257,3 +257,17 @@ def test_from_openxr_errors():
         Camera.from_openxr((_Q, _P), _FOVS[0], 64, 64, near=1.0, far=0.5)
     with pytest.raises(ValueError, match="shape"):
         Camera.from_openxr(((0, 0, 1), _P), _FOVS[0], 64, 64)
+
+
+def test_stereo_pair_moves_the_eyes_along_the_camera_x_axis():
+    cam = Camera.look_at([0.3, 0.2, 0.5], [0.0, 0.0, 0.0], width=64, height=48)
+    left, right = cam.stereo_pair(0.07)
+    np.testing.assert_allclose(right.center - left.center, 0.07 * cam.R[0], atol=1e-12)
+    np.testing.assert_allclose((left.center + right.center) / 2, cam.center, atol=1e-12)
+    for eye in (left, right):
+        assert np.array_equal(eye.K, cam.K) and np.array_equal(eye.R, cam.R) and eye.size == cam.size
+    # a point straight ahead of the head appears right of centre in the left eye, left in the right eye
+    p = cam.center + 0.5 * cam.forward
+    assert left.project(p[None])[0, 0] > 32 > right.project(p[None])[0, 0]
+    with pytest.raises(ValueError, match="ipd"):
+        cam.stereo_pair(float("nan"))

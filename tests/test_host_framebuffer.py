@@ -6,7 +6,6 @@ import pytest
 
 moderngl = pytest.importorskip("moderngl")
 
-from relit_hands.camera import Camera  # noqa: E402
 from relit_hands.compositor import create_headless_context  # noqa: E402
 from relit_hands.engine import Engine  # noqa: E402
 from relit_hands.environment import EnvironmentMap  # noqa: E402
@@ -57,14 +56,6 @@ def max_lsb(a, b) -> int:
     return int(np.abs(a.astype(int) - b.astype(int)).max())
 
 
-def eyes(cam: Camera, ipd=0.064):
-    out = []
-    for s in (-0.5, 0.5):
-        centre = cam.center + s * ipd * cam.R[0]
-        out.append(Camera(cam.K, cam.R, -cam.R @ centre, cam.width, cam.height))
-    return out
-
-
 def test_pbr_into_host_targets_equals_readback(host, env, scene):
     ctx, engine = host
     cam = engine.default_camera(scene, W, H)
@@ -86,7 +77,7 @@ def test_pbr_into_host_targets_equals_readback(host, env, scene):
 
 def test_student_stereo_into_host_targets_equals_readback_eyes(host, env, scene):
     ctx, engine = host
-    left, right = eyes(engine.default_camera(scene, W, H))
+    left, right = engine.default_camera(scene, W, H).stereo_pair()
     ref = engine.render_student(scene, env, [left, right], n_lights=32)
     t_left = ctx.framebuffer([ctx.renderbuffer((W, H), 4)])
     t_right = ctx.texture((W, H), 4)
@@ -166,7 +157,7 @@ def test_bad_targets_are_clear_errors(host, env, scene):
         engine.render(scene, env, cam, target=ctx.texture((W, H), 4), readback="all")
     with pytest.raises(TypeError, match="moderngl.Framebuffer or moderngl.Texture"):
         engine.render(scene, env, cam, target=np.zeros((H, W, 4), np.uint8))
-    left, right = eyes(cam)
+    left, right = cam.stereo_pair()
     with pytest.raises(ValueError, match=r"targets\[1\]: size 80x60"):
         engine.render_student(scene, env, [left, right], n_lights=32,
                               targets=[ctx.texture((W, H), 4), ctx.texture((80, 60), 4)])

@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import torch
 
-from relit_hands.camera import Camera
 from relit_hands.engine import StudentFrame
 from relit_hands.inference import TorchBackend
 from relit_hands.poses import POSE_PRESETS
@@ -39,19 +38,10 @@ def test_every_preset_renders_through_the_student(engine, env, student, name):
     assert (f.timings_ms["raycast"] > 0) == (student.variant == "vis")  # bottleneck: no ray casting
 
 
-def eyes(cam: Camera, ipd=0.064):
-    """Left / right eye cameras: the centre camera shifted by -/+ ipd/2 along its x axis."""
-    out = []
-    for s in (-0.5, 0.5):
-        centre = cam.center + s * ipd * cam.R[0]
-        out.append(Camera(cam.K, cam.R, -cam.R @ centre, cam.width, cam.height))
-    return out
-
-
 def test_stereo_shares_textures_and_differs_in_images(engine, env, student):
     scene = scene_preset("clasp")
     mid = engine.default_camera(scene, 200, 160)
-    left, right = eyes(mid)
+    left, right = mid.stereo_pair()
     st = engine.render_student(scene, env, [left, right], student=student, n_lights=32)
     mono = engine.render_student(scene, env, mid, student=student, n_lights=32)
     assert len(st.frames) == 2 and st.side_by_side().shape == (160, 400, 3)

@@ -148,17 +148,6 @@ def pose_animation(hands: int, frames: int, layout: str = "side") -> list:
     return scenes
 
 
-def eye_cameras(cam, ipd: float = IPD_M) -> list:
-    """Left / right eye cameras: ``cam`` shifted by -/+ ipd/2 along its x axis (parallel axes)."""
-    from ..camera import Camera
-
-    out = []
-    for s in (-0.5, 0.5):
-        centre = cam.center + s * ipd * cam.R[0]
-        out.append(Camera(cam.K, cam.R, -cam.R @ centre, cam.width, cam.height))
-    return out
-
-
 def cameras_for(engine, scenes, size, stereo: bool) -> list:
     """One fixed camera framing every frame of the animation (or the stereo pair around it)."""
     import torch
@@ -170,7 +159,7 @@ def cameras_for(engine, scenes, size, stereo: bool) -> list:
         posed = engine.pose(sc)
         pts.append(torch.cat([o.render_vertices[0] for o in posed.values()]).numpy())
     cam = framing_camera(np.concatenate(pts), size[0], size[1], direction=scenes[0].view_direction)
-    return eye_cameras(cam) if stereo else [cam]
+    return cam.stereo_pair(IPD_M) if stereo else [cam]
 
 
 # ------------------------------------------------------------------------------ machine facts
@@ -266,7 +255,7 @@ class _Runner:
             from ..gpu_frame import GpuFrameRenderer
 
             self.gpu = GpuFrameRenderer(raycast_backend=args.raycast)
-            self.cameras = self.gpu.cameras_for(self.scenes, args.size, args.stereo, eye_cameras)
+            self.cameras = self.gpu.cameras_for(self.scenes, args.size, args.stereo)
         else:
             self.cameras = cameras_for(self.engine, self.scenes, args.size, args.stereo)
 
