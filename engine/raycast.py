@@ -320,39 +320,38 @@ class EmbreeRayCaster(RayCaster):
         self._scene = scene
         self.last_build_ms = (time.perf_counter() - t0) * 1e3
 
-    def _rays(self, origins, dirs, query: str):
+    def _run(self, origins, dirs, query: str) -> np.ndarray:
+        """``EmbreeScene.run`` of the rays, large sets split into contiguous chunks queried on the
+        thread pool (results in ray order)."""
         if self._scene is None:
-            raise RuntimeError(f"EmbreeRayCaster.{query} called before build")
-        return (np.ascontiguousarray(_np(origins), dtype=np.float32),
-                np.ascontiguousarray(_np(dirs), dtype=np.float32))
+            raise RuntimeError(f"EmbreeRayCaster query {query!r} before build")
+        o = np.ascontiguousarray(_np(origins), dtype=np.float32)
+        d = np.ascontiguousarray(_np(dirs), dtype=np.float32)
+        k = min(self.threads, o.shape[0] // self._MIN_RAYS_PER_THREAD)
+        if k <= 1:
+            return np.asarray(self._scene.run(o, d, query=query))
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="embree")
+        cuts = np.linspace(0, o.shape[0], k + 1).astype(np.int64)
+        parts = self._pool.map(lambda i: np.asarray(self._scene.run(o[cuts[i]:cuts[i + 1]], d[cuts[i]:cuts[i + 1]],
+                                                                    query=query)), range(k))
+        return np.concatenate(list(parts))
 
     def occluded(self, origins, dirs) -> torch.Tensor:
         t0 = time.perf_counter()
-        o, d = self._rays(origins, dirs, "occluded")
-        if o.shape[0] == 0:
+        if len(origins) == 0:
             return torch.zeros(0, dtype=torch.bool)
-        k = min(self.threads, o.shape[0] // self._MIN_RAYS_PER_THREAD)
-        if k > 1:
-            if self._pool is None:
-                from concurrent.futures import ThreadPoolExecutor
-                self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="embree")
-            cuts = np.linspace(0, o.shape[0], k + 1).astype(np.int64)
-            parts = self._pool.map(lambda i: np.asarray(self._scene.run(o[cuts[i]:cuts[i + 1]], d[cuts[i]:cuts[i + 1]],
-                                                                        query="OCCLUDED")), range(k))
-            res = np.concatenate(list(parts))
-        else:
-            res = np.asarray(self._scene.run(o, d, query="OCCLUDED"))  # geomID of the blocker, -1 if none
-        out = torch.from_numpy(res != -1)
+        out = torch.from_numpy(self._run(origins, dirs, "OCCLUDED") != -1)  # geomID of the blocker, -1 if none
         self.last_query_ms = (time.perf_counter() - t0) * 1e3
         return out
 
     def hit_distance(self, origins, dirs) -> torch.Tensor:
         """``rtcIntersect1`` (embreex query 'DISTANCE': tfar, 1e37 for a miss -> inf)."""
         t0 = time.perf_counter()
-        o, d = self._rays(origins, dirs, "hit_distance")
-        if o.shape[0] == 0:
+        if len(origins) == 0:
             return torch.zeros(0, dtype=torch.float32)
-        t = np.asarray(self._scene.run(o, d, query="DISTANCE"), dtype=np.float32)
+        t = np.asarray(self._run(origins, dirs, "DISTANCE"), dtype=np.float32)
         t[t >= 1e30] = np.inf
         self.last_query_ms = (time.perf_counter() - t0) * 1e3
         return torch.from_numpy(t)
