@@ -36,7 +36,7 @@ import torch
 from . import raycast
 from .raycast import DEFAULT_EPSILON, RayCaster
 
-__all__ = ["proxy_transmittance", "DEFAULT_MEAN_FREE_PATHS", "mean_free_paths_of"]
+__all__ = ["proxy_transmittance", "thickness_along", "DEFAULT_MEAN_FREE_PATHS", "mean_free_paths_of"]
 
 DEFAULT_MEAN_FREE_PATHS = (0.002, 0.006)  # metres: ~blue/green and ~red scattering lengths in skin
 
@@ -49,6 +49,18 @@ def mean_free_paths_of(feature_names: Sequence[str]) -> tuple:
         if name.startswith("transmit_") and name.endswith("mm_r"):
             out.append(float(name[len("transmit_"):-len("mm_r")]) * 1e-3)
     return tuple(out)
+
+
+def thickness_along(caster: RayCaster, points, normals, dirs, epsilon: float = DEFAULT_EPSILON):
+    """The two casts of the cue for surface ``points`` [R, 3] with unit outward ``normals`` and
+    unit ``dirs`` [R, 3] (towards the light, behind the surface) on a built ``caster``:
+    ``(thickness [R] metres, blocked [R] bool: the light does not reach the exit, query ms)``."""
+    origins = points - epsilon * normals
+    t_exit = caster.hit_distance(origins, dirs).to(points.device)
+    query_ms = caster.last_query_ms
+    t_exit = torch.where(torch.isfinite(t_exit), t_exit, torch.zeros_like(t_exit))
+    blocked = caster.occluded(origins + (t_exit + epsilon)[:, None] * dirs, dirs).to(points.device)
+    return t_exit, blocked, query_ms + caster.last_query_ms
 
 
 def proxy_transmittance(vertices, normals, faces, directions, *,
@@ -84,18 +96,9 @@ def proxy_transmittance(vertices, normals, faces, directions, *,
     behind = torch.einsum("hvk,nk->hvn", ns, dirs) < 0                    # [H, V, N]
     idx = torch.nonzero(behind.reshape(-1), as_tuple=False).squeeze(1)
     vi, li = torch.div(idx, N, rounding_mode="floor"), idx % N            # flat vertex, light
-    flat_v, flat_n = vs.reshape(-1, 3), ns.reshape(-1, 3)
-    origins = flat_v[vi] - epsilon * flat_n[vi]
-    d = dirs[li]
-
     caster.build(scene_v, scene_f)
-    t_exit = caster.hit_distance(origins, d).to(work)
-    query_ms = caster.last_query_ms
-    found = torch.isfinite(t_exit)
-    t_exit = torch.where(found, t_exit, torch.zeros_like(t_exit))
-    exits = origins + t_exit[:, None] * d + epsilon * d
-    blocked = caster.occluded(exits, d).to(work)
-    query_ms += caster.last_query_ms
+    t_exit, blocked, query_ms = thickness_along(caster, vs.reshape(-1, 3)[vi], ns.reshape(-1, 3)[vi], dirs[li],
+                                                epsilon)
 
     thickness = torch.zeros(H * V * N, dtype=torch.float32, device=work)
     thickness[idx] = t_exit

@@ -386,3 +386,90 @@ def test_specular_prior_starts_as_the_asset_ggx_and_stays_linear(cond, geo, tmp_
     torch.testing.assert_close(m.specular[0], S)
     with torch.no_grad():
         torch.testing.assert_close(m(c, f, inten, geo.pose, geo.valid), tex)
+
+
+# ---------------------------------------------------------------------------- translucency channel
+
+
+@pytest.fixture(scope="module")
+def trans_geo():
+    c = TexelConditioning(None, R, d_ref=1.0, mean_free_path=0.004)
+    return c.geometry(scene_preset("shadow"))
+
+
+def test_translucency_channel_is_the_engine_cue_on_the_render_meshes(trans_geo):
+    """The teacher's per-vertex channel equals relit_hands.translucency's transmittance (tested
+    against trimesh and sphere chords; Embree against the torch reference in tests/test_translucency)
+    on the same two render meshes, times max(0, -n.l)."""
+    from relit_hands.translucency import proxy_transmittance
+
+    w = np.array([[0.3, -0.9, 0.3]], np.float32)
+    w /= np.linalg.norm(w)
+    got = torch.cat(trans_geo.vertex_transmittance(light_dirs=w), 0)[:, 0]
+    allv, alln, allf, _ = trans_geo.owner._scene(trans_geo)
+    ref = proxy_transmittance(allv[None], alln[None], allf, w, mean_free_paths=(0.004,),
+                              epsilon=trans_geo.owner.epsilon, backend="embree")["transmittance"][0, :, 0, 0]
+    ref = ref * (-(alln @ torch.as_tensor(w[0]))).clamp_min(0)
+    assert torch.allclose(got, ref, atol=1e-5)
+    assert (got > 0.05).sum() > 100 and got.max() <= 1 and (got[(alln @ torch.as_tensor(w[0])) > 0] == 0).all()
+    # a point light very far along w gives (nearly) the same channel
+    far = trans_geo.vertex_transmittance(light_pos=(w[0] * 1e4)[None])
+    assert (torch.cat(far, 0)[:, 0] - got).abs().mean() < 1e-3
+
+
+def test_translucency_conditioning_and_teacher_term(trans_geo, geo, tmp_path):
+    from relit_hands.tools.teacher import check_teacher_config
+
+    w = np.array([[0.3, -0.9, 0.3], [0.0, 1.0, 0.0]], np.float32)
+    cnd, fall = trans_geo.directional_lights(w, np.array([0.0, 0.0, 1.0]))
+    plain, _ = geo.directional_lights(w, np.array([0.0, 0.0, 1.0]))
+    assert cnd.shape[2] == len(COND_NAMES) + 1 and plain.shape[2] == len(COND_NAMES)
+    assert torch.equal(cnd[:, :, :len(COND_NAMES)], plain)
+    torch.manual_seed(1)
+    net = TeacherNet(R, latent_channels=4, trunk_channels=8, head_channels=8, translucency_mfp=0.004).eval()
+    Ct = net.trunk[-2].out_channels
+    with torch.no_grad():
+        net.head[0].weight[:, Ct + len(COND_NAMES)] = 0.0   # the head ignores the channel: only the term sees it
+        I = torch.ones(2, 3)
+        out = net(cnd, fall, I, trans_geo.pose)
+        off = cnd.clone()
+        off[:, :, -1] = 0.0
+        base = net(off, fall, I, trans_geo.pose)
+        expected = 0.02 * cnd[:, :, -1:]
+        assert torch.allclose(out - base, expected.expand_as(out), atol=1e-6)
+        # linear in the lights: both lights at once = the sum of each
+        both = net(cnd, fall, I, trans_geo.pose, sum_lights=True)
+        assert torch.allclose(both, out.sum(1), atol=1e-5)
+    path = tmp_path / "t.safetensors"
+    save_teacher(net, path)
+    back, meta = load_teacher(path)
+    assert back.mean_free_path == pytest.approx(0.004)
+    assert torch.equal(back.trans_gain, net.trans_gain)
+    assert check_teacher_config(dict(net.config), path)["translucency_mfp"] == pytest.approx(0.004)
+    cfg = dict(net.config, translucency_mfp=5.0)
+    with pytest.raises(ValueError, match="translucency_mfp"):
+        check_teacher_config(cfg, path)
+
+
+def test_translucent_teacher_trains_resumes_and_makes_a_transmit_student_set(tmp_path):
+    """--translucency end to end: the run's teacher carries the channel (also after --resume),
+    and a student set made from it with the cue has the transmit_* feature channels."""
+    from relit_hands.tools.relight import make_student_set
+    from relit_hands.tools.train_teacher import build_parser, train
+
+    cap_dir = _tiny_capture(tmp_path / "cap")
+    run = tmp_path / "run"
+    common = ["--capture", str(cap_dir), "--out", str(run), "--resolution", str(R), "--cams", "1",
+              "--latent-channels", "4", "--trunk-channels", "8", "--head-channels", "8", "--holdout-poses", "0",
+              "--holdout-lights", "1", "--no-progress", "--val-every", "1000", "--ckpt-every", "4"]
+    s = train(build_parser().parse_args(common + ["--steps", "4", "--translucency", "4"]))
+    assert np.isfinite(s["loss_last20"])
+    teacher, _ = load_teacher(run / "teacher.safetensors")
+    assert teacher.mean_free_path == pytest.approx(0.004)
+    s2 = train(build_parser().parse_args(common + ["--steps", "6", "--resume"]))   # flags say nothing: the run does
+    assert s2["resumed_from"] == 4 and load_teacher(run / "teacher.safetensors")[0].mean_free_path == pytest.approx(0.004)
+    out = tmp_path / "student"
+    summ = make_student_set(run, out, poses=1, envs=["studio"], rotations=1, n_lights=256, feature_lights=32,
+                            val_fraction=0.0, translucency=(0.002, 0.006), progress=False)
+    man = json.loads((out / "manifest.json").read_text())
+    assert summ["samples"] == 1 and sum(n.startswith("transmit_") for n in man["feature_names"]) == 6

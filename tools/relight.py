@@ -65,7 +65,7 @@ def load_teacher_run(path, resolution=None):
     R = int(resolution or model.resolution)
     if R != model.resolution:
         raise ValueError(f"{path}: teacher resolution is {model.resolution}, asked for {R}")
-    cond = TexelConditioning(None, R, d_ref=model.d_ref)
+    cond = TexelConditioning.for_teacher(None, model, R)
     return model, meta, cond
 
 
@@ -252,8 +252,9 @@ def make_student_set(teacher_path, out, *, poses: int = 16, envs=None, rotations
     rng = np.random.default_rng(seed)
     environments = StudentEnvironments(envs, light_library, envs_per_pose)  # before the teacher: fail fast
     teacher, meta, cond = load_teacher_run(teacher_path)
+    folder.create()
     engine = Engine()
-    cond = type(cond)(engine, cond.resolution, d_ref=teacher.d_ref)
+    cond = type(cond).for_teacher(engine, teacher, cond.resolution)
     relighter = SharedBasisRelighter(teacher, cond, n_lights, chunk)
     cap = Capture.load(capture, check_files=False) if capture else None  # poses only
     heldout = [f.scene for f in cap.frames if f.split == "heldout"] if cap is not None else []

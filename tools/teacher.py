@@ -56,7 +56,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from .teacher_inputs import COND_NAMES, POSE_DIM
+from .teacher_inputs import POSE_DIM, cond_names
 
 __all__ = ["TeacherNet", "ggx_lobe", "save_teacher", "load_teacher", "TeacherLoadError", "META_KEY", "default_teacher_path"]
 
@@ -111,16 +111,27 @@ class TeacherNet(nn.Module):
                  trunk_channels: int = 32, head_channels: int = 32, d_ref: float = 1.0,
                  rho_init: float = 0.12, e_init: float = 0.003, albedo_prior: bool = False,
                  albedo: torch.Tensor | None = None, specular_prior: bool = False,
-                 specular: torch.Tensor | None = None):
+                 specular: torch.Tensor | None = None, translucency_mfp: float = 0.0):
         """``albedo_prior``: multiply the learned gain by a fixed albedo texture ``albedo``
         [3, R, R] (linear; :meth:`HandAsset.albedo_map`); ``specular_prior``: add the GGX lobe of
         the fixed specular texture ``specular`` [2, R, R] (alpha, F0; :meth:`HandAsset.specular_map`).
-        When loading, both buffers come from the weights file."""
+        When loading, both buffers come from the weights file.
+
+        ``translucency_mfp`` > 0 (metres): the conditioning carries a 10th channel, the
+        ray-cast transmittance of the light through the hand with that mean free path
+        (:class:`~.teacher_inputs.TexelConditioning`), which the head sees and which adds a
+        translucent term ``softplus(trans_gain) * transmit`` (a learned RGB gain per texel,
+        starting at 0.02) -- still linear in the lights."""
         super().__init__()
         self.config = dict(resolution=int(resolution), latent_channels=int(latent_channels),
                            pose_code=int(pose_code), trunk_channels=int(trunk_channels),
                            head_channels=int(head_channels), d_ref=float(d_ref),
                            rho_init=float(rho_init), e_init=float(e_init), albedo_prior=bool(albedo_prior))
+        if translucency_mfp:  # only written when used: files without it keep their config
+            self.config["translucency_mfp"] = float(translucency_mfp)
+            self.trans_gain = nn.Parameter(torch.full((1, 3, resolution, resolution), _inv_softplus(0.02)))
+        else:
+            self.trans_gain = None
         if specular_prior:  # only written when used: files without it keep their config
             self.config["specular_prior"] = True
             if specular is None:
@@ -148,7 +159,7 @@ class TeacherNet(nn.Module):
         self.trunk = nn.Sequential(nn.Conv2d(Cz + Pc, Ct, 3, padding=1), nn.LeakyReLU(0.2),
                                    nn.Conv2d(Ct, Ct, 3, padding=1), nn.LeakyReLU(0.2))
         self.shadow = nn.Conv2d(2, 4, 5, padding=2)
-        nc = len(COND_NAMES)
+        nc = len(cond_names(translucency_mfp))
         self.head = nn.Sequential(nn.Conv2d(Ct + nc + 4, Ch, 1), nn.LeakyReLU(0.2),
                                   nn.Conv2d(Ch, Ch, 1), nn.LeakyReLU(0.2), nn.Conv2d(Ch, 7, 1))
         last = self.head[-1]
@@ -167,7 +178,8 @@ class TeacherNet(nn.Module):
         return self.trunk(torch.cat([self.latent.expand(H, -1, -1, -1), code], 1))
 
     def light_response(self, feats: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        """feats [H, Ct, R, R], cond [H, L, 9, R, R] -> unit-irradiance response [H, L, 3, R, R]
+        """feats [H, Ct, R, R], cond [H, L, C, R, R] (C = 9, or 10 with the translucency channel)
+        -> unit-irradiance response [H, L, 3, R, R]
         (``rho * g * max(0, n.l) + e``: the radiance for irradiance 1).
 
         The 1x1-convolution head is evaluated as per-texel matrix products in channels-last
@@ -197,7 +209,14 @@ class TeacherNet(nn.Module):
         if self.specular is not None:
             lobe = ggx_lobe(c[:, 0:3], c[:, 4:7], self.specular[:, 0:1], self.specular[:, 1:2])
             out = out + F.softplus(self.spec_gain) * vis * lobe
+        if self.trans_gain is not None:
+            out = out + F.softplus(self.trans_gain) * c[:, 9:10]
         return out.reshape(H, L, 3, R, R)
+
+    @property
+    def mean_free_path(self) -> float:
+        """The translucency channel's mean free path (metres); 0 without the channel."""
+        return float(self.config.get("translucency_mfp", 0.0))
 
     def forward(self, cond, falloff, intensity, pose, valid=None, *, sum_lights: bool = False,
                 feats: torch.Tensor | None = None):
@@ -233,7 +252,8 @@ def save_teacher(model: TeacherNet, path, extra: dict | None = None) -> None:
 # What a teacher file's metadata may ask for (checked before anything is built).
 CONFIG_INT_BOUNDS = {"resolution": (8, 4096), "latent_channels": (1, 256), "pose_code": (1, 256),
                      "trunk_channels": (1, 512), "head_channels": (1, 512)}
-CONFIG_FLOAT_BOUNDS = {"d_ref": (1e-6, 1e6), "rho_init": (1e-9, 1e3), "e_init": (1e-12, 1e3)}
+CONFIG_FLOAT_BOUNDS = {"d_ref": (1e-6, 1e6), "rho_init": (1e-9, 1e3), "e_init": (1e-12, 1e3),
+                       "translucency_mfp": (0.0, 0.1)}
 CONFIG_BOOLS = ("albedo_prior", "specular_prior")
 
 

@@ -40,6 +40,12 @@ Per light (batched over lights; channels ``COND_NAMES``, C = 9):
   (``n.l <= 0``) count as not visible; per-vertex 0/1 gathered to texels (soft at shadow edges);
 * ``ndotl``: ``n.l`` (signed; the teacher applies ``max(0, .)`` itself).
 
+* ``transmit`` (only with ``mean_free_path`` > 0, C = 10): light crossing the hand from behind,
+  per render vertex ``exp(-thickness / mfp) * [exit visible] * max(0, -n.l)`` with the thickness
+  and exit visibility of :func:`relit_hands.translucency.proxy_transmittance` cast against both
+  hands' render meshes (towards the point light's position or along the direction), gathered
+  to texels; 0 where the light is in front of the surface.
+
 ``falloff`` [H, L, 1, R, R]: ``1 / d^2`` for point lights (W/sr -> W/m^2), 1 for directional.
 """
 from __future__ import annotations
@@ -54,9 +60,15 @@ from relit_hands import raycast
 from relit_hands.hand_model import HandAsset, HandModel, mirror_pose, vertex_normals
 from relit_hands.uv_maps import UVRasterizer
 
-__all__ = ["COND_NAMES", "POSE_DIM", "TexelConditioning", "PoseGeometry", "pose_vector", "EPSILON"]
+__all__ = ["COND_NAMES", "POSE_DIM", "TexelConditioning", "PoseGeometry", "pose_vector", "EPSILON", "cond_names"]
 
 COND_NAMES = ("l_t", "l_b", "l_n", "log_dist", "v_t", "v_b", "v_n", "vis", "ndotl")
+
+
+def cond_names(mean_free_path: float = 0.0) -> tuple:
+    """The conditioning channels: :data:`COND_NAMES`, plus ``transmit`` with a translucency
+    mean free path > 0 (module docstring)."""
+    return COND_NAMES + (("transmit",) if mean_free_path else ())
 POSE_DIM = 94
 EPSILON = 1e-4  # ray origin offset along the normal (metres), as raycast.DEFAULT_EPSILON scale
 
@@ -129,7 +141,20 @@ class PoseGeometry:
             self.vis_cache[key] = hit
         return hit
 
-    def _conditioning(self, ldir, dist, vis_v, camera_centre):
+    def vertex_transmittance(self, light_pos=None, light_dirs=None) -> list:
+        """Per hand [Vr, L] translucency channel of every posed render vertex (module docstring),
+        cached per light set like the visibility."""
+        a = np.asarray(light_pos if light_pos is not None else light_dirs, np.float32)
+        key = ("transmit", light_pos is not None, a.tobytes())
+        hit = self.vis_cache.get(key)
+        if hit is None:
+            hit = self.owner.vertex_transmittance(self, light_pos=light_pos, light_dirs=light_dirs)
+            if len(self.vis_cache) > 64:
+                self.vis_cache.clear()
+            self.vis_cache[key] = hit
+        return hit
+
+    def _conditioning(self, ldir, dist, vis_v, camera_centre, trans_v=None):
         H = len(self.sides)
         R = self.resolution
         L = ldir.shape[1]
@@ -145,7 +170,11 @@ class PoseGeometry:
         if vis is None:
             vis = torch.ones(H, L, R, R)
         logd = torch.log(dist / self.owner.d_ref)
-        cond = torch.cat([l_loc, logd, v_loc, vis[:, :, None], l_loc[:, :, 2:3]], 2)
+        parts = [l_loc, logd, v_loc, vis[:, :, None], l_loc[:, :, 2:3]]
+        if trans_v is not None:
+            parts.append(torch.stack([uv.gather(trans_v[h][None], faces, contiguous=True)[0]
+                                      for h in range(H)], 0)[:, :, None])
+        cond = torch.cat(parts, 2)
         cond = cond * self.valid.to(cond.dtype)
         return cond
 
@@ -156,7 +185,8 @@ class PoseGeometry:
         d = wl.norm(dim=2, keepdim=True).clamp_min(1e-4)
         ldir = wl / d
         vis_v = self.vertex_visibility(light_pos=p) if visibility else None
-        cond = self._conditioning(ldir, d, vis_v, camera_centre)
+        trans_v = self.vertex_transmittance(light_pos=p) if self.owner.mean_free_path else None
+        cond = self._conditioning(ldir, d, vis_v, camera_centre, trans_v)
         falloff = (1.0 / d ** 2) * self.valid.to(d.dtype)
         return cond, falloff
 
@@ -167,7 +197,8 @@ class PoseGeometry:
         ldir = w[None, :, :, None, None].expand(H, L, 3, R, R)
         d = torch.full((H, L, 1, R, R), float(self.owner.d_ref))
         vis_v = self.vertex_visibility(light_dirs=w) if visibility else None
-        cond = self._conditioning(ldir, d, vis_v, camera_centre)
+        trans_v = self.vertex_transmittance(light_dirs=w) if self.owner.mean_free_path else None
+        cond = self._conditioning(ldir, d, vis_v, camera_centre, trans_v)
         return cond, self.valid.to(torch.float32).expand(H, L, 1, R, R)
 
 
@@ -177,7 +208,7 @@ class TexelConditioning:
     (the shipped asset)."""
 
     def __init__(self, source=None, resolution: int = 256, *, d_ref: float = 1.0,
-                 raycast_backend: str = "auto", epsilon: float = EPSILON):
+                 raycast_backend: str = "auto", epsilon: float = EPSILON, mean_free_path: float = 0.0):
         if source is not None and hasattr(source, "models"):
             self.asset = source.asset
             self.models = source.models
@@ -188,6 +219,7 @@ class TexelConditioning:
         self.resolution = int(resolution)
         self.d_ref = float(d_ref)
         self.epsilon = float(epsilon)
+        self.mean_free_path = float(mean_free_path)  # > 0: the 'transmit' channel (module docstring)
         self.rasterizer = UVRasterizer(a.render_uvs, a.render_uv_faces, self.resolution)
         self.right_faces = torch.as_tensor(a.render_faces.astype(np.int64))
         self.right_uv_faces = torch.as_tensor(a.render_uv_faces.astype(np.int64))
@@ -254,20 +286,53 @@ class TexelConditioning:
                             valid=self.valid, pose=pose_vector(scene, outs), vertices=verts,
                             vertex_normals=vnorms, faces=faces, owner=self)
 
-    def vertex_visibility(self, geo: PoseGeometry, light_pos=None, light_dirs=None) -> torch.Tensor:
+    @classmethod
+    def for_teacher(cls, source, teacher, resolution: int | None = None, **kw) -> "TexelConditioning":
+        """The conditioning a teacher was trained with: its resolution (unless given), reference
+        distance and translucency mean free path."""
+        return cls(source, resolution or teacher.resolution, d_ref=teacher.d_ref,
+                   mean_free_path=teacher.mean_free_path, **kw)
+
+    def _scene(self, geo: PoseGeometry):
+        """Both hands' posed render meshes in one scene: (vertices [M,3], normals [M,3], offsets)."""
         counts = [int(v.shape[0]) for v in geo.vertices]
         offs = np.concatenate([[0], np.cumsum(counts)])
-        allv = torch.cat(geo.vertices, 0)
-        alln = torch.cat(geo.vertex_normals, 0)
         allf = torch.cat([f + int(offs[i]) for i, f in enumerate(geo.faces)], 0)
-        self.caster.build(allv, allf)
-        M = allv.shape[0]
+        return torch.cat(geo.vertices, 0), torch.cat(geo.vertex_normals, 0), allf, offs
+
+    def _light_directions(self, allv, light_pos=None, light_dirs=None) -> torch.Tensor:
+        """[L, M, 3] unit directions from every vertex towards each point light (or direction)."""
         if light_pos is not None:
             p = torch.as_tensor(light_pos, dtype=torch.float32).reshape(-1, 3)
-            d = F.normalize(p[:, None, :] - allv[None], dim=-1)                     # [L,M,3]
-        else:
-            w = F.normalize(torch.as_tensor(light_dirs, dtype=torch.float32).reshape(-1, 3), dim=-1)
-            d = w[:, None, :].expand(-1, M, 3)
+            return F.normalize(p[:, None, :] - allv[None], dim=-1)
+        w = F.normalize(torch.as_tensor(light_dirs, dtype=torch.float32).reshape(-1, 3), dim=-1)
+        return w[:, None, :].expand(-1, allv.shape[0], 3)
+
+    def vertex_transmittance(self, geo: PoseGeometry, light_pos=None, light_dirs=None) -> list:
+        """Per hand [Vr, L] ``exp(-thickness / mfp) * [exit visible] * max(0, -n.l)`` (module
+        docstring; the casts of :func:`relit_hands.translucency.thickness_along`)."""
+        from relit_hands.translucency import thickness_along
+
+        allv, alln, allf, offs = self._scene(geo)
+        d = self._light_directions(allv, light_pos, light_dirs)                     # [L, M, 3]
+        L, M = d.shape[:2]
+        cos_back = -(d * alln[None]).sum(-1)                                         # [L, M]
+        idx = torch.nonzero((cos_back > 0).reshape(-1), as_tuple=False).squeeze(1)
+        out = torch.zeros(L * M)
+        if idx.numel():
+            self.caster.build(allv, allf)
+            vi = idx % M
+            t, blocked, _ = thickness_along(self.caster, allv[vi], alln[vi], d.reshape(-1, 3)[idx], self.epsilon)
+            out[idx] = torch.exp(-t / self.mean_free_path) * (~blocked).float() * cos_back.reshape(-1)[idx]
+        out = out.view(L, M).T                                                       # [M, L]
+        return [out[offs[i]:offs[i + 1]] for i in range(len(offs) - 1)]
+
+    def vertex_visibility(self, geo: PoseGeometry, light_pos=None, light_dirs=None) -> torch.Tensor:
+        allv, alln, allf, offs = self._scene(geo)
+        counts = np.diff(offs)
+        self.caster.build(allv, allf)
+        M = allv.shape[0]
+        d = self._light_directions(allv, light_pos, light_dirs)                     # [L,M,3]
         L = d.shape[0]
         front = (d * alln[None]).sum(-1) > 0                                           # [L,M]
         idx = torch.nonzero(front.reshape(-1), as_tuple=False).squeeze(1)

@@ -27,7 +27,7 @@ class TeacherRenderer:
 
         self.engine = engine
         self.teacher, self.meta, cond = load_teacher_run(path)
-        self.cond = TexelConditioning(engine, cond.resolution, d_ref=self.teacher.d_ref)
+        self.cond = TexelConditioning.for_teacher(engine, self.teacher, cond.resolution)
         self.n_lights = int(n_lights)
         self._geo = (None, None)
 

@@ -258,7 +258,8 @@ class ViewCache:
 
 
 def conditioning_for_frame(cache: ViewCache, frame, camera_centre, ids=None, positions=None):
-    """(geometry, cond [H,k,9,R,R], falloff [H,k,1,R,R], intensities [k,3]) for a lit frame."""
+    """(geometry, cond [H,k,C,R,R], falloff [H,k,1,R,R], intensities [k,3]) for a lit frame
+    (C = 9, or 10 with the conditioning's translucency channel)."""
     fids, pos, inten = frame_lights(cache.capture, frame)
     if ids is None:
         ids, positions = fids, pos
@@ -267,6 +268,7 @@ def conditioning_for_frame(cache: ViewCache, frame, camera_centre, ids=None, pos
     p = torch.as_tensor(positions)
     wl = p[None, :, :, None, None] - geo.position[:, None]
     d = wl.norm(dim=2, keepdim=True).clamp_min(1e-4)
-    cond = geo._conditioning(wl / d, d, vis_v, camera_centre)
+    trans_v = geo.vertex_transmittance(light_pos=positions) if cache.cond.mean_free_path else None
+    cond = geo._conditioning(wl / d, d, vis_v, camera_centre, trans_v)
     falloff = (1.0 / d ** 2) * geo.valid.to(d.dtype)
     return geo, cond, falloff, torch.as_tensor(inten)

@@ -67,6 +67,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--specular-prior", action=argparse.BooleanOptionalAction, default=False,
                    help="add the GGX lobe of the asset's roughness / specular texture with a learned gain "
                         "(teacher.py; measured in the README, not yet used for the shipped teacher)")
+    p.add_argument("--translucency", type=finite_float(0.0, 100.0), default=0.0, metavar="MFP_MM",
+                   help="add the ray-cast translucency channel with this mean free path in mm (e.g. 4; "
+                        "teacher_inputs.py) and a learned translucent term; 0: off")
     p.add_argument("--latent-channels", type=int_range(1, 256), default=16)
     p.add_argument("--trunk-channels", type=int_range(1, 512), default=32)
     p.add_argument("--head-channels", type=int_range(1, 512), default=32)
@@ -295,7 +298,7 @@ def train(args, command: str | None = None) -> dict:
     d = [np.linalg.norm(capture.light_intensities(f)[0] - np.mean([h.transl for h in f.scene.hands], 0), axis=1)
          for f in train_frames]
     d_ref = float(np.median(np.concatenate(d)))
-    cond = TexelConditioning(engine, args.resolution, d_ref=d_ref)
+    cond = TexelConditioning(engine, args.resolution, d_ref=d_ref, mean_free_path=args.translucency * 1e-3)
     cache = ViewCache(capture, engine, cond)
 
     state_path = out / "state.json"
@@ -305,6 +308,7 @@ def train(args, command: str | None = None) -> dict:
         st = json.loads(state_path.read_text())
         model, meta = load_teacher(out / st["checkpoint"])
         model.train()
+        cond.mean_free_path = model.mean_free_path  # the resumed run's channels, whatever the flags say
         start_step = int(st["step"])
         loss_scale = float(meta["loss_scale"])
     else:
@@ -312,7 +316,8 @@ def train(args, command: str | None = None) -> dict:
                            head_channels=args.head_channels, d_ref=d_ref, albedo_prior=args.albedo_prior,
                            albedo=cond.asset.albedo_map(args.resolution) if args.albedo_prior else None,
                            specular_prior=args.specular_prior,
-                           specular=cond.asset.specular_map(args.resolution) if args.specular_prior else None)
+                           specular=cond.asset.specular_map(args.resolution) if args.specular_prior else None,
+                           translucency_mfp=args.translucency * 1e-3)
         # loss scale: mean reference hand-pixel radiance (OLAT medians can be 0: half the hand is unlit) over (a sample of) the training views
         rng = np.random.default_rng(args.seed)
         vals = []
