@@ -38,7 +38,7 @@ import torch
 
 from .hand_model import vertex_normals
 
-__all__ = ["export_gltf"]
+__all__ = ["export_gltf", "build_glb"]
 
 _FLOAT, _UINT32 = 5126, 5125
 _ARRAY_BUFFER, _ELEMENT_ARRAY_BUFFER = 34962, 34963
@@ -95,6 +95,19 @@ class _GLBWriter:
 
 def export_gltf(path, engine, scene, frame, *, exposure_ev: float = 0.0, tonemap: str = "aces",
                 unlit: bool = True) -> dict:
+    """Write ``scene``'s posed hands with ``frame``'s relit textures to ``path`` (.glb); see
+    :func:`build_glb` (the file is written under a temporary name and moved into place)."""
+    from .validation import write_atomic
+
+    path = Path(path)
+    data, info = build_glb(engine, scene, frame, exposure_ev=exposure_ev, tonemap=tonemap, unlit=unlit,
+                           label=f"glTF export {path}")
+    write_atomic(path, lambda p: Path(p).write_bytes(data))
+    return {"path": str(path), **info}
+
+
+def build_glb(engine, scene, frame, *, exposure_ev: float = 0.0, tonemap: str = "aces", unlit: bool = True,
+              label: str = "glTF export") -> tuple:
     """Write ``scene``'s posed hands with ``frame``'s relit textures to ``path`` (.glb).
 
     ``engine``: the :class:`~relit_hands.engine.Engine` that rendered ``frame`` (its hand models
@@ -103,9 +116,13 @@ def export_gltf(path, engine, scene, frame, *, exposure_ev: float = 0.0, tonemap
     [R, R, 3] linear radiance}); ``exposure_ev`` / ``tonemap``: as for the rendered image; ``unlit``:
     add ``KHR_materials_unlit``. See the module docstring for the file's contents.
 
-    Returns a summary: {'path', 'bytes', 'unlit', 'exposure_ev', 'tonemap', 'hands': {side:
-    {'vertices', 'faces', 'texture': [R, R]}}}.
+    Returns ``(glb bytes, summary)``: {'bytes', 'unlit', 'exposure_ev', 'tonemap', 'hands': {side:
+    {'vertices', 'faces', 'texture': [R, R]}}} (:func:`export_gltf` adds 'path'). A texture or a
+    posed mesh holding NaN / inf raises :class:`~relit_hands.validation.NonFiniteError` naming
+    ``label`` (nothing is written).
     """
+    from .validation import check_finite_image
+
     sides = [h.side for h in scene.hands]
     missing = [s for s in sides if s not in frame.textures]
     if missing:
@@ -124,6 +141,10 @@ def export_gltf(path, engine, scene, frame, *, exposure_ev: float = 0.0, tonemap
         asset = engine.models[side].asset
         drawable = engine.drawables[side]  # the renderer's (position, UV) vertex expansion
         verts = posed[side].render_vertices[0]
+        check_finite_image(np.asarray(verts), f"{label} ({side}-hand mesh)")
+        tex = frame.textures[side]
+        tex = tex.detach().float().cpu().numpy() if isinstance(tex, torch.Tensor) else np.asarray(tex)
+        check_finite_image(tex, f"{label} ({side}-hand texture)")
         normals = vertex_normals(verts, asset.render_faces)  # unit length
         pos_index = torch.from_numpy(drawable.pos_index)
         uvs = np.asarray(asset.render_uvs, np.float32)[drawable.uv_index]
@@ -132,7 +153,7 @@ def export_gltf(path, engine, scene, frame, *, exposure_ev: float = 0.0, tonemap
                                "TEXCOORD_0": w.accessor(uvs)},
                 "indices": w.accessor(drawable.indices, indices=True),
                 "material": len(doc["materials"]), "mode": 4}
-        rgb = engine.compositor.tone_map(frame.textures[side], exposure_ev=exposure_ev, tonemap=tonemap)
+        rgb = engine.compositor.tone_map(tex, exposure_ev=exposure_ev, tonemap=tonemap)
         doc["textures"].append({"sampler": 0, "source": w.png(rgb, f"{side}_radiance")})
         material = {"name": f"{side}_relit",
                     "pbrMetallicRoughness": {"baseColorTexture": {"index": len(doc["textures"]) - 1},
@@ -150,8 +171,5 @@ def export_gltf(path, engine, scene, frame, *, exposure_ev: float = 0.0, tonemap
                                  "student_backend": frame.backend, "student_variant": frame.variant}}]
     doc["scene"] = 0
     data = w.glb()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    return {"path": str(path), "bytes": len(data), "unlit": bool(unlit), "exposure_ev": float(exposure_ev),
-            "tonemap": tonemap, "hands": hands}
+    return data, {"bytes": len(data), "unlit": bool(unlit), "exposure_ev": float(exposure_ev),
+                  "tonemap": tonemap, "hands": hands}

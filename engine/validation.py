@@ -18,7 +18,12 @@ What is here (issue #18):
   relit-hands summary JSON, or a file that such a summary lists) unless ``overwrite=True``
   (``--overwrite``);
 - :func:`resolve_inside`: a path named inside a folder (capture files, viewer script outputs)
-  must resolve inside that folder, symlinks included.
+  must resolve inside that folder, symlinks included;
+- :class:`OutputFolder`: a command's output folder (eval reports, light libraries, student sets,
+  training runs, light-stage captures) is refused when it is an input, a relit-hands folder of
+  another kind, or a non-empty folder relit-hands did not write (unless ``overwrite=True``);
+  relit-hands marks its folders with :data:`FOLDER_MARKER`; :func:`write_atomic` /
+  :func:`write_text_atomic` write one file under a temporary name and ``os.replace`` it.
 
 Documented limits (also in the README's reliability section): JSON inputs (pose / scene files,
 viewer scripts, capture manifests) at most :data:`MAX_JSON_BYTES` and :data:`MAX_JSON_DEPTH`
@@ -92,9 +97,12 @@ def check_number(value, name: str, lo: float | None = None, hi: float | None = N
 
 
 def _range_text(lo, hi) -> str:
+    def g(x):  # integers exactly (an int_range bound), other numbers short
+        return str(x) if isinstance(x, int) else f"{x:g}"
+
     if lo is not None and hi is not None:
-        return f"{lo:g} .. {hi:g}"
-    return f">= {lo:g}" if lo is not None else f"<= {hi:g}"
+        return f"{g(lo)} .. {g(hi)}"
+    return f">= {g(lo)}" if lo is not None else f"<= {g(hi)}"
 
 
 def finite_float(lo: float | None = None, hi: float | None = None):
@@ -282,17 +290,19 @@ def created_by_relit_hands(path: Path) -> bool:
 class OutputSet:
     """Plan, then atomically write, a command's output files.
 
-    ``OutputSet(inputs, overwrite)``; ``add(path, writer, label)`` checks the path at once
+    ``OutputSet(inputs, overwrite, owned)``; ``add(path, writer, label)`` checks the path at once
     (:class:`OutputError` if it is one of ``inputs``, appears twice, is a folder, or exists and
-    was not written by relit-hands while ``overwrite`` is False); ``commit()`` calls every
+    was not written by relit-hands -- nor is one of ``owned``, the files a tool's own manifest
+    lists -- while ``overwrite`` is False); ``commit()`` calls every
     ``writer(tmp_path)`` (a temporary name in the final folder with the same suffix), and only
     when all succeeded moves them into place with ``os.replace``. On any error the temporaries
     are removed and no output changes.
     """
 
-    def __init__(self, inputs=(), overwrite: bool = False):
+    def __init__(self, inputs=(), overwrite: bool = False, owned=()):
         self.inputs = [Path(p) for p in inputs if p]
         self.overwrite = bool(overwrite)
+        self.owned = [Path(p) for p in owned if p]  # files the command's own manifest says it wrote
         self.items: list = []
 
     def check(self, path, label: str = "output") -> Path:
@@ -306,7 +316,8 @@ class OutputSet:
         if path.exists() or path.is_symlink():
             if path.is_dir():
                 raise OutputError(f"{label} {path}: is a folder")
-            if not self.overwrite and not created_by_relit_hands(path):
+            if not self.overwrite and not created_by_relit_hands(path) \
+                    and not any(_same_file(path, o) for o in self.owned):
                 raise OutputError(f"{label} {path}: exists and was not written by relit-hands; "
                                   f"pass --overwrite to replace it")
         return path
@@ -354,3 +365,147 @@ def resolve_inside(folder, name, *, what: str = "path", explicit: bool = False) 
         raise InputError(f"{what} {name}: resolves outside {folder} ({real}); "
                          f"only paths inside the folder are allowed")
     return full
+
+
+# --------------------------------------------------------------------------- output folders
+
+FOLDER_MARKER = ".relit-hands.json"
+
+
+def _is_temp_name(name: str) -> bool:
+    """A temporary name of :func:`write_atomic` / :class:`OutputSet` (``.<stem>.tmp<pid><suffix>``)."""
+    return name.startswith(".") and ".tmp" in name
+
+
+def write_atomic(path, writer) -> Path:
+    """``writer(tmp)`` writes a temporary file beside ``path`` (same suffix), then ``os.replace``
+    moves it into place: ``path`` is either its old content or the complete new one, never a
+    partial file. On error the temporary is removed and ``path`` is unchanged."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
+    try:
+        writer(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise
+    return path
+
+
+def write_text_atomic(path, text: str) -> Path:
+    """:func:`write_atomic` of a text file."""
+    return write_atomic(path, lambda p: Path(p).write_text(text))
+
+
+def read_folder_marker(folder) -> dict | None:
+    """The relit-hands marker of an output folder (``{'written_by', 'kind'}``), or None."""
+    p = Path(folder) / FOLDER_MARKER
+    try:
+        if not p.is_file() or p.stat().st_size > 65536:
+            return None
+        d = parse_json_text(p.read_text(), str(p))
+    except (OSError, UnicodeDecodeError, InputFileError):
+        return None
+    return d if isinstance(d, dict) and d.get("written_by") == SUMMARY_MARKER and isinstance(d.get("kind"), str) \
+        else None
+
+
+class OutputFolder:
+    """A command's output folder: checked before anything is computed, created on first write.
+
+    ``OutputFolder(path, kind, overwrite=..., inputs=..., recognise=...)`` raises
+    :class:`OutputError` at once when ``path``
+
+    - is a file, or is one of ``inputs`` (folders or files: the folder of an input is never an
+      output folder, ``--overwrite`` or not) or holds one of the input files directly;
+    - is a relit-hands output folder of another ``kind`` (its :data:`FOLDER_MARKER` says so: a
+      train-student run is no train-teacher run), ``--overwrite`` or not;
+    - is not empty and is neither marked as this ``kind`` nor recognised by ``recognise(path)``
+      (the tool's own manifest, for folders written before the marker existed), unless
+      ``overwrite``.
+
+    An existing folder of this kind is accepted as it is: re-running replaces the command's own
+    files, and commands that resume (training runs, light-stage captures) keep resuming.
+    :meth:`create` makes the folder and writes the marker; :meth:`write` / :meth:`write_text`
+    write one file atomically (:func:`write_atomic`).
+    """
+
+    def __init__(self, path, kind: str, *, overwrite: bool = False, inputs=(), label: str = "--out",
+                 recognise=None):
+        self.path = Path(path)
+        self.kind = kind
+        self.label = label
+        self._created = False
+        p = self.path
+        for i in inputs:
+            if not i:
+                continue
+            i = Path(i)
+            if not i.exists():
+                continue
+            if _same_file(p, i) or (i.is_file() and p.is_dir() and _same_file(p, i.parent)):
+                raise OutputError(f"{label} {p}: is {'also an input' if _same_file(p, i) else 'the folder of the input'}"
+                                  f" {i} of this command; choose another output folder")
+        if p.is_symlink() and not p.exists():
+            raise OutputError(f"{label} {p}: is a broken symbolic link")
+        if p.exists() and not p.is_dir():
+            raise OutputError(f"{label} {p}: is a file, not a folder")
+        if not p.is_dir():
+            return
+        marker = read_folder_marker(p)
+        if marker is not None:
+            if marker["kind"] != kind:
+                raise OutputError(f"{label} {p}: holds relit-hands {marker['kind']} output, not {kind} output; "
+                                  f"choose another output folder")
+            return
+        try:
+            entries = [e for e in os.listdir(p) if not _is_temp_name(e)]
+        except OSError as e:
+            raise OutputError(f"{label} {p}: cannot list the folder ({e.strerror or e})") from None
+        if not entries or overwrite:
+            return
+        try:
+            ours = bool(recognise(p)) if recognise is not None else False
+        except (OSError, ValueError):
+            ours = False
+        if not ours:
+            raise OutputError(f"{label} {p}: the folder is not empty and was not written by relit-hands {kind} "
+                              f"(it holds {entries[0]!r}{' ...' if len(entries) > 1 else ''}); choose a new or "
+                              f"empty folder, or pass --overwrite to write into it")
+
+    def create(self) -> Path:
+        """Make the folder (parents too) and write its marker (once)."""
+        if not self._created:
+            self.path.mkdir(parents=True, exist_ok=True)
+            m = read_folder_marker(self.path)
+            if m is None or m["kind"] != self.kind:
+                write_text_atomic(self.path / FOLDER_MARKER,
+                                  json.dumps({"written_by": SUMMARY_MARKER, "kind": self.kind}) + "\n")
+            self._created = True
+        return self.path
+
+    def write(self, name, writer) -> Path:
+        """Write ``self.path / name`` atomically with ``writer(tmp_path)``."""
+        self.create()
+        return write_atomic(self.path / name, writer)
+
+    def write_text(self, name, text: str) -> Path:
+        self.create()
+        return write_text_atomic(self.path / name, text)
+
+
+def json_file_says(path, **expected) -> bool:
+    """Whether ``path`` is a (size-capped) JSON object whose keys hold ``expected`` values: for
+    ``recognise`` functions (a tool's own manifest / summary)."""
+    path = Path(path)
+    try:
+        if not path.is_file() or path.stat().st_size > MAX_JSON_BYTES:
+            return False
+        d = parse_json_text(path.read_text(), str(path))
+    except (OSError, UnicodeDecodeError, InputFileError):
+        return False
+    return isinstance(d, dict) and all(d.get(k) == v for k, v in expected.items())

@@ -12,6 +12,7 @@ headless mode, a capped address space).
 from __future__ import annotations
 
 import json
+import os
 import struct
 import subprocess
 import sys
@@ -289,6 +290,99 @@ _out_case("bench-out-is-file", lambda tmp: ((tmp / "b").write_text("x"), BENCH)[
 _out_case("view-screenshot-foreign", lambda tmp: ((tmp / "v.png").write_bytes(b"mine"), VIEW)[1:] + ("v.png",))
 _out_case("view-script-is-summary", lambda tmp: ((tmp / "v.json").write_text("[]"),
                                                  [*VIEW, "--script", "v.json"])[1:] + ("v.json",))
+
+
+
+# --- outputs of the other writing commands (issue #18, second pass) -------------------------------
+EG = ["export-gltf", "--lights", "32", "--out", "h.glb"]
+CA_ASSET = str(Path(__file__).resolve().parents[1] / "models" / "hand")
+CA = ["compare-assets", "--assets", CA_ASSET, "--size", "64", "--out", "ca.png"]
+SM = ["seam-measure", "--scenes", "fist", "--envs", "studio", "--out", "sm.json"]
+LL = ["make-light-library", "--out", "lib", "--families", "sun", "--count", "1", "--height", "16", "--no-progress"]
+EVAL = ["eval", "--capture", "cap", "--renderer", "pbr", "--out", "ev", "--no-progress"]
+MS = ["make-student-set", "--teacher", "t.safetensors", "--out", "ss", "--no-progress"]
+LS = ["lightstage", "--preset", "tiny", "--out", "ls", "--quiet"]
+
+
+def _write(path: Path, data="mine"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    (path.write_bytes if isinstance(data, bytes) else path.write_text)(data)
+    return path
+
+
+def _map(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _exr(path, np.ones((8, 16, 3)))
+
+
+def _marker(folder: Path, kind: str):
+    return _write(folder / ".relit-hands.json", json.dumps({"written_by": "relit-hands", "kind": kind}))
+
+
+def _pre(make, argv, needle):
+    """A case whose fixture ``make(tmp)`` is written first; then ``argv`` is refused naming ``needle``."""
+    return lambda tmp: (make(tmp), argv)[1:] + (needle,)
+
+
+# single-file outputs: an existing file relit-hands did not write, an input, a wrong suffix
+_out_case("export-gltf-foreign-glb", _pre(lambda t: _write(t / "h.glb", b"glTF mine"), EG, "h.glb"))
+_out_case("export-gltf-foreign-json", _pre(lambda t: _write(t / "h.json", '{"mine": 1}'), EG, "h.json"))
+_out_case("export-gltf-summary-is-pose", lambda tmp: (["export-gltf", "--pose-right", str(_pose_json(tmp)),
+                                                       "--out", str(tmp / "myhand.glb")], "myhand.json"))
+_out_case("export-gltf-wrong-suffix", lambda tmp: (["export-gltf", "--out", "h.png"], "h.png"))
+_out_case("compare-assets-foreign-png", _pre(lambda t: _write(t / "ca.png", b"mine"), CA, "ca.png"))
+_out_case("compare-assets-foreign-json", _pre(lambda t: _write(t / "ca.json", "[1]"), CA, "ca.json"))
+_out_case("compare-assets-wrong-suffix", lambda tmp: ([*CA[:-1], "ca.jpg"], "ca.jpg"))
+_out_case("seam-measure-foreign-json", _pre(lambda t: _write(t / "sm.json", '{"mine": 1}'), SM, "sm.json"))
+_out_case("seam-measure-wrong-suffix", lambda tmp: ([*SM[:-1], "sm.txt"], "sm.txt"))
+_out_case("light-library-preview-foreign", _pre(lambda t: _write(t / "p.png", b"mine"),
+                                                [*LL, "--preview", "p.png"], "p.png"))
+_out_case("light-library-preview-wrong-suffix", _pre(lambda t: _map(t / "maps" / "a.exr"),
+                                                     ["make-light-library", "--out", "lib", "--from-folder", "maps",
+                                                      "--preview", "maps/a.exr", "--no-progress"], "a.exr"))
+# folder outputs: a non-empty folder relit-hands did not write, a folder of another kind, an input folder, a file
+for cmd, argv, out in (("light-library", LL, "lib"), ("eval", EVAL, "ev"), ("make-student-set", MS, "ss"),
+                       ("train-teacher", TT, "run"), ("train-student", TS, "run"), ("lightstage", LS, "ls")):
+    _out_case(f"{cmd}-foreign-folder", _pre(lambda t, out=out: _write(t / out / "notes.txt"), argv, out))
+    _out_case(f"{cmd}-other-kind", _pre(lambda t, out=out, cmd=cmd: _marker(
+        t / out, "view" if cmd != "eval" else "train-student"), argv, out))
+    _out_case(f"{cmd}-out-is-file", _pre(lambda t, out=out: _write(t / out), argv, out))
+_out_case("light-library-out-is-input", _pre(lambda t: _map(t / "maps" / "a.exr"),
+                                             ["make-light-library", "--out", "maps", "--from-folder", "maps",
+                                              "--no-progress"], "maps"))
+_out_case("eval-out-is-capture", _pre(lambda t: _write(t / "cap" / "capture.json", "{}"),
+                                      [*EVAL[:-3], "--out", "cap", "--overwrite"], "cap"))
+_out_case("make-student-set-out-is-teacher-folder", _pre(lambda t: _write(t / "tr" / "t.safetensors", b"x"),
+                                                         ["make-student-set", "--teacher", "tr/t.safetensors",
+                                                          "--out", "tr", "--overwrite"], "tr"))
+_out_case("train-teacher-out-is-capture", _pre(lambda t: _write(t / "cap" / "capture.json", "{}"),
+                                               ["train-teacher", "--capture", "cap", "--out", "cap", "--overwrite"],
+                                               "cap"))
+_out_case("train-student-out-is-data", _pre(lambda t: _write(t / "set" / "manifest.json", "{}"),
+                                            ["train-student", "--data", "set", "--out", "set", "--overwrite"], "set"))
+_out_case("train-student-run-is-teacher-run", _pre(lambda t: _marker(t / "run", "train-teacher"),
+                                                   [*TS, "--resume"], "train-teacher"))
+
+# bad numbers of those commands
+for opt, v in (("--yaw", "nan"), ("--pitch", "abc"), ("--env-exposure", "inf"), ("--exposure", "200"),
+               ("--lights", "0"), ("--resolution", "0"), ("--tonemap", "bogus")):
+    case("argument", f"export-gltf{opt}={v}", _arg(EG, opt, v))
+for opt, v in (("--size", "0"), ("--size", "abc")):
+    case("argument", f"compare-assets{opt}={v}", _arg(CA, opt, v))
+for opt, v in (("--band-px", "0"), ("--band-px", "abc")):
+    case("argument", f"seam-measure{opt}={v}", _arg(SM, opt, v))
+case("argument", "seam-measure--envs=studio@nan", lambda tmp: ([*SM[:-4], "--envs", "studio@nan", *SM[-2:]],
+                                                               "studio@nan"))
+for opt, v, needle in (("--height", "99999", "--height"), ("--height", "15", "--height"),
+                       ("--count", "999999", "--count"), ("--first-seed", "-1", "--first-seed")):
+    case("argument", f"make-light-library{opt}={v}", _arg(LL, opt, v, needle))
+for opt, v in (("--peak", "nan"), ("--peak", "-1"), ("--grid-rows", "0"), ("--max-frames", "0")):
+    case("argument", f"eval{opt}={v}", _arg(EVAL, opt, v))
+for opt, v in (("--poses", "0"), ("--rotations", "-1"), ("--n-lights", "8"), ("--val-fraction", "nan"),
+               ("--exclude-radius", "inf"), ("--feature-lights", "0")):
+    case("argument", f"make-student-set{opt}={v}", _arg(MS, opt, v))
+for opt, v in (("--spp", "0"), ("--views-per-frame", "0"), ("--noise-seed", "-1")):
+    case("argument", f"lightstage{opt}={v}", _arg(LS, opt, v))
 
 
 # --- weights and their metadata -----------------------------------------------------------------
@@ -612,6 +706,49 @@ def test_rerun_replaces_own_outputs_and_overwrite_flag(tmp_path, monkeypatch, ca
     assert "blocker" in _one_line(capsys.readouterr().err)
     assert not (tmp_path / "g.png").exists() and not (tmp_path / "g.json").exists()
     assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
+
+
+def test_folder_outputs_rerun_resume_and_overwrite(tmp_path, monkeypatch, capsys):
+    """Folder outputs (make-light-library here; eval, make-student-set, train-*, lightstage share
+    OutputFolder): a rerun into the command's own folder works (marker or, for folders written
+    before the marker, the tool's manifest), a foreign non-empty folder / preview needs --overwrite,
+    which never deletes the foreign files; no temporary file is left behind."""
+    from relit_hands.validation import FOLDER_MARKER, OutputError, OutputFolder, write_atomic
+
+    monkeypatch.chdir(tmp_path)
+    argv = ["make-light-library", "--out", "lib", "--families", "sun", "--count", "1", "--height", "16",
+            "--no-progress", "--preview", "lib/preview.png"]
+    assert main(argv) == 0
+    assert json.loads((tmp_path / "lib" / FOLDER_MARKER).read_text())["kind"] == "make-light-library"
+    first = (tmp_path / "lib" / "library.json").read_bytes()
+    assert main(argv) == 0  # our own folder and preview: replaced without --overwrite
+    (tmp_path / "lib" / FOLDER_MARKER).unlink()  # a library written before the marker existed
+    assert main(argv) == 0 and (tmp_path / "lib" / "library.json").read_bytes() != b""
+    assert json.loads(first)["written_by"] == "relit-hands"
+    (tmp_path / "p.png").write_bytes(b"mine")
+    assert main([*argv[:-1], "p.png"]) == 2
+    assert (tmp_path / "p.png").read_bytes() == b"mine"
+    assert main([*argv[:-1], "p.png", "--overwrite"]) == 0 and (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+    (tmp_path / "theirs").mkdir()
+    (tmp_path / "theirs" / "notes.txt").write_text("keep")
+    capsys.readouterr()
+    assert main([*argv[:2], "theirs", *argv[3:-2]]) == 2
+    assert "theirs" in _one_line(capsys.readouterr().err) and sorted(os.listdir("theirs")) == ["notes.txt"]
+    assert main([*argv[:2], "theirs", *argv[3:-2], "--overwrite"]) == 0
+    assert (tmp_path / "theirs" / "notes.txt").read_text() == "keep" and (tmp_path / "theirs" / "library.json").is_file()
+    assert not [p for p in tmp_path.rglob("*") if ".tmp" in p.name]
+
+    # the rules, directly: resume of the same kind, another kind refused even with overwrite, inputs never
+    run = tmp_path / "run"
+    OutputFolder(run, "train-student").write_text("train_log.csv", "step\n")
+    OutputFolder(run, "train-student")  # resume: accepted
+    with pytest.raises(OutputError, match="train-student output, not train-teacher"):
+        OutputFolder(run, "train-teacher", overwrite=True)
+    with pytest.raises(OutputError, match="input"):
+        OutputFolder(tmp_path / "theirs", "eval", overwrite=True, inputs=[tmp_path / "theirs"])
+    with pytest.raises(RuntimeError):
+        write_atomic(run / "x.json", lambda p: (p.write_text("half"), (_ for _ in ()).throw(RuntimeError("boom"))))
+    assert not (run / "x.json").exists() and not [p for p in run.iterdir() if ".tmp" in p.name]
 
 
 def test_engine_recovers_after_failed_frames():

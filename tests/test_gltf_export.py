@@ -85,6 +85,19 @@ def test_lit_material_and_errors(engine, exported, tmp_path):
         export_gltf(tmp_path / "x.glb", engine, scene, replace(sf, textures={"right": sf.textures["right"]}))
 
 
+def test_non_finite_texture_is_an_error_and_nothing_is_written(engine, exported, tmp_path):
+    from relit_hands.validation import NonFiniteError
+
+    scene, sf, _, _ = exported
+    bad = {k: np.array(v if isinstance(v, np.ndarray) else v.detach().cpu().numpy(), np.float32, copy=True)
+           for k, v in sf.textures.items()}
+    bad["right"][0, 0, 0] = np.nan
+    path = tmp_path / "nan.glb"
+    with pytest.raises(NonFiniteError, match="nan.glb.*right-hand texture"):
+        export_gltf(path, engine, scene, replace(sf, textures=bad))
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_cli_export_gltf(tmp_path, capsys):
     out = tmp_path / "out" / "hands.glb"
     assert main(["export-gltf", "--scene", "flat", "--env", "studio", "--yaw", "30", "--lights", "32",
@@ -95,6 +108,16 @@ def test_cli_export_gltf(tmp_path, capsys):
     glb = trimesh.load(out, process=False)
     assert list(glb.geometry) == ["right_hand"]
     assert "wrote" in capsys.readouterr().out
+    # re-running over its own outputs replaces them; a file relit-hands did not write needs --overwrite
+    argv = ["export-gltf", "--scene", "flat", "--lights", "32", "--out", str(out)]
+    assert main(argv) == 0
+    foreign = tmp_path / "out" / "mine.glb"
+    foreign.write_bytes(b"mine")
+    assert main([*argv[:-1], str(foreign)]) == 2
+    assert foreign.read_bytes() == b"mine" and not (tmp_path / "out" / "mine.json").exists()
+    assert main([*argv[:-1], str(foreign), "--overwrite"]) == 0
+    assert foreign.read_bytes()[:4] == b"glTF"
+    assert not [p for p in (tmp_path / "out").iterdir() if ".tmp" in p.name]
 
 
 def test_cli_bad_input_exits_2(tmp_path, capsys):
@@ -104,7 +127,7 @@ def test_cli_bad_input_exits_2(tmp_path, capsys):
     cases = [
         (["--scene", "no_such_preset"], "no_such_preset"),
         (["--out", str(tmp_path / "hands.png")], ".glb"),
-        (["--pose-right", str(pose), "--out", str(tmp_path / "pose.glb")], "overwrite the input file"),
+        (["--pose-right", str(pose), "--out", str(tmp_path / "pose.glb")], "is also an input"),
         (["--env", str(tmp_path / "missing.hdr")], "missing.hdr"),
         (["--resolution", "64", "--lights", "32", "--out", str(tmp_path / "r.glb")], "resolution"),
     ]

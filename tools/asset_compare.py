@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from relit_hands.validation import check_finite_image, int_range
+
 from .semantic_atlas import atlas_report, finger_of_faces, uv_charts
 
 
@@ -70,13 +72,30 @@ def _renders(asset_dir: Path, pose_name: str, env_name: str, size: int) -> list:
         out = []
         for label, direction in (("palm", (0.15, -1.0, 0.2)), ("back", (0.15, 1.0, 0.2))):
             scene = Scene([HandState("right", np.asarray(pose_preset(pose_name, "right", engine.asset), np.float32))], view_direction=direction)
-            out.append((label, engine.render(scene, env, shading="pbr", width=size, height=size).image))
+            frame = engine.render(scene, env, shading="pbr", width=size, height=size, return_linear=True)
+            check_finite_image(frame.linear, f"compare-assets ({asset_dir} {label} render)")
+            out.append((label, frame.image))
         return out
     finally:
         engine.release()
 
 
-def compare(asset_dirs, out: Path, pose: str = "flat", env: str = "studio", size: int = 384) -> dict:
+def compare(asset_dirs, out: Path, pose: str = "flat", env: str = "studio", size: int = 384, *,
+            overwrite: bool = False, command: str | None = None) -> dict:
+    """Write the figure ``out`` (.png) and its summary ``out.with_suffix('.json')``: both under
+    temporary names, moved into place together; an existing file relit-hands did not write, or an
+    input of the command, is refused (:class:`~relit_hands.validation.OutputSet`)."""
+    from relit_hands.validation import ArgumentError, OutputSet, check_number
+
+    out = Path(out)
+    if out.suffix.lower() != ".png":
+        raise ArgumentError(f"--out {out}: must end in .png")
+    size = check_number(size, "--size", 32, 4096, integer=True)
+    env_file = Path(env) if Path(env).is_file() else None
+    inputs = [env_file] + [p for d in asset_dirs for p in Path(d).glob("*") if p.is_file()]
+    outputs = OutputSet(inputs=inputs, overwrite=overwrite)
+    outputs.check(out, "--out")
+    outputs.check(out.with_suffix(".json"), "summary")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -106,12 +125,15 @@ def compare(asset_dirs, out: Path, pose: str = "flat", env: str = "studio", size
             ax.set_xticks([])
             ax.set_yticks([])
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=90)
-    plt.close(fig)
-    summary = {"figure": str(out), "pose": pose, "env": env, "render_size": size,
+    summary = {"written_by": "relit-hands", "command": command, "figure": str(out), "output": str(out),
+               "pose": pose, "env": env, "render_size": size,
                "assets": {str(r["dir"]): {"version": r["version"], **r["report"]} for r in rows}}
-    out.with_suffix(".json").write_text(json.dumps(summary, indent=1) + "\n")
+    try:
+        outputs.add(out, lambda p: fig.savefig(p, dpi=90, format="png"), "--out")
+        outputs.add(out.with_suffix(".json"), lambda p: p.write_text(json.dumps(summary, indent=1) + "\n"), "summary")
+        outputs.commit()
+    finally:
+        plt.close(fig)
     return summary
 
 
@@ -125,12 +147,15 @@ def add_arguments(p):
     p.add_argument("--assets", nargs="+", default=["models/hand", "models/hand_v2"], help="asset folders")
     p.add_argument("--pose", default="flat", help="pose preset of the rendered right hand (see `relit-hands list`)")
     p.add_argument("--env", default="studio")
-    p.add_argument("--size", type=int, default=384, help="render size (pixels, square)")
+    p.add_argument("--size", type=int_range(32, 4096), default=384, help="render size (pixels, square, 32..4096)")
     p.add_argument("--out", type=Path, default=Path("docs/hand_asset_v2.png"))
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace existing output files that relit-hands did not write (never an input)")
 
 
 def run_from_args(args, command: str | None = None) -> int:
-    summary = compare(args.assets, args.out, args.pose, args.env, args.size)
+    summary = compare(args.assets, args.out, args.pose, args.env, args.size,
+                      overwrite=getattr(args, "overwrite", False), command=command)
     for name, rep in summary["assets"].items():
         print(f"{name}: v{rep['version']}, {rep['charts']} charts, seams {rep['seam_length_m']:.3f} m, "
               f"utilisation {rep['texel_utilisation']:.3f}, area stretch |log2| {rep['area_stretch']['mean_abs_log2']:.3f} "

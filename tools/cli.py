@@ -70,6 +70,28 @@ def _dump(obj) -> str:
     return json.dumps({"written_by": "relit-hands", **obj}, indent=1) + "\n"
 
 
+def add_scene_options(p: argparse.ArgumentParser, what: str = "draw", *, scene: str = "clasp", env: str = "studio",
+                      yaw: float = 0.0, exposure: bool = True,
+                      exposure_help: str = "camera exposure (EV) before tone mapping (-30..30)") -> argparse.ArgumentParser:
+    """The scene / environment options shared by ``render``, ``features`` and ``export-gltf``:
+    ``--scene --pose-right --pose-left --hands --env --yaw --pitch`` and, with ``exposure``,
+    ``--env-exposure --exposure --tonemap`` -- every number with its bounded type (:data:`ANGLE`,
+    :data:`EV`). ``what``: the verb of ``--hands``' help ("which hands to draw")."""
+    p.add_argument("--scene", default=scene, help="two-hand scene or single-hand pose preset (see `list`)")
+    p.add_argument("--pose-right", metavar="FILE", help="right-hand pose file (.json/.npz), overrides the scene's")
+    p.add_argument("--pose-left", metavar="FILE", help="left-hand pose file (.json/.npz), overrides the scene's")
+    p.add_argument("--hands", choices=("auto", "right", "left", "both"), default="auto",
+                   help=f"which hands to {what} (auto: the scene's and any given pose files)")
+    p.add_argument("--env", default=env, help="shipped environment name or .hdr/.exr path")
+    p.add_argument("--yaw", type=ANGLE, default=yaw, help="environment rotation about +Y (degrees)")
+    p.add_argument("--pitch", type=ANGLE, default=0.0, help="environment rotation about +X (degrees)")
+    if exposure:
+        p.add_argument("--env-exposure", type=EV, default=0.0, help="scale the environment by 2^EV (-30..30)")
+        p.add_argument("--exposure", type=EV, default=0.0, help=exposure_help)
+        p.add_argument("--tonemap", choices=("aces", "filmic", "none"), default="aces")
+    return p
+
+
 def _build_scene(args):
     from ..scene import Scene, load_hand_file, scene_preset
 
@@ -406,17 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("render", help="render one frame headless to PNG (and EXR)")
-    r.add_argument("--scene", default="clasp", help="two-hand scene or single-hand pose preset (see `list`)")
-    r.add_argument("--pose-right", metavar="FILE", help="right-hand pose file (.json/.npz), overrides the scene's")
-    r.add_argument("--pose-left", metavar="FILE", help="left-hand pose file (.json/.npz), overrides the scene's")
-    r.add_argument("--hands", choices=("auto", "right", "left", "both"), default="auto",
-                   help="which hands to draw (auto: the scene's and any given pose files)")
-    r.add_argument("--env", default="studio", help="shipped environment name or .hdr/.exr path")
-    r.add_argument("--yaw", type=ANGLE, default=0.0, help="environment rotation about +Y (degrees)")
-    r.add_argument("--pitch", type=ANGLE, default=0.0, help="environment rotation about +X (degrees)")
-    r.add_argument("--env-exposure", type=EV, default=0.0, help="scale the environment by 2^EV (-30..30)")
-    r.add_argument("--exposure", type=EV, default=0.0, help="camera exposure (EV) before tone mapping (-30..30)")
-    r.add_argument("--tonemap", choices=("aces", "filmic", "none"), default="aces")
+    add_scene_options(r)
     r.add_argument("--background", choices=("env", "none", "transparent"), default="env")
     r.add_argument("--shading", choices=("student", "pbr", "albedo", "normal", "uv"), default="student",
                    help="student: the neural relighting (default model in models/student); pbr: the "
@@ -453,13 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
     cs.set_defaults(func=cmd_contact_sheet)
 
     fe = sub.add_parser("features", help="picture of every lighting-feature channel, in UV space and on the hands")
-    fe.add_argument("--scene", default="shadow")
-    fe.add_argument("--pose-right", metavar="FILE")
-    fe.add_argument("--pose-left", metavar="FILE")
-    fe.add_argument("--hands", choices=("auto", "right", "left", "both"), default="auto")
-    fe.add_argument("--env", default="sky_sun")
-    fe.add_argument("--yaw", type=ANGLE, default=160.0)
-    fe.add_argument("--pitch", type=ANGLE, default=0.0)
+    add_scene_options(fe, scene="shadow", env="sky_sun", yaw=160.0, exposure=False)
     fe.add_argument("--lights", type=int_range(32, 1024), default=256, help="environment lights N (32..1024)")
     fe.add_argument("--resolution", type=int, default=256, choices=(128, 256, 512, 1024), help="UV map size R")
     fe.add_argument("--backend", default="auto", help="ray casting backend: auto, embree, torch, triton")

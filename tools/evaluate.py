@@ -67,6 +67,7 @@ from typing import Any, Callable
 import numpy as np
 
 from relit_hands.image_io import linear_to_srgb
+from relit_hands.validation import OutputFolder, finite_float, int_range, write_atomic, write_text_atomic
 
 __all__ = [
     "EvaluationError", "EvalContext", "MetricSettings", "RendererSpec", "register_renderer",
@@ -720,7 +721,8 @@ def _noise_summary(records: dict, peak: float, source) -> dict:
 
 def evaluate(capture, renderers, out_dir, *, frames=None, cameras=None, max_frames: int | None = None,
              peak: float | None = None, grid_rows: int = 6, command: str | None = None, plugins=(),
-             progress: bool = True, engine_kwargs: dict | None = None, noise_reference=None) -> dict:
+             progress: bool = True, engine_kwargs: dict | None = None, noise_reference=None,
+             overwrite: bool = False) -> dict:
     """Run the evaluation and write ``report.md``, ``metrics.json`` and the PNGs to ``out_dir``.
 
     ``capture``: a capture folder or an already loaded capture (anything with the
@@ -729,6 +731,11 @@ def evaluate(capture, renderers, out_dir, *, frames=None, cameras=None, max_fram
     or a loaded capture): images present in both get a reference-noise estimate, and the results a
     ``reference_noise`` section (:func:`_noise_summary`). Returns the metrics dictionary (also
     written as metrics.json).
+
+    ``out_dir`` is checked before anything is loaded
+    (:class:`~relit_hands.validation.OutputFolder`): the capture's own folder, a relit-hands folder
+    of another kind, or a non-empty folder that holds no earlier evaluation report is refused
+    unless ``overwrite``; every file is written under a temporary name and moved into place.
     """
     from tqdm import tqdm
 
@@ -742,6 +749,9 @@ def evaluate(capture, renderers, out_dir, *, frames=None, cameras=None, max_fram
     specs = [get_renderer_spec(n) for n in renderers]
     if len(set(renderers)) != len(renderers):
         raise EvaluationError(f"renderer listed twice: {renderers}")
+    folder = OutputFolder(out_dir, "eval", overwrite=overwrite,
+                          inputs=[c for c in (capture, noise_reference) if isinstance(c, (str, Path))],
+                          recognise=lambda p: (p / "metrics.json").is_file() and (p / "report.md").is_file())
     if isinstance(capture, (str, Path)):
         capture_dir = Path(capture)
         if not capture_dir.is_dir():
@@ -757,8 +767,7 @@ def evaluate(capture, renderers, out_dir, *, frames=None, cameras=None, max_fram
     guard_evaluation_maps(sel)
     noise_pairs = _noise_reference_pairs(capture, noise_reference, sel, cam_ids) if noise_reference is not None else {}
     use_flip = flip_available() is not None
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = folder.create()
 
     # ---- pass 1: fixed conventions from the references of the whole evaluated set
     pooled, budget = [], 4_000_000
@@ -878,7 +887,7 @@ def evaluate(capture, renderers, out_dir, *, frames=None, cameras=None, max_fram
     }
     if noise_pairs:
         data["reference_noise"] = _noise_summary(records, settings.peak, noise_reference)
-    (out_dir / "metrics.json").write_text(json.dumps(_jsonable(data), indent=1) + "\n")
+    folder.write_text("metrics.json", json.dumps(_jsonable(data), indent=1) + "\n")
     plots = _write_plots(out_dir, data, specs)
     grids = _write_grids(out_dir, grid_data, specs, settings, use_flip)
     _write_report(out_dir, data, plots, grids, settings, use_flip)
@@ -943,7 +952,7 @@ def _write_plots(out_dir: Path, data: dict, specs) -> list[str]:
     fig.suptitle("Per-frame metrics (mean over cameras; 1h = single hand, 2h = two hands)", fontsize=9)
     fig.tight_layout()
     path = out_dir / "per_frame.png"
-    fig.savefig(path, dpi=90)
+    write_atomic(path, lambda p: fig.savefig(p, dpi=90, format="png"))
     plt.close(fig)
     return [path.name]
 
@@ -994,7 +1003,7 @@ def _write_grids(out_dir: Path, grid_data: dict, specs, settings: MetricSettings
         cb.ax.tick_params(labelsize=7)
         cb.set_label(label + " (grey: outside hand)", fontsize=7)
         path = out_dir / f"grid_{s.name}.png"
-        fig.savefig(path, dpi=80)
+        write_atomic(path, lambda p: fig.savefig(p, dpi=80, format="png"))
         plt.close(fig)
         out.append((s.name, path.name))
     return out
@@ -1077,7 +1086,7 @@ def _write_report(out_dir: Path, data: dict, plots, grids, settings: MetricSetti
     L += ["## Files", "", "- `metrics.json`: every number (per image, per subset, per environment, per camera), "
           "settings, versions, date.", ""]
     L += ["Versions: " + ", ".join(f"{k} {v}" for k, v in data["versions"].items() if v), ""]
-    (out_dir / "report.md").write_text("\n".join(L))
+    write_text_atomic(out_dir / "report.md", "\n".join(L))
 
 
 def _noise_section(rn: dict, names) -> list[str]:
@@ -1121,13 +1130,16 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--out", default="eval_out", metavar="DIR", help="output folder (report.md, metrics.json, PNGs)")
     p.add_argument("--frames", nargs="+", metavar="ID", help="frame ids (held-out env frames only; default all)")
     p.add_argument("--cameras", nargs="+", metavar="ID", help="camera ids (default all)")
-    p.add_argument("--max-frames", type=int, metavar="N", help="evenly spaced subset of N frames")
-    p.add_argument("--peak", type=float, help="fixed linear peak (default: P99.5 of the reference hand pixels)")
-    p.add_argument("--grid-rows", type=int, default=6, help="rows in the comparison grids (default 6)")
+    p.add_argument("--max-frames", type=int_range(1, 1_000_000), metavar="N", help="evenly spaced subset of N frames")
+    p.add_argument("--peak", type=finite_float(1e-12, 1e12),
+                   help="fixed linear peak (default: P99.5 of the reference hand pixels)")
+    p.add_argument("--grid-rows", type=int_range(1, 256), default=6, help="rows in the comparison grids (default 6)")
     p.add_argument("--plugin", nargs="+", default=[], metavar="MODULE", help="import modules that register renderers")
     p.add_argument("--noise-reference", metavar="DIR",
                    help="the same capture rendered again with `relit-hands lightstage --noise-seed K`: adds the "
                         "references' noise ceiling and noise-corrected PSNRs to the report")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into a non-empty --out folder that relit-hands did not write (never an input)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     return p
 
@@ -1136,7 +1148,8 @@ def run_from_args(args, command: str | None = None) -> int:
     data = evaluate(args.capture, _csv_or_list(args.renderer), args.out, frames=_csv_or_list(args.frames),
                     cameras=_csv_or_list(args.cameras), max_frames=args.max_frames, peak=args.peak,
                     grid_rows=args.grid_rows, command=command, plugins=args.plugin,
-                    progress=not args.no_progress, noise_reference=args.noise_reference)
+                    progress=not args.no_progress, noise_reference=args.noise_reference,
+                    overwrite=getattr(args, "overwrite", False))
     out = Path(args.out)
     for n in data["renderers"]:
         a = data["results"][n]["overall"]

@@ -546,6 +546,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--first-seed", type=int, default=0)
     p.add_argument("--from-folder", type=Path, default=None, help="take user .hdr/.exr maps from this folder instead")
     p.add_argument("--preview", type=Path, default=None, help=f"tone-mapped grid PNG of up to {PREVIEW_MAX} maps")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into a non-empty --out folder (or over a --preview file) that relit-hands did not "
+                        "write; never over an input")
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -557,8 +560,10 @@ def _library_from_args(args) -> LightLibrary:
             raise ValueError("--from-folder takes the folder's maps: do not combine it with --families / --count")
         lib = LightLibrary.from_folder(args.from_folder)
         return LightLibrary(lib.entries(split), lib.source)
-    if args.height < 16 or args.height % 2:
-        raise ValueError(f"--height must be an even integer >= 16, got {args.height}")
+    if args.height < 16 or args.height % 2 or args.height > 4096:
+        raise ValueError(f"--height must be an even integer in 16..4096, got {args.height}")
+    if args.count is not None and args.count > 100_000:
+        raise ValueError(f"--count must be at most 100000, got {args.count}")
     if args.first_seed < 0:
         raise ValueError(f"--first-seed must be >= 0, got {args.first_seed}")
     lib = LightLibrary.generated(args.families, 16 if args.count is None else args.count, split, args.first_seed)
@@ -582,9 +587,28 @@ def make_light_library(args, command: str | None = None, log=print) -> dict:
     """Write the library of ``args`` (see :func:`add_arguments`); returns the manifest dict."""
     from tqdm import tqdm
 
+    from relit_hands.validation import (OutputFolder, OutputSet, check_finite_image, json_file_says, read_json_file,
+                                       write_atomic)
+
     lib = _library_from_args(args)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    overwrite = bool(getattr(args, "overwrite", False))
+    manifest_path = out / "library.json"
+    folder = OutputFolder(out, "make-light-library", overwrite=overwrite, inputs=[args.from_folder],
+                          recognise=lambda p: json_file_says(p / "library.json", format="relit_hands.light_library"))
+    preview_out = None
+    if args.preview is not None:
+        preview_out = Path(args.preview)
+        if preview_out.suffix.lower() != ".png":
+            raise ValueError(f"--preview {preview_out}: must end in .png")
+        owned = []
+        if json_file_says(manifest_path, format="relit_hands.light_library"):
+            prev = read_json_file(manifest_path, what="light library manifest").get("preview")
+            owned = [prev] if isinstance(prev, str) else []
+        sources = [e.path for e in lib.entries() if e.path is not None]
+        preview_out = OutputSet(inputs=[*sources, manifest_path], overwrite=overwrite, owned=owned).check(
+            preview_out, "--preview")
+    folder.create()
     t0 = time.perf_counter()
     records, previews = [], {}
     keep = set(range(0, len(lib), max(1, math.ceil(len(lib) / PREVIEW_MAX))))
@@ -598,7 +622,8 @@ def make_light_library(args, command: str | None = None, log=print) -> dict:
             img = np.asarray(EnvironmentMap.load(entry.path, name=entry.id).image)
             rec["source"] = str(entry.path)
             rec["source_sha256"] = hashlib.sha256(entry.path.read_bytes()).hexdigest()
-        write_hdr_image(out / rec["file"], img)
+        check_finite_image(img, f"make-light-library {out / rec['file']}")
+        folder.write(rec["file"], lambda p: write_hdr_image(p, img))
         env = EnvironmentMap.load(out / rec["file"], name=entry.id)  # what users get (RGBE-quantised)
         energy = env.total_energy()
         rec.update(total_energy_rgb=[round(float(x), 6) for x in energy],
@@ -607,7 +632,8 @@ def make_light_library(args, command: str | None = None, log=print) -> dict:
         records.append(rec)
         if i in keep:
             previews[entry.id] = env.image
-    manifest = {"format": "relit_hands.light_library", "version": 1, "command": command,
+    manifest = {"format": "relit_hands.light_library", "version": 1, "written_by": "relit-hands", "command": command,
+                "preview": str(preview_out) if preview_out is not None else None,
                 "generator": "relit_hands.tools.light_library", "source": lib.source,
                 "units": "linear Rec.709 radiance, units of models/environments; equirectangular per "
                          "docs/conventions.md; energy = integral of radiance over the sphere (sr x radiance)",
@@ -616,11 +642,10 @@ def make_light_library(args, command: str | None = None, log=print) -> dict:
                 "families": {f: {"description": FAMILIES[f][1], "energy_range": ENERGY_RANGES[f]} for f in FAMILIES},
                 "splits": {s: sum(r["split"] == s for r in records) for s in SPLITS},
                 "entries": records}
-    (out / "library.json").write_text(json.dumps(manifest, indent=1) + "\n")
-    if args.preview is not None:
-        Path(args.preview).parent.mkdir(parents=True, exist_ok=True)
-        write_preview(previews, Path(args.preview), tile_w=384, cols=4,
-                      evs={k: _preview_ev(v) for k, v in previews.items()})
+    folder.write_text("library.json", json.dumps(manifest, indent=1) + "\n")
+    if preview_out is not None:
+        evs = {k: _preview_ev(v) for k, v in previews.items()}
+        write_atomic(preview_out, lambda p: write_preview(previews, p, tile_w=384, cols=4, evs=evs))
     log(f"wrote {len(records)} map(s) to {out} in {time.perf_counter() - t0:.1f} s "
         f"(train {manifest['splits']['train']}, val {manifest['splits']['val']}, test {manifest['splits']['test']})"
         + (f"; preview {args.preview}" if args.preview else ""))

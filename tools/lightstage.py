@@ -68,6 +68,7 @@ from pathlib import Path
 import numpy as np
 
 from relit_hands.image_io import linear_to_srgb
+from relit_hands.validation import int_range
 
 LLVM_CANDIDATES = (
     "/usr/lib/x86_64-linux-gnu/libLLVM.so.19.1",
@@ -890,8 +891,16 @@ def _mitsuba_version():
 
 def run(preset_name: str, out, *, shard=(0, 1), variant="auto", spp=None, boundary="index_matched",
         sheet_only=False, sheet_path=None, quiet=False, frame_limit=None, kinds=None,
-        views_per_frame=None, noise_seed: int = 0) -> dict:
+        views_per_frame=None, noise_seed: int = 0, overwrite: bool = False) -> dict:
+    """Render (or resume) the capture ``out`` of preset ``preset_name``; returns the summary.
+
+    ``out`` is checked first (:class:`~relit_hands.validation.OutputFolder`): new, empty or a
+    relit-hands light-stage capture (re-running resumes it); any other non-empty folder needs
+    ``overwrite``, and a relit-hands folder of another kind is refused."""
     from tqdm import tqdm
+
+    from relit_hands.capture import FORMAT_NAME
+    from relit_hands.validation import OutputFolder, json_file_says, write_atomic, write_text_atomic
 
     from relit_hands.capture import CaptureWriter
     from relit_hands.environment import EnvironmentMap
@@ -902,6 +911,8 @@ def run(preset_name: str, out, *, shard=(0, 1), variant="auto", spp=None, bounda
     preset = dict(PRESETS[preset_name])
     spp = int(spp or preset["spp"])
     out = Path(out)
+    folder = OutputFolder(out, "lightstage", overwrite=overwrite,
+                          recognise=lambda p: json_file_says(p / "capture.json", format=FORMAT_NAME))
     t_start = time.perf_counter()
     renderer = LightStageRenderer(preset_asset_path(preset), variant=variant, boundary=boundary)
     cams, lpos, linten = build_rig(preset["cameras"], preset["lights"], preset["width"], preset["height"])
@@ -927,6 +938,7 @@ def run(preset_name: str, out, *, shard=(0, 1), variant="auto", spp=None, bounda
             raise ValueError(f"{out}: holds a capture made with different settings "
                              f"(preset {prev.get('preset')!r}, spp {prev.get('spp')}, noise seed "
                              f"{prev.get('noise_seed', 0)}); use another --out or delete it")
+    folder.create()
     writer = CaptureWriter(out, name=f"lightstage-{preset_name}", generator=settings)
     for cid, cam in cams.items():
         writer.add_camera(cid, cam)
@@ -938,8 +950,7 @@ def run(preset_name: str, out, *, shard=(0, 1), variant="auto", spp=None, bounda
         if eid in library_maps:  # generated: written into the capture, then registered
             dest = out / "environments" / f"{eid}.hdr"
             if not dest.is_file():
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                write_hdr_image(dest, library_maps[eid].image)
+                write_atomic(dest, lambda p: write_hdr_image(p, library_maps[eid].image))
             src = EnvironmentMap.load(dest)
         else:
             src = EnvironmentMap.from_name_or_path(eid)
@@ -1011,15 +1022,14 @@ def run(preset_name: str, out, *, shard=(0, 1), variant="auto", spp=None, bounda
     sheet = Path(sheet_path) if sheet_path else out / "contact_sheet.png"
     try:
         img, recs = contact_sheet(out, frames)
-        sheet.parent.mkdir(parents=True, exist_ok=True)
-        write_png(sheet, img)
+        write_atomic(sheet, lambda p: write_png(p, img))
         summary["contact_sheet"] = {"path": str(sheet), "tiles": recs, "size": [img.shape[1], img.shape[0]]}
     except RuntimeError as e:
         summary["contact_sheet"] = {"error": str(e)}
     summary["plan"] = [{"id": f.id, "kind": f.kind, "split": f.split, "scene": f.scene.name,
                         "hands": [h.side for h in f.scene.hands], "lights_on": f.lights_on, "env": f.env,
                         "tag": f.tag} for f in frames]
-    summary_path.write_text(json.dumps(summary, indent=1) + "\n")
+    write_text_atomic(summary_path, json.dumps(summary, indent=1) + "\n")
     if not quiet:
         spi = summary["seconds_per_image"]
         print(f"lightstage {preset_name}: {done_views}/{total_views} views in {out}"
@@ -1036,22 +1046,24 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                     help="render only frames i, i+N, ... (split one capture over N machines)")
     ap.add_argument("--variant", default="auto", help="Mitsuba variant: auto (CUDA if present, else LLVM), "
                                                       "llvm_ad_rgb, cuda_ad_rgb")
-    ap.add_argument("--spp", type=int, help="samples per pixel (default: the preset's)")
+    ap.add_argument("--spp", type=int_range(1, 1 << 20), help="samples per pixel (default: the preset's)")
     ap.add_argument("--boundary", choices=("index_matched", "rough_dielectric"), default="index_matched",
                     help="skin boundary model (see the module docstring)")
     ap.add_argument("--kinds", type=lambda t: [k.strip() for k in t.split(",") if k.strip()], metavar="K[,K]",
                     help="render only frames of these kinds (olat, group, env) now; the rest on a later run "
                          "(e.g. --kinds env renders the evaluation frames first)")
-    ap.add_argument("--views-per-frame", type=int, metavar="K",
+    ap.add_argument("--views-per-frame", type=int_range(1, 4096), metavar="K",
                     help="render only K of the rig's cameras per frame now (spread over the dome, rotating "
                          "with the frame); run again without it to fill in the rest")
-    ap.add_argument("--noise-seed", type=int, default=0, metavar="K",
+    ap.add_argument("--noise-seed", type=int_range(0, 2 ** 31 - 1), default=0, metavar="K",
                     help="render the same frames with another Monte Carlo sample stream (K != 0), into its own "
                          "--out: a second reference whose difference to the first measures the reference noise "
                          "(relit-hands eval --noise-reference); default 0")
     ap.add_argument("--sheet", help="contact sheet PNG path (default OUT/contact_sheet.png)")
     ap.add_argument("--sheet-only", action="store_true", help="render nothing, rebuild the sheet and summary")
     ap.add_argument("--calibrate", action="store_true", help="measure the bare skin reflectance and exit")
+    ap.add_argument("--overwrite", action="store_true",
+                    help="render into a non-empty --out folder that is not a relit-hands capture")
     ap.add_argument("--quiet", action="store_true")
 
 
@@ -1065,7 +1077,8 @@ def run_from_args(args, command: str | None = None) -> int:
         raise ValueError("lightstage: --out DIR is required")
     run(args.preset, args.out, shard=args.shard, variant=args.variant, spp=args.spp, boundary=args.boundary,
         sheet_only=args.sheet_only, sheet_path=args.sheet, quiet=args.quiet, kinds=args.kinds,
-        views_per_frame=args.views_per_frame, noise_seed=args.noise_seed)
+        views_per_frame=args.views_per_frame, noise_seed=args.noise_seed,
+        overwrite=getattr(args, "overwrite", False))
     return 0
 
 

@@ -50,6 +50,7 @@ import numpy as np
 import torch
 
 from relit_hands.translucency import DEFAULT_MEAN_FREE_PATHS
+from relit_hands.validation import finite_float, int_range
 
 __all__ = ["teacher_env_texture", "SharedBasisRelighter", "env_light_weights", "fixed_light_directions",
            "StudentEnvironments", "make_student_set", "main", "build_parser", "load_teacher_run"]
@@ -236,8 +237,11 @@ def make_student_set(teacher_path, out, *, poses: int = 16, envs=None, rotations
                      n_lights: int = 512, feature_lights: int = 64, capture=None, exclude_radius: float = 0.1,
                      val_fraction: float = 0.1, jitter: float = 0.15, seed: int = 0, chunk: int = 32,
                      light_library=None, envs_per_pose: int = 6, translucency=(),
-                     progress: bool = True, command: str | None = None) -> dict:
+                     progress: bool = True, command: str | None = None, overwrite: bool = False) -> dict:
     """Write the student set (module docstring); returns the summary dict (also summary.json).
+    ``out`` must be new, empty or an earlier student set (re-running replaces its files; a
+    non-empty folder relit-hands did not write needs ``overwrite``; an input folder never):
+    :class:`~relit_hands.validation.OutputFolder`.
     ``light_library``: a :class:`~.light_library.LightLibrary`, a folder or ``"gen:COUNT"``;
     ``translucency``: mean free paths (metres) of the ``transmit_*`` feature channels
     (:mod:`relit_hands.translucency`; empty: none)."""
@@ -247,8 +251,14 @@ def make_student_set(teacher_path, out, *, poses: int = 16, envs=None, rotations
     from relit_hands.engine import Engine
     from relit_hands.student_data import proxy_vertex_features, write_manifest, write_sample
 
+    from relit_hands.validation import OutputFolder, json_file_says, write_atomic, write_text_atomic
+
     t0 = time.time()
     out = Path(out)
+    lib_dir = light_library if isinstance(light_library, (str, Path)) and Path(light_library).is_dir() else None
+    folder = OutputFolder(out, "make-student-set", overwrite=overwrite,
+                          inputs=[teacher_path, capture, lib_dir, *[e for e in (envs or ()) if Path(e).is_file()]],
+                          recognise=lambda p: json_file_says(p / "summary.json", tool="relit-hands make-student-set"))
     rng = np.random.default_rng(seed)
     environments = StudentEnvironments(envs, light_library, envs_per_pose)  # before the teacher: fail fast
     teacher, meta, cond = load_teacher_run(teacher_path)
@@ -293,8 +303,9 @@ def make_student_set(teacher_path, out, *, poses: int = 16, envs=None, rotations
             feature_names = vf["names"]
             sid = f"{len(samples):06d}"
             f = f"samples/{sid}.npz"
-            write_sample(out / f, vertex_features=vf["vis"], vertex_features_novis=vf["novis"], energy=vf["energy"],
-                         env_sh=env.sh_coefficients(), target=tex[e])
+            write_atomic(out / f, lambda p: write_sample(
+                p, vertex_features=vf["vis"], vertex_features_novis=vf["novis"], energy=vf["energy"],
+                env_sh=env.sh_coefficients(), target=tex[e]))
             samples.append({"id": sid, "split": split, "scene": scene.to_dict(),
                             "env": {"id": en, "yaw_deg": yaw, "pitch_deg": pitch},
                             "view_origin": [float(x) for x in origin], "file": f, "pose_index": pi})
@@ -317,7 +328,7 @@ def make_student_set(teacher_path, out, *, poses: int = 16, envs=None, rotations
                "splits": {s: sum(1 for x in samples if x["split"] == s) for s in ("train", "val")},
                "heldout_poses_excluded_from": str(capture) if capture else None, "rejected_draws": rejected,
                "wall_seconds": time.time() - t0}
-    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    write_text_atomic(out / "summary.json", json.dumps(summary, indent=1) + "\n")
     return summary
 
 
@@ -328,24 +339,27 @@ def build_parser(prog="relit-hands make-student-set"):
 def add_arguments(p):
     p.add_argument("--teacher", required=True, help="teacher run folder or weights file")
     p.add_argument("--out", required=True)
-    p.add_argument("--poses", type=int, default=16)
+    p.add_argument("--poses", type=int_range(1, 1_000_000), default=16)
     p.add_argument("--envs", nargs="+", default=None, help="environment names / paths (default: all shipped)")
     p.add_argument("--light-library", metavar="DIR_OR_SPEC", default=None,
                    help="draw environments from the train split of a light library instead: a folder "
                         "(make-light-library output or user .hdr/.exr maps) or gen:COUNT (COUNT generated "
                         "train maps per training family)")
-    p.add_argument("--envs-per-pose", type=int, default=6, help="library maps drawn per pose (with --light-library)")
+    p.add_argument("--envs-per-pose", type=int_range(1, 1024), default=6, help="library maps drawn per pose (with --light-library)")
     p.add_argument("--translucency", action="store_true",
                    help="add the transmit_* feature channels (light crossing the hand from behind; "
                         "a second ray cast): students trained on the set then compute them at run time")
-    p.add_argument("--rotations", type=int, default=4, help="random rotations per environment and pose")
-    p.add_argument("--n-lights", type=int, default=512, help="teacher directional lights (>= 256)")
-    p.add_argument("--feature-lights", type=int, default=64, help="lights of the student's features")
+    p.add_argument("--rotations", type=int_range(1, 1024), default=4, help="random rotations per environment and pose")
+    p.add_argument("--n-lights", type=int_range(256, 16384), default=512, help="teacher directional lights (256..16384)")
+    p.add_argument("--feature-lights", type=int_range(32, 1024), default=64,
+                   help="lights of the student's features (32..1024)")
     p.add_argument("--capture", default=None, help="evaluation capture whose held-out poses are kept out")
-    p.add_argument("--exclude-radius", type=float, default=0.1)
-    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--exclude-radius", type=finite_float(0.0, 100.0), default=0.1)
+    p.add_argument("--val-fraction", type=finite_float(0.0, 0.9), default=0.1)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=int_range(1, 1024), default=1)
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into a non-empty --out folder that relit-hands did not write (never an input)")
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -361,7 +375,8 @@ def run_from_args(args, command: str | None = None) -> int:
                          exclude_radius=args.exclude_radius, val_fraction=args.val_fraction, seed=args.seed,
                          light_library=args.light_library, envs_per_pose=args.envs_per_pose,
                          translucency=DEFAULT_MEAN_FREE_PATHS if args.translucency else (),
-                         progress=not args.no_progress, command=command)
+                         progress=not args.no_progress, command=command,
+                         overwrite=getattr(args, "overwrite", False))
     print(json.dumps(s, indent=1))
     return 0
 

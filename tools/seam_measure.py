@@ -33,6 +33,7 @@ import numpy as np
 from scipy import ndimage
 
 from relit_hands.features import LUMA
+from relit_hands.validation import int_range
 
 
 def seam_band_texture(uvs, uv_faces, resolution: int, band_px: int = 2) -> np.ndarray:
@@ -127,8 +128,11 @@ def add_arguments(p):
     p.add_argument("--scenes", nargs="+", default=["clasp", "shadow", "spread", "fist"])
     p.add_argument("--envs", nargs="+", default=["studio", "sky_sun@160", "window", "sunset@90"],
                    help="NAME or NAME@YAW_DEGREES")
-    p.add_argument("--band-px", type=int, default=2, help="band half-width in texels at the student's resolution")
+    p.add_argument("--band-px", type=int_range(1, 64), default=2,
+                   help="band half-width in texels at the student's resolution (1..64)")
     p.add_argument("--out", type=Path, default=Path("seams.json"))
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing output file that relit-hands did not write (never an input)")
 
 
 def build_parser(prog="relit-hands seam-measure"):
@@ -138,12 +142,29 @@ def build_parser(prog="relit-hands seam-measure"):
 
 
 def run_from_args(args, command: str | None = None) -> int:
+    from relit_hands.validation import ArgumentError, OutputSet, check_number
+
     if args.band_px < 1:
         raise ValueError(f"--band-px must be >= 1, got {args.band_px}")
+    out = Path(args.out)
+    if out.suffix.lower() != ".json":
+        raise ArgumentError(f"--out {out}: must end in .json")
+    for spec in args.envs:  # NAME@YAW: the yaw is checked before anything is rendered
+        _, _, yaw = spec.partition("@")
+        if yaw:
+            check_number(yaw, f"--envs {spec}: yaw", -36000, 36000)
+    env_files = [Path(s.partition("@")[0]) for s in args.envs]
+    outputs = OutputSet(inputs=[args.student, args.asset, *[p for p in env_files if p.is_file()]],
+                        overwrite=getattr(args, "overwrite", False))
+    outputs.check(out, "--out")
     res = measure(args.scenes, args.envs, student=args.student, asset=args.asset, band_px=args.band_px)
-    res["command"] = command
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(res, indent=1) + "\n")
+    res = {"written_by": "relit-hands", "command": command, "output": str(out), **res}
+    if not all(np.isfinite(v) for v in (res["student_mean"], res["pbr_mean"], res["student_over_pbr_geomean"])):
+        from relit_hands.validation import NonFiniteError
+
+        raise NonFiniteError(f"seam-measure --out {out}: the measured ratios are not finite; nothing was written")
+    outputs.add(out, lambda p: p.write_text(json.dumps(res, indent=1) + "\n"), "--out")
+    outputs.commit()
     for r in res["rows"]:
         print(f"{r['scene']:>10s} {r['env']:>12s}: student {r['student']:.2f}, pbr {r['pbr']:.2f} "
               f"({r['band_pixels']} band / {r['interior_pixels']} interior pixels)")

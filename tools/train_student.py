@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from relit_hands.image_io import linear_to_srgb
-from relit_hands.validation import NonFiniteError, finite_float, int_range
+from relit_hands.validation import NonFiniteError, OutputFolder, finite_float, int_range, write_text_atomic
 
 # torch and the student modules are imported inside the functions: the CLI builds this parser for
 # every `relit-hands` command, and `relit-hands list` should not pay for importing torch.
@@ -78,6 +78,8 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int_range(0, 1024), default=0, help="torch CPU threads (0: leave torch's default)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/latest.json")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into a non-empty --out folder that is not a train-student run (never the data set)")
     p.add_argument("--install-default", action="store_true",
                    help="copy the final model into relit_hands/models/student/: student.safetensors (the "
                         "default, for --variant vis) or student_{novis,bottleneck}.safetensors (the ablations "
@@ -265,14 +267,18 @@ def train(args, command: str | None = None) -> dict:
     out = Path(args.out)
     ck = out / "checkpoints"
     main_rank = rank == 0
-    if main_rank:
-        (out / "val").mkdir(parents=True, exist_ok=True)
-        ck.mkdir(parents=True, exist_ok=True)
+    # the run folder: new, empty, or a train-student run (resumed with --resume); never the data set
+    folder = OutputFolder(out, "train-student", overwrite=getattr(args, "overwrite", False), inputs=[args.data],
+                          recognise=lambda p: (p / "train_log.csv").is_file() or (p / "checkpoints" / "latest.json").is_file())
     man = read_manifest(args.data)
     train_ds = StudentDataset(args.data, "train", variant=args.variant)
     val_ds = StudentDataset(args.data, "val", variant=args.variant, asset=train_ds.asset)
     if len(train_ds) == 0:
         raise ValueError(f"{args.data}: no training samples (split 'train')")
+    if main_rank:
+        folder.create()
+        (out / "val").mkdir(parents=True, exist_ok=True)
+        ck.mkdir(parents=True, exist_ok=True)
     R = train_ds.resolution
     names = variant_feature_names(args.variant, train_ds.feature_names)
 
@@ -410,7 +416,7 @@ def train(args, command: str | None = None) -> dict:
     if main_rank:
         write_log()
         final = out / "student.safetensors"
-        save_student(final, model, {**meta_extra, "step": args.steps})
+        save_student(final, model, {**meta_extra, "step": args.steps})  # atomic (temporary name)
         installed = None
         if args.install_default:
             dst = default_student_path(args.variant)
@@ -432,7 +438,7 @@ def train(args, command: str | None = None) -> dict:
                       "checkpoints": "checkpoints/"},
             "versions": _versions(),
         }
-        (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+        write_text_atomic(out / "summary.json", json.dumps(summary, indent=1) + "\n")
         print(f"train-student {args.variant}: {args.steps} steps, train loss {summary['final_train_loss']}, "
               f"val loss {last_val}; wrote {final}" + (f", installed as {installed}" if installed else ""))
     if world > 1:

@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..validation import NonFiniteError, finite_float, int_range
+from ..validation import NonFiniteError, OutputFolder, finite_float, int_range, write_text_atomic
 
 __all__ = ["main", "build_parser", "train", "split_frames", "evaluate_frames"]
 
@@ -80,6 +80,8 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--ckpt-every", type=int_range(1, 10_000_000), default=500)
     p.add_argument("--log-every", type=int_range(1, 10_000_000), default=10)
     p.add_argument("--resume", action="store_true", help="continue from RUN/state.json")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into a non-empty --out folder that is not a train-teacher run (never the capture)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int_range(1, 1024), default=1, help="torch CPU threads per process")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
@@ -275,12 +277,16 @@ def train(args, command: str | None = None) -> dict:
         torch.cuda.set_device(rank % max(1, torch.cuda.device_count()))
     out = Path(args.out)
     t_start = time.time()
+    # the run folder: new, empty, or a train-teacher run (resumed with --resume); never the capture
+    folder = OutputFolder(out, "train-teacher", overwrite=getattr(args, "overwrite", False), inputs=[args.capture],
+                          recognise=lambda p: (p / "log.csv").is_file() and (p / "checkpoints").is_dir())
     try:  # the capture is checked before anything is written
         capture = Capture.load(args.capture, check_files=not args.allow_partial)
     except CaptureIncompleteError as e:
         raise ValueError(f"{e}\n(the capture is not complete: finish it with relit-hands lightstage, or "
                          f"pass --allow-partial to train on the views rendered so far)") from None
     if rank == 0:
+        folder.create()
         (out / "checkpoints").mkdir(parents=True, exist_ok=True)
         (out / "val").mkdir(parents=True, exist_ok=True)
     coverage = None
@@ -438,7 +444,7 @@ def train(args, command: str | None = None) -> dict:
     summary = {}
     if rank == 0:
         model.eval()
-        save_teacher(model, out / "teacher.safetensors", {**meta_extra, "step": step})
+        save_teacher(model, out / "teacher.safetensors", {**meta_extra, "step": step})  # atomic (temporary name)
         _plot_loss(csv_path, out / "loss_curve.png")
         ev_pose = evaluate_frames(model, cache, split["val_pose"], peak=val_peak)
         ev_light = evaluate_frames(model, cache, split["val_light"], peak=val_peak)
@@ -464,7 +470,7 @@ def train(args, command: str | None = None) -> dict:
             "weights_bytes": (out / "teacher.safetensors").stat().st_size,
             "wall_seconds": time.time() - t_start, "torch": torch.__version__, "python": platform.python_version(),
         }
-        (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+        write_text_atomic(out / "summary.json", json.dumps(summary, indent=1) + "\n")
         if writer is not None:
             writer.close()
     if distributed:

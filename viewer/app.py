@@ -364,8 +364,11 @@ class ViewerApp:
             path = self._pending_exr.pop(fr["id"])
             try:
                 from ..image_io import write_hdr_image
+                from ..validation import check_finite_image, write_atomic
 
-                write_hdr_image(path, fr["linear"])
+                linear = fr["linear"]
+                check_finite_image(linear, f"EXR {path}")  # NaN / inf: an error, nothing written
+                write_atomic(path, lambda p: write_hdr_image(p, linear))
                 self.report(f"wrote linear EXR {path}")
             except (ValueError, OSError) as e:
                 self.report(f"EXR screenshot failed: {e}", error=True)
@@ -635,8 +638,16 @@ class ViewerApp:
             return
         from ..image_io import write_png
 
+        from ..validation import check_finite_image, write_atomic
+
         k = int(fr["tag"].split(":")[1])
-        write_png(tt["folder"] / f"frame_{k:04d}.png", fr["image"])
+        path = tt["folder"] / f"frame_{k:04d}.png"
+        try:
+            check_finite_image(fr.get("linear"), f"turntable {path}")
+            check_finite_image(fr["image"], f"turntable {path}")
+            write_atomic(path, lambda p: write_png(p, fr["image"]))
+        except (ValueError, OSError) as e:
+            self.report(f"turntable frame failed: {e}", error=True)
         tt["done"] += 1
         if tt["done"] >= tt["n"]:
             self._finish_turntable()
@@ -1351,18 +1362,22 @@ class ViewerApp:
         if not self._pending_shots:
             return
         from ..image_io import write_png
+        from ..validation import check_finite_image, write_atomic
 
         shots, self._pending_shots = self._pending_shots, []
         for path, with_ui in shots:
             try:
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                if self.frame is not None:  # the engine frame on screen: NaN / inf is an error, not a black PNG
+                    check_finite_image(self.frame.get("linear"), f"screenshot {path}")
+                    check_finite_image(self.frame["image"], f"screenshot {path}")
                 if with_ui:
                     img = self.read_window()
                 elif self.frame is not None:
                     img = self.frame["image"]
                 else:
                     raise ValueError("no frame rendered yet")
-                write_png(path, img)
+                check_finite_image(img, f"screenshot {path}")
+                write_atomic(path, lambda p: write_png(p, img))
                 self.report(f"wrote screenshot {path} ({img.shape[1]}x{img.shape[0]})")
             except (ValueError, OSError) as e:
                 self.report(f"screenshot failed: {e}", error=True)
