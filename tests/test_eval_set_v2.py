@@ -121,3 +121,25 @@ def test_tiny_eval_v2_capture_renders_and_evaluates(tmp_path, monkeypatch):
     assert "interhand_shadow" in lighting and any(k.startswith("family:") for k in lighting)
     assert {r["lighting"]["family"] for r in res["results"]["pbr"]["per_image"]} <= set(es.env_family(f.env_id)
                                                                                          for f in cap.frames)
+
+
+def test_turntable_and_external_sheet_never_overwrite_foreign_files(tmp_path):
+    """The viewer's turntable folder and lightstage --sheet outside the capture refuse files
+    relit-hands did not write (the last two output gaps of issue #18)."""
+    from relit_hands.validation import OutputError, OutputFolder, OutputSet
+
+    foreign = tmp_path / "holiday"
+    foreign.mkdir()
+    (foreign / "photo.png").write_bytes(b"not ours")
+    with pytest.raises(OutputError, match="holiday"):
+        OutputFolder(foreign, "turntable", label="turntable folder").create()
+    again = OutputFolder(tmp_path / "tt", "turntable", label="turntable folder").create()
+    OutputFolder(again, "turntable", label="turntable folder").create()   # its own folder: fine
+    sheet = tmp_path / "sheet.png"
+    sheet.write_bytes(b"someone's picture")
+    from relit_hands.tools.cli import main
+
+    rc = main(["lightstage", "--preset", "tiny", "--out", str(tmp_path / "cap"), "--sheet", str(sheet)])
+    assert rc == 2 and not (tmp_path / "cap" / "images").exists()        # refused before rendering
+    OutputSet(owned=[str(sheet)]).check(sheet, "--sheet")                  # the capture's own sheet
+    assert sheet.read_bytes() == b"someone's picture" and (foreign / "photo.png").read_bytes() == b"not ours"

@@ -828,6 +828,9 @@ def evaluate(capture, renderers, out_dir, *, frames=None, cameras=None, max_fram
                     except Exception as e:
                         raise EvaluationError(f"renderer {s.name!r} failed on frame {f.id} camera {c}: {e}") from e
                     img, rmask = _as_radiance(out, ref.shape)
+                    if not np.isfinite(img).all():
+                        raise EvaluationError(f"renderer {s.name!r} returned NaN/inf pixels on frame {f.id} "
+                                              f"camera {c} ({int((~np.isfinite(img)).sum())} values)")
                     res = compute_metrics(ref, img, m, settings, flip=use_flip, return_flip_map=want_grid)
                     if want_grid:
                         res, fmap = res

@@ -889,6 +889,14 @@ def _mitsuba_version():
         return None
 
 
+def _previous_sheet(out: Path):
+    """The contact sheet this capture's summary says it wrote (None if there is none)."""
+    try:
+        return json.loads((out / "summary.json").read_text())["contact_sheet"]["path"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def run(preset_name: str, out, *, shard=(0, 1), variant="auto", spp=None, boundary="index_matched",
         sheet_only=False, sheet_path=None, quiet=False, frame_limit=None, kinds=None,
         views_per_frame=None, noise_seed: int = 0, overwrite: bool = False) -> dict:
@@ -900,7 +908,7 @@ def run(preset_name: str, out, *, shard=(0, 1), variant="auto", spp=None, bounda
     from tqdm import tqdm
 
     from relit_hands.capture import FORMAT_NAME
-    from relit_hands.validation import OutputFolder, json_file_says, write_atomic, write_text_atomic
+    from relit_hands.validation import OutputFolder, OutputSet, json_file_says, write_atomic, write_text_atomic
 
     from relit_hands.capture import CaptureWriter
     from relit_hands.environment import EnvironmentMap
@@ -913,6 +921,11 @@ def run(preset_name: str, out, *, shard=(0, 1), variant="auto", spp=None, bounda
     out = Path(out)
     folder = OutputFolder(out, "lightstage", overwrite=overwrite,
                           recognise=lambda p: json_file_says(p / "capture.json", format=FORMAT_NAME))
+    sheet = Path(sheet_path) if sheet_path else out / "contact_sheet.png"
+    if sheet_path and not sheet.resolve().is_relative_to(out.resolve()):
+        # a sheet outside the capture: never over a file relit-hands did not write (this capture's
+        # summary lists the sheet it wrote), unless overwrite
+        OutputSet(overwrite=overwrite, owned=[_previous_sheet(out)]).check(sheet, "--sheet")
     t_start = time.perf_counter()
     renderer = LightStageRenderer(preset_asset_path(preset), variant=variant, boundary=boundary)
     cams, lpos, linten = build_rig(preset["cameras"], preset["lights"], preset["width"], preset["height"])
@@ -1019,7 +1032,6 @@ def run(preset_name: str, out, *, shard=(0, 1), variant="auto", spp=None, bounda
     if n_rendered == 0 and prev_summary and prev_summary.get("seconds_per_image"):
         summary["seconds_per_image"] = prev_summary["seconds_per_image"]  # keep the measured timing
         summary["seconds_per_image_note"] = "from the run that rendered the images"
-    sheet = Path(sheet_path) if sheet_path else out / "contact_sheet.png"
     try:
         img, recs = contact_sheet(out, frames)
         write_atomic(sheet, lambda p: write_png(p, img))

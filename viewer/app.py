@@ -616,11 +616,15 @@ class ViewerApp:
             self._pending_exr[rid] = str(exr)
 
     def start_turntable(self, folder, frames=36, degrees=360.0):
+        """Record ``frames`` orbit frames into ``folder``: a new or empty folder, or an earlier
+        turntable's (its marker file); never a folder of other files (OutputFolder)."""
+        from ..validation import OutputFolder
+
         folder = Path(folder)
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            self.report(f"turntable: cannot create {folder}: {e}", error=True)
+            OutputFolder(folder, "turntable", label="turntable folder").create()
+        except (ValueError, OSError) as e:
+            self.report(f"turntable: {e}", error=True)
             return
         cam0 = self.state.camera.copy()
         w, h = self.render_size(self.render_scale)
