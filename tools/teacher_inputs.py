@@ -127,32 +127,27 @@ class PoseGeometry:
         T, B, N = (x[:, None] for x in (self.tangent, self.bitangent, self.normal))
         return torch.stack([(vec * T).sum(2), (vec * B).sum(2), (vec * N).sum(2)], 2)
 
-    def vertex_visibility(self, light_pos=None, light_dirs=None) -> torch.Tensor:
-        """Per hand [Vr, L] float visibility of point lights (positions [L,3]) or directions [L,3]
-        from every posed render vertex, against both hands' render meshes (cached per light set:
-        it does not depend on the camera)."""
+    def _per_light_set(self, what: str, light_pos=None, light_dirs=None) -> list:
+        """``owner.vertex_<what>`` of this pose for a light set, cached per set (it does not
+        depend on the camera)."""
         a = np.asarray(light_pos if light_pos is not None else light_dirs, np.float32)
-        key = (light_pos is not None, a.tobytes())
+        key = (what, light_pos is not None, a.tobytes())
         hit = self.vis_cache.get(key)
         if hit is None:
-            hit = self.owner.vertex_visibility(self, light_pos=light_pos, light_dirs=light_dirs)
+            hit = getattr(self.owner, f"vertex_{what}")(self, light_pos=light_pos, light_dirs=light_dirs)
             if len(self.vis_cache) > 64:
                 self.vis_cache.clear()
             self.vis_cache[key] = hit
         return hit
 
+    def vertex_visibility(self, light_pos=None, light_dirs=None) -> list:
+        """Per hand [Vr, L] float visibility of point lights (positions [L,3]) or directions [L,3]
+        from every posed render vertex, against both hands' render meshes."""
+        return self._per_light_set("visibility", light_pos, light_dirs)
+
     def vertex_transmittance(self, light_pos=None, light_dirs=None) -> list:
-        """Per hand [Vr, L] translucency channel of every posed render vertex (module docstring),
-        cached per light set like the visibility."""
-        a = np.asarray(light_pos if light_pos is not None else light_dirs, np.float32)
-        key = ("transmit", light_pos is not None, a.tobytes())
-        hit = self.vis_cache.get(key)
-        if hit is None:
-            hit = self.owner.vertex_transmittance(self, light_pos=light_pos, light_dirs=light_dirs)
-            if len(self.vis_cache) > 64:
-                self.vis_cache.clear()
-            self.vis_cache[key] = hit
-        return hit
+        """Per hand [Vr, L] translucency channel of every posed render vertex (module docstring)."""
+        return self._per_light_set("transmittance", light_pos, light_dirs)
 
     def _conditioning(self, ldir, dist, vis_v, camera_centre, trans_v=None):
         H = len(self.sides)
