@@ -21,7 +21,6 @@ Writes right_hand.npz, albedo.png, normal.png, roughness.png, asset.json and a p
 """
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from dataclasses import asdict, dataclass

@@ -16,7 +16,6 @@ maximum (65504) so the maps also survive half-float EXR conversion.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys

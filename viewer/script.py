@@ -35,7 +35,6 @@ the UI like a user's action would; the script goes on.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from .state import joint_index
