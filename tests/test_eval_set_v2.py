@@ -1,6 +1,7 @@
 """Evaluation set v2: the lighting subsets (tools/eval_subsets.py), the light stage's plan of
 held-out frames (lightstage.plan_eval_frames), the evaluation's split guard, asset and subsets,
 and a tiny eval_v2-style capture rendered with Mitsuba and evaluated end to end."""
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -121,6 +122,14 @@ def test_tiny_eval_v2_capture_renders_and_evaluates(tmp_path, monkeypatch):
     assert "interhand_shadow" in lighting and any(k.startswith("family:") for k in lighting)
     assert {r["lighting"]["family"] for r in res["results"]["pbr"]["per_image"]} <= set(es.env_family(f.env_id)
                                                                                          for f in cap.frames)
+    # a partial capture (a view not rendered yet): an error, unless --allow-partial evaluates the rest
+    f0 = cap.frames[0]
+    Path(f0.images["cam00"]).unlink()
+    with pytest.raises(EvaluationError, match="missing"):
+        evaluate(out, ["pbr"], tmp_path / "report2", progress=False)
+    part = evaluate(out, ["pbr"], tmp_path / "report3", progress=False, allow_partial=True)
+    n = len(res["results"]["pbr"]["per_image"])
+    assert len(part["results"]["pbr"]["per_image"]) == n - 1
 
 
 def test_turntable_and_external_sheet_never_overwrite_foreign_files(tmp_path):

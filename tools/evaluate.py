@@ -594,8 +594,9 @@ class _ScaleAcc:
                 "scale_rgb": [s(self.rt[i], self.tt[i]) for i in range(3)]}
 
 
-def _pick_grid_pairs(frames, cam_ids, rows: int) -> list[tuple]:
-    """Up to ``rows`` (frame, camera) pairs, round-robin over (subset, environment) groups."""
+def _pick_grid_pairs(frames, cam_ids, rows: int, present=None) -> list[tuple]:
+    """Up to ``rows`` (frame, camera) pairs, round-robin over (subset, environment) groups; with
+    ``present`` (a set of (frame id, camera id)) only pairs in it, the frame's first such camera."""
     groups: dict[tuple, list] = {}
     for f in frames:
         groups.setdefault((_subset(f), str(f.env_id)), []).append(f)
@@ -605,7 +606,9 @@ def _pick_grid_pairs(frames, cam_ids, rows: int) -> list[tuple]:
         k = keys[i % len(keys)]
         if groups[k]:
             f = groups[k].pop(0)
-            picks.append((f.id, cam_ids[len(picks) % len(cam_ids)]))
+            cams = cam_ids if present is None else [c for c in cam_ids if (f.id, c) in present]
+            if cams:
+                picks.append((f.id, cams[len(picks) % len(cams)]))
         i += 1
     return picks
 
@@ -722,7 +725,7 @@ def _noise_summary(records: dict, peak: float, source) -> dict:
 def evaluate(capture, renderers, out_dir, *, frames=None, cameras=None, max_frames: int | None = None,
              peak: float | None = None, grid_rows: int = 6, command: str | None = None, plugins=(),
              progress: bool = True, engine_kwargs: dict | None = None, noise_reference=None,
-             overwrite: bool = False) -> dict:
+             overwrite: bool = False, allow_partial: bool = False) -> dict:
     """Run the evaluation and write ``report.md``, ``metrics.json`` and the PNGs to ``out_dir``.
 
     ``capture``: a capture folder or an already loaded capture (anything with the
@@ -772,6 +775,9 @@ def evaluate(capture, renderers, out_dir, *, frames=None, cameras=None, max_fram
     # ---- pass 1: fixed conventions from the references of the whole evaluated set
     pooled, budget = [], 4_000_000
     pairs = [(f, c) for f in sel for c in cam_ids if c in f.images]
+    if allow_partial:  # the views rendered so far (e.g. a capture made with lightstage --views-per-frame)
+        pairs = [(f, c) for f, c in pairs if Path(f.images[c]).is_file() and Path(f.masks[c]).is_file()]
+    present = {(f.id, c) for f, c in pairs}
     if not pairs:
         raise EvaluationError("no reference images for the selected frames and cameras")
     _check_reference_files(capture, pairs)
@@ -787,7 +793,7 @@ def evaluate(capture, renderers, out_dir, *, frames=None, cameras=None, max_fram
 
     # ---- pass 2: render and compare
     ctx = EvalContext(capture, **{**ENGINE_KWARGS, **capture_engine_kwargs(capture), **(engine_kwargs or {})})
-    grid_pairs = set(_pick_grid_pairs(sel, cam_ids, grid_rows))
+    grid_pairs = set(_pick_grid_pairs(sel, cam_ids, grid_rows, present))
     grid_data: dict[tuple, dict] = {}
     records: dict[str, list] = {s.name: [] for s in specs}
     scales = {s.name: _ScaleAcc() for s in specs}
@@ -805,7 +811,7 @@ def evaluate(capture, renderers, out_dir, *, frames=None, cameras=None, max_fram
             env = capture.environment(f)
             light, centre, frame_lighting = frame_lighting_case(ctx.engine, f, env)
             for c in cam_ids:
-                if c not in f.images:
+                if (f.id, c) not in present:
                     continue
                 cam = capture.cameras[c]
                 lighting = dict(frame_lighting, backlit=is_backlit(cam.center, centre, light))
@@ -1134,6 +1140,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--frames", nargs="+", metavar="ID", help="frame ids (held-out env frames only; default all)")
     p.add_argument("--cameras", nargs="+", metavar="ID", help="camera ids (default all)")
     p.add_argument("--max-frames", type=int_range(1, 1_000_000), metavar="N", help="evenly spaced subset of N frames")
+    p.add_argument("--allow-partial", action="store_true",
+                   help="evaluate the views rendered so far (a capture made with lightstage --views-per-frame); "
+                        "without it a missing reference is an error")
     p.add_argument("--peak", type=finite_float(1e-12, 1e12),
                    help="fixed linear peak (default: P99.5 of the reference hand pixels)")
     p.add_argument("--grid-rows", type=int_range(1, 256), default=6, help="rows in the comparison grids (default 6)")
@@ -1150,6 +1159,7 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def run_from_args(args, command: str | None = None) -> int:
     data = evaluate(args.capture, _csv_or_list(args.renderer), args.out, frames=_csv_or_list(args.frames),
                     cameras=_csv_or_list(args.cameras), max_frames=args.max_frames, peak=args.peak,
+                    allow_partial=args.allow_partial,
                     grid_rows=args.grid_rows, command=command, plugins=args.plugin,
                     progress=not args.no_progress, noise_reference=args.noise_reference,
                     overwrite=getattr(args, "overwrite", False))
