@@ -194,7 +194,7 @@ class Engine:
             out["visibility"] = vis
             if translucency:
                 trans = proxy_transmittance(proxies, normals, faces, dirs, mean_free_paths=translucency,
-                                            backend=self.raycaster)["transmittance"]
+                                            backend=self.raycaster, scene_built=True)["transmittance"]
         t3 = time.perf_counter()
         t["raycast"] = (t3 - t2) * 1e3 if vis is not None else 0.0  # 'novis' alone casts no rays
         origin = np.asarray(view_origin, np.float64)

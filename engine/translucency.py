@@ -66,14 +66,16 @@ def thickness_along(caster: RayCaster, points, normals, dirs, epsilon: float = D
 def proxy_transmittance(vertices, normals, faces, directions, *,
                         mean_free_paths: Sequence[float] = DEFAULT_MEAN_FREE_PATHS,
                         epsilon: float = DEFAULT_EPSILON, backend: Union[str, RayCaster] = "auto",
-                        return_info: bool = False):
+                        return_info: bool = False, scene_built: bool = False):
     """Thickness, exit visibility and transmittance of every (hand, vertex, light) behind the surface.
 
     ``vertices`` / ``normals`` ``[H, V, 3]`` (world, metres; normals are normalised here),
     ``faces`` ``[F, 3]`` shared or a list per hand, ``directions`` ``[N, 3]`` towards the lights.
     Returns ``{'thickness': float32 [H, V, N] metres, 'exit_visible': bool [H, V, N],
     'transmittance': float32 [H, V, N, M]}`` (torch, on the device of ``vertices``), and with
-    ``return_info`` also ``{'backend', 'rays', 'query_ms'}``. Definitions: module docstring.
+    ``return_info`` also ``{'backend', 'rays', 'query_ms'}``. ``scene_built``: ``backend`` (a
+    RayCaster) already holds these hands' proxies, in hand order (as :func:`raycast.proxy_visibility`
+    leaves it), so the scene is not built again. Definitions: module docstring.
     """
     mfp = [float(m) for m in mean_free_paths]
     if not mfp or min(mfp) <= 0 or not np.all(np.isfinite(mfp)):
@@ -96,7 +98,8 @@ def proxy_transmittance(vertices, normals, faces, directions, *,
     behind = torch.einsum("hvk,nk->hvn", ns, dirs) < 0                    # [H, V, N]
     idx = torch.nonzero(behind.reshape(-1), as_tuple=False).squeeze(1)
     vi, li = torch.div(idx, N, rounding_mode="floor"), idx % N            # flat vertex, light
-    caster.build(scene_v, scene_f)
+    if not scene_built:  # the caller may have just built this scene (the visibility pass of the same frame)
+        caster.build(scene_v, scene_f)
     t_exit, blocked, query_ms = thickness_along(caster, vs.reshape(-1, 3)[vi], ns.reshape(-1, 3)[vi], dirs[li],
                                                 epsilon)
 
