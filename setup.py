@@ -69,8 +69,9 @@ setup(
         # VR: examples/openxr_hands.py (OpenXR hand tracking + swapchains); written against pyopenxr
         # 1.1's API (OpenXR 1.1 bindings, 1.1.3601 .. 1.1.6501 on PyPI); brings glfw and PyOpenGL.
         "vr": ["pyopenxr>=1.1,<2"],
-        # mitsuba: tested with 3.9.1 (the light stage's LLVM variant needs Debian's libllvm19, see install.sh)
-        "train": ["mitsuba>=3.9,<4", "tensorboard>=2.14,<3"],
+        # mitsuba: tested with 3.9.1 (the light stage's LLVM variant needs Debian's libllvm19, see install.sh);
+        # pyoidn: Intel Open Image Denoise for the teacher's training targets (train-teacher --denoise)
+        "train": ["mitsuba>=3.9,<4", "tensorboard>=2.14,<3", "pyoidn>=2.4,<3"],
         "cuda": ["triton>=3.0,<5", "diffrp-nvdiffrast>=0.3,<0.4"],
         # triton: its interpreter mode runs the CUDA ray-casting kernels on CPU tensors in tests.
         "dev": ["pytest>=7.4,<10", "pytest-timeout>=2.1,<3", "triton>=3.0,<5",

@@ -25,7 +25,7 @@ from . import raycast
 from .compositor import Compositor
 from .environment import EnvironmentMap
 from .features import lighting_features
-from .hand_model import HandAsset, HandModel, default_asset_path, vertex_normals
+from .hand_model import HandAsset, HandModel, asset_reference, default_asset_path, vertex_normals
 from .image_io import read_png
 from .scene import Scene
 from .translucency import mean_free_paths_of, proxy_transmittance
@@ -344,7 +344,13 @@ class Engine:
                                        f"the PBR baseline needs none (Engine.render, --shading pbr)")
         key = (str(Path(student).resolve()), backend)
         if key not in cache:
-            cache[key] = make_backend(backend, student)
+            be = make_backend(backend, student)
+            want = (getattr(be, "meta", None) or {}).get("asset") or asset_reference(None)
+            have = asset_reference(self.asset.source or None)
+            if want != have:
+                raise StudentLoadError(f"{student}: this student was trained on hand asset {want!r}; the engine "
+                                       f"renders {have!r} (Engine(asset=...) with the student's asset)")
+            cache[key] = be
         return cache[key]
 
     def render_student(self, scene: Scene, env: EnvironmentMap, cameras=None, *, student=None,

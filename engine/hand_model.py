@@ -42,6 +42,8 @@ __all__ = [
     "JOINT_NAMES",
     "TIP_ORDER",
     "HandAsset",
+    "asset_reference",
+    "asset_path",
     "HandModel",
     "HandOutput",
     "mirror_pose",
@@ -72,6 +74,38 @@ def default_asset_path() -> Path:
     from . import models  # noqa: F401  (relit_hands.models is a package with data files)
 
     return Path(models.__file__).resolve().parent / "hand" / "right_hand.npz"
+
+
+def asset_reference(source) -> str:
+    """How weights files and datasets name the hand asset they were made for (a UV-space network is
+    tied to its asset's atlas): the folder name of a shipped asset (``'hand'``, ``'hand_v2'``), else
+    the resolved path of the asset's npz. ``source``: an npz path, an asset folder, or None (the
+    shipped default)."""
+    path = Path(source) if source is not None else default_asset_path()
+    if path.is_dir():
+        path = path / "right_hand.npz"
+    path = path.resolve()
+    shipped = default_asset_path().parent.parent
+    if path.name == "right_hand.npz" and path.parent.parent == shipped:
+        return path.parent.name
+    return str(path)
+
+
+def asset_path(reference: Optional[str]) -> Path:
+    """The npz a :func:`asset_reference` names (None: the shipped default, which models made before
+    references were recorded were trained on). Raises FileNotFoundError naming it when missing."""
+    if not reference:
+        return default_asset_path()
+    ref = str(reference)
+    if "/" not in ref and "\\" not in ref and not ref.endswith(".npz"):
+        path = default_asset_path().parent.parent / ref / "right_hand.npz"
+    else:
+        path = Path(ref)
+        if path.is_dir():
+            path = path / "right_hand.npz"
+    if not path.is_file():
+        raise FileNotFoundError(f"hand asset {reference!r} not found ({path})")
+    return path
 
 
 # ----------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from .hand_model import HandAsset, default_asset_path
+from .hand_model import HandAsset, asset_path, asset_reference, default_asset_path
 from .student import (environment_code, scene_centre, select_channels, variant_feature_names,
                       variant_feature_source)
 from .uv_maps import UVRasterizer
@@ -99,7 +99,7 @@ def write_manifest(root, *, resolution: int, n_lights: int, feature_names, sampl
     man = {"format": DATASET_FORMAT, "version": DATASET_VERSION, "resolution": int(resolution),
            "n_lights": int(n_lights), "feature_names": list(feature_names),
            "feature_kwargs": feature_kwargs or {}, "generator": generator,
-           "asset": {"sha1": asset_sha1(asset)}, "samples": samples, **(extra or {})}
+           "asset": {"sha1": asset_sha1(asset), "ref": asset_reference(asset.source or None)}, "samples": samples, **(extra or {})}
     root.mkdir(parents=True, exist_ok=True)
     p = root / "manifest.json"
     tmp = p.with_suffix(".json.tmp")
@@ -154,7 +154,10 @@ class StudentDataset(torch.utils.data.Dataset):
         self.feature_names = list(self.manifest["feature_names"])
         self.variant = variant
         self.input_names = variant_feature_names(variant, self.feature_names) if variant else None
-        self.asset = asset if asset is not None else HandAsset.load(default_asset_path())
+        if asset is None:  # the set's own asset (sets made before references were recorded: the default)
+            ref = self.manifest.get("asset", {}).get("ref") if isinstance(self.manifest.get("asset"), dict) else None
+            asset = HandAsset.load(asset_path(ref) if ref else default_asset_path())
+        self.asset = asset
         want = self.manifest.get("asset", {}).get("sha1")
         if want and want != asset_sha1(self.asset):
             raise StudentDatasetError(f"{self.root}: made for a different hand asset (proxy layout {want}, "

@@ -138,3 +138,22 @@ def test_regions_and_textures(asset, hand_dir):
     rgh = rough[px[:, 1], px[:, 0], 0].astype(float)
     assert lum[region == 0].mean() > lum[region == 1].mean()
     assert rgh[region == 4].mean() < 0.6 * rgh[region == 1].mean()
+
+
+def test_asset_reference_names_shipped_assets_by_folder_and_round_trips(tmp_path):
+    """Weights files name the asset they were made for (asset_reference); asset_path inverts it."""
+    import shutil
+
+    from relit_hands.hand_model import asset_path, asset_reference, default_asset_path
+
+    assert asset_reference(None) == "hand" == asset_reference(default_asset_path())
+    v2 = asset_path("hand_v2")
+    assert asset_reference(v2) == "hand_v2" == asset_reference(v2.parent)
+    assert asset_path(None) == default_asset_path() and asset_path("hand") == default_asset_path()
+    mine = tmp_path / "my_hand"
+    mine.mkdir()
+    shutil.copy(v2, mine / "right_hand.npz")
+    ref = asset_reference(mine)
+    assert ref == str((mine / "right_hand.npz").resolve()) and asset_path(ref) == mine / "right_hand.npz"
+    with pytest.raises(FileNotFoundError, match="no_such_asset"):
+        asset_path("no_such_asset")

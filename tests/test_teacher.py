@@ -199,20 +199,23 @@ def test_shared_basis_matches_direct_sum(cond, geo):
 
 # ---------------------------------------------------------------------------------- tiny capture
 
-def _tiny_capture(tmp_root: Path):
+def _tiny_capture(tmp_root: Path, asset: str | None = None, noise: float = 0.0):
     """A tiny synthetic light-stage capture: the engine's PBR path under point lights is not
     available, so the images are rendered with a known Lambertian model through the engine's UV
-    lookup (albedo texture x max(0, n.l) x visibility x I / d^2), written with CaptureWriter."""
+    lookup (albedo texture x max(0, n.l) x visibility x I / d^2), written with CaptureWriter.
+    ``asset``: a shipped asset name recorded as the generator's (like the light stage's presets);
+    ``noise``: relative Gaussian noise on the images (a stand-in for Monte-Carlo noise)."""
     from relit_hands.camera import Camera
     from relit_hands.capture import CaptureWriter
     from relit_hands.engine import Engine
-    from relit_hands.hand_model import HandAsset
+    from relit_hands.hand_model import asset_path
     from relit_hands.tools.teacher_training import project_image, view_lookup
 
-    eng = Engine()
+    eng = Engine(asset=asset_path(asset))
     tc = TexelConditioning(eng, R, d_ref=1.0)
-    alb = HandAsset.load().albedo_map(R)
-    w = CaptureWriter(tmp_root, "synthetic-tiny", {"tool": "tests/test_teacher.py"})
+    alb = eng.asset.albedo_map(R)
+    w = CaptureWriter(tmp_root, "synthetic-tiny", {"tool": "tests/test_teacher.py",
+                                                   **({"settings": {"asset": asset}} if asset else {})})
     scene = scene_preset("spread")
     for i, az in enumerate(np.linspace(0, 2 * np.pi, 4, endpoint=False)):
         eye = np.array([0.45 * np.sin(az), 0.25, 0.45 * np.cos(az)]) + np.array([0.08, 0, 0])
@@ -234,6 +237,8 @@ def _tiny_capture(tmp_root: Path):
             tex = alb[None] / np.pi * shade[:, None]
             lk = view_lookup(eng, scene, cam)
             img = project_image(tex, lk).numpy().astype(np.float32)
+            if noise:
+                img = np.maximum(img * (1 + noise * rng.normal(size=img.shape)), 0).astype(np.float32)
             mask = np.zeros(cam.height * cam.width, np.uint8)
             mask[lk.pix.numpy()] = 1
             w.write_view(fr.id, cid, img, mask.reshape(cam.height, cam.width))
@@ -473,3 +478,61 @@ def test_translucent_teacher_trains_resumes_and_makes_a_transmit_student_set(tmp
                             val_fraction=0.0, translucency=(0.002, 0.006), progress=False)
     man = json.loads((out / "manifest.json").read_text())
     assert summ["samples"] == 1 and sum(n.startswith("transmit_") for n in man["feature_names"]) == 6
+
+
+def test_a_v2_capture_trains_a_v2_teacher_on_denoised_targets_and_a_v2_student_set(tmp_path):
+    """Asset plumbing (issue #17): a capture of hand_v2 trains a teacher in v2's atlas (recorded in
+    its metadata), which refuses an engine of another asset and makes a v2 student set; --denoise
+    trains on OIDN-denoised targets while the held-out figures stay against the raw images."""
+    pytest.importorskip("pyoidn")
+    from relit_hands.engine import Engine
+    from relit_hands.hand_model import asset_path
+    from relit_hands.student_data import StudentDataset
+    from relit_hands.tools.relight import make_student_set
+    from relit_hands.tools.train_teacher import build_parser, train
+
+    cap_dir = _tiny_capture(tmp_path / "cap", asset="hand_v2", noise=0.3)
+    run = tmp_path / "run"
+    s = train(build_parser().parse_args(
+        ["--capture", str(cap_dir), "--out", str(run), "--resolution", str(R), "--cams", "2", "--steps", "3",
+         "--latent-channels", "4", "--trunk-channels", "8", "--head-channels", "8", "--holdout-poses", "0",
+         "--holdout-lights", "1", "--no-progress", "--val-every", "1000", "--denoise"]))
+    assert np.isfinite(s["loss_last20"]) and s["olat_psnr_heldout_lights"] is not None
+    teacher, meta = load_teacher(run / "teacher.safetensors")
+    assert meta["asset"] == "hand_v2" and teacher.asset_ref == "hand_v2"
+    assert TexelConditioning.for_teacher(None, teacher).asset.source == str(asset_path("hand_v2"))
+    with pytest.raises(ValueError, match="hand_v2"):
+        TexelConditioning.for_teacher(Engine(), teacher)          # the shipped (v1) atlas
+    out = tmp_path / "student"
+    make_student_set(run, out, poses=1, envs=["studio"], rotations=1, n_lights=256, feature_lights=32,
+                     val_fraction=0.0, progress=False)
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["asset"]["ref"] == "hand_v2"
+    assert StudentDataset(out, split="train").asset.source == str(asset_path("hand_v2"))
+
+
+def test_denoised_training_targets_are_closer_to_the_clean_images():
+    """ViewCache(denoise=True) targets: OIDN with the engine's albedo / normal guides brings a noisy
+    capture's hand pixels closer to the noise-free images they were made from."""
+    pytest.importorskip("pyoidn")
+    import tempfile
+
+    from relit_hands.capture import Capture
+    from relit_hands.engine import Engine
+    from relit_hands.tools.teacher_training import ViewCache
+
+    with tempfile.TemporaryDirectory() as d:
+        clean = Capture.load(_tiny_capture(Path(d) / "clean"))
+        noisy = Capture.load(_tiny_capture(Path(d) / "noisy", noise=0.5))
+        eng = Engine()
+        tc = TexelConditioning(eng, R, d_ref=1.0)
+        raw, den, ref = [], [], []
+        for f in noisy.frames[:3]:
+            for c in list(f.images)[:2]:
+                ref.append(ViewCache(clean, eng, tc).view(clean.frames[noisy.frames.index(f)], c).target)
+                raw.append(ViewCache(noisy, eng, tc).view(f, c).target)
+                den.append(ViewCache(noisy, eng, tc, denoise=True).view(f, c).target)
+    ref, raw, den = (torch.cat(x) for x in (ref, raw, den))
+    err_raw = float(((raw - ref) ** 2).mean())
+    err_den = float(((den - ref) ** 2).mean())
+    assert err_den < 0.5 * err_raw, (err_den, err_raw)

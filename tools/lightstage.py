@@ -125,6 +125,14 @@ PRESETS = {
                     scene_poses=["shadow", "interlocked", "clasp", "prayer"],
                     random_single=12, random_scenes=4, olat_per_pose=4, groups_per_pose=2, group_size=(3, 6),
                     linearity_pair=True, env_poses=12, heldout_scenes=["clap"], heldout_presets=["ok"]),
+    # Teacher training capture on asset v2 (issue #17): the default preset's rig, poses and OLAT /
+    # group frames on hand_v2, its own seed (the evaluation presets use 3 and 11); no environment
+    # frames (evaluation lives in eval_v2). Run with --kinds olat,group.
+    "train_v2": dict(cameras=16, lights=128, width=256, height=256, spp=64, seed=5, asset="hand_v2",
+                     preset_poses=["flat", "relaxed", "fist", "point", "pinch", "thumbs_up", "spread"],
+                     scene_poses=["shadow", "interlocked", "clasp", "prayer"],
+                     random_single=12, random_scenes=4, olat_per_pose=4, groups_per_pose=2, group_size=(3, 6),
+                     linearity_pair=True, env_poses=0, heldout_scenes=["clap"], heldout_presets=["ok"]),
     # Evaluation set v2 (issue #17): held-out light (the light library's test split, the held-out
     # 'color' family included) on asset v2, new poses (seed 11; jittered two-hand contact scenes
     # and random single hands), environment frames only. See plan_eval_frames.
@@ -452,9 +460,9 @@ def preset_asset_path(preset: dict):
     shipped default asset)."""
     if not preset.get("asset"):
         return None
-    from relit_hands.hand_model import default_asset_path
+    from relit_hands.hand_model import asset_path
 
-    return default_asset_path().parent.parent / preset["asset"] / "right_hand.npz"
+    return asset_path(preset["asset"])
 
 
 def _align(a, b, rng) -> np.ndarray:

@@ -263,7 +263,7 @@ def make_student_set(teacher_path, out, *, poses: int = 16, envs=None, rotations
     environments = StudentEnvironments(envs, light_library, envs_per_pose)  # before the teacher: fail fast
     teacher, meta, cond = load_teacher_run(teacher_path)
     folder.create()
-    engine = Engine()
+    engine = Engine(asset=cond.asset.source)   # the teacher's hand asset
     cond = type(cond).for_teacher(engine, teacher, cond.resolution)
     relighter = SharedBasisRelighter(teacher, cond, n_lights, chunk)
     cap = Capture.load(capture, check_files=False) if capture else None  # poses only

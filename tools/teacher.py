@@ -154,6 +154,9 @@ class TeacherNet(nn.Module):
         R, Cz, Ct, Ch, Pc = resolution, latent_channels, trunk_channels, head_channels, pose_code
         self.resolution = R
         self.d_ref = float(d_ref)
+        # the hand asset whose atlas the latent / albedo textures live in (asset_reference; saved
+        # as the file's 'asset' metadata; None = the shipped default 'hand')
+        self.asset_ref: str | None = None
         self.latent = nn.Parameter(0.1 * torch.randn(1, Cz, R, R))
         self.pose_mlp = nn.Sequential(nn.Linear(POSE_DIM, 64), nn.LeakyReLU(0.2), nn.Linear(64, Pc))
         self.trunk = nn.Sequential(nn.Conv2d(Cz + Pc, Ct, 3, padding=1), nn.LeakyReLU(0.2),
@@ -240,7 +243,8 @@ class TeacherNet(nn.Module):
 def save_teacher(model: TeacherNet, path, extra: dict | None = None) -> None:
     from safetensors.torch import save_file
 
-    meta = {"format_version": FORMAT_VERSION, "config": model.config, **(extra or {})}
+    meta = {"format_version": FORMAT_VERSION, "config": model.config,
+            **({"asset": model.asset_ref} if model.asset_ref else {}), **(extra or {})}
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -327,4 +331,6 @@ def load_teacher(path, device="cpu") -> tuple[TeacherNet, dict]:
         model.load_state_dict(tensors)
     except RuntimeError as e:
         raise TeacherLoadError(f"{path}: weights do not match the teacher config: {e}") from None
+    ref = meta.get("asset")
+    model.asset_ref = ref if isinstance(ref, str) and ref else None
     return model.to(device).eval(), meta

@@ -284,7 +284,18 @@ class TexelConditioning:
     @classmethod
     def for_teacher(cls, source, teacher, resolution: int | None = None, **kw) -> "TexelConditioning":
         """The conditioning a teacher was trained with: its resolution (unless given), reference
-        distance and translucency mean free path."""
+        distance, translucency mean free path and hand asset (``source`` None: the teacher's own
+        asset; an Engine or asset of another atlas is refused, naming both)."""
+        from relit_hands.hand_model import asset_path, asset_reference
+
+        want = getattr(teacher, "asset_ref", None) or asset_reference(None)
+        if source is None:
+            source = asset_path(want)
+        else:
+            have = asset_reference(getattr(getattr(source, "asset", source), "source", None) or None)
+            if have != want:
+                raise ValueError(f"the teacher was trained on hand asset {want!r}; this engine renders "
+                                 f"{have!r} (a UV-space model only fits its own atlas: Engine(asset=...))")
         return cls(source, resolution or teacher.resolution, d_ref=teacher.d_ref,
                    mean_free_path=teacher.mean_free_path, **kw)
 

@@ -206,10 +206,14 @@ class ViewCache:
     vertex visibility, built lazily and kept (the capture is small enough on the CPU machines;
     for a big capture use ``max_views`` to bound memory)."""
 
-    def __init__(self, capture, engine, conditioning):
+    def __init__(self, capture, engine, conditioning, *, denoise: bool = False):
+        """``denoise``: training targets are the capture's images after Intel Open Image Denoise
+        with noise-free albedo / normal guides (:mod:`relit_hands.tools.denoise`); the
+        references of :func:`evaluate_frames` stay the raw images."""
         self.capture = capture
         self.engine = engine
         self.cond = conditioning
+        self.denoise = bool(denoise)
         self.views: dict = {}
         self.geometry: dict = {}
         self.visibility: dict = {}
@@ -242,6 +246,11 @@ class ViewCache:
         cam = self.capture.cameras[cam_id]
         lk = view_lookup(self.engine, frame.scene, cam)
         img = self.capture.image(frame, cam_id)
+        if self.denoise:
+            from .denoise import denoise_image, view_guides
+
+            albedo = self.cond.asset.albedo_map(self.cond.resolution)
+            img = denoise_image(img, *view_guides(lk, albedo, self.geo(frame).normal))
         mask = self.capture.mask(frame, cam_id)
         sides = [h.side for h in frame.scene.hands]
         label = np.array([1 if s == "right" else 2 for s in sides])

@@ -41,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
+from relit_hands.hand_model import asset_reference
 from relit_hands.image_io import linear_to_srgb
 from relit_hands.validation import NonFiniteError, OutputFolder, finite_float, int_range, write_text_atomic
 
@@ -320,6 +321,7 @@ def train(args, command: str | None = None) -> dict:
     loader, sampler = _loader(train_ds, args.batch, args.workers, args.seed + start_step, world, rank)
     batches = _forever(loader, sampler)
     meta_extra = {"loss": "L1 on log(1 + x / tau) over the atlas mask", "loss_tau": tau,
+                  "asset": asset_reference(train_ds.asset.source or None),
                   "dataset": {"path": str(Path(args.data).resolve()), "generator": man.get("generator"),
                               "n_train_items": len(train_ds), "n_val_items": len(val_ds),
                               "n_lights": man["n_lights"]}}

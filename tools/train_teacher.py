@@ -70,6 +70,10 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--translucency", type=finite_float(0.0, 100.0), default=0.0, metavar="MFP_MM",
                    help="add the ray-cast translucency channel with this mean free path in mm (e.g. 4; "
                         "teacher_inputs.py) and a learned translucent term; 0: off")
+    p.add_argument("--denoise", action=argparse.BooleanOptionalAction, default=False,
+                   help="train on the capture's images denoised by Intel Open Image Denoise with noise-free "
+                        "albedo / normal guides (tools/denoise.py; needs pyoidn); validation and held-out "
+                        "figures stay against the raw images")
     p.add_argument("--latent-channels", type=int_range(1, 256), default=16)
     p.add_argument("--trunk-channels", type=int_range(1, 512), default=32)
     p.add_argument("--head-channels", type=int_range(1, 512), default=32)
@@ -299,13 +303,16 @@ def train(args, command: str | None = None) -> dict:
     train_frames = split["train"]
     if not train_frames:
         raise ValueError(f"{args.capture}: no train-split OLAT / group frames to train on")
-    engine = Engine()
+    from relit_hands.hand_model import asset_reference
+    from .evaluate import capture_engine_kwargs
+
+    engine = Engine(**capture_engine_kwargs(capture))   # the capture's hand asset (e.g. hand_v2)
     # reference distance: median light distance to the hands' wrists over the lit frames
     d = [np.linalg.norm(capture.light_intensities(f)[0] - np.mean([h.transl for h in f.scene.hands], 0), axis=1)
          for f in train_frames]
     d_ref = float(np.median(np.concatenate(d)))
     cond = TexelConditioning(engine, args.resolution, d_ref=d_ref, mean_free_path=args.translucency * 1e-3)
-    cache = ViewCache(capture, engine, cond)
+    cache = ViewCache(capture, engine, cond, denoise=args.denoise)
 
     state_path = out / "state.json"
     start_step = 0
@@ -331,6 +338,11 @@ def train(args, command: str | None = None) -> dict:
             c = list(f.images)[0]
             vals.append(cache.view(f, c).target.numpy().ravel())
         loss_scale = float(max(np.mean(np.concatenate(vals)), 1e-6))
+    have = asset_reference(engine.asset.source)
+    if args.resume and state_path.is_file() and (model.asset_ref or asset_reference(None)) != have:
+        raise ValueError(f"{out}: the run was trained on hand asset {model.asset_ref or asset_reference(None)!r}, "
+                         f"the capture {args.capture} shows {have!r}")
+    model.asset_ref = have
     meta_extra = {"loss_scale": loss_scale, "loss": args.loss, "capture": str(args.capture), "d_ref": d_ref,
                   "heldout_lights": split["heldout_lights"], "resolution": args.resolution}
     model = model.to(device)
