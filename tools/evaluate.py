@@ -49,6 +49,16 @@ Metric conventions (one for every renderer, frame and camera; nothing is rescale
 
 Frames marked for training are refused (:class:`EvaluationError`); by default every held-out
 environment frame is evaluated.
+
+The harness is split in four modules (this one re-exports the names of the other three):
+
+* :mod:`.evaluate` (this module): frame selection and the split guards, lighting subsets, the noise
+  reference, the aggregation, :func:`evaluate` and the ``relit-hands eval`` command line;
+* :mod:`.eval_metrics`: the metrics and their fixed settings (:class:`MetricSettings`,
+  :func:`compute_metrics` and the PSNR / SSIM / FLIP functions);
+* :mod:`.eval_renderers`: the renderer registry (:func:`register_renderer`, built-ins, plugins, entry
+  points), :class:`EvalContext` and :class:`EvaluationError`;
+* :mod:`.eval_report`: ``metrics.json``, ``report.md``, plots and comparison grids.
 """
 from __future__ import annotations
 
@@ -62,12 +72,19 @@ import shlex
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
 
 import numpy as np
 
-from relit_hands.image_io import linear_to_srgb
-from relit_hands.validation import OutputFolder, finite_float, int_range, write_atomic, write_text_atomic
+from relit_hands.validation import OutputFolder, finite_float, int_range
+
+from . import eval_metrics as _eval_metrics
+from . import eval_renderers as _eval_renderers
+from .eval_metrics import (FLIP_HI_PERCENTILE, LPIPS_NOTE, PEAK_PERCENTILE, PSNR_CAP_DB, SSIM_SIGMA, MetricSettings,
+                           _hand, _mean, _mse_linear, _psnr, compute_metrics, display_transform, flip_available,
+                           flip_masked, psnr_display, psnr_linear, reference_settings, ssim_masked)
+from .eval_renderers import (ENGINE_KWARGS, EvalContext, EvaluationError, RendererSpec, _as_radiance,
+                             available_renderers, get_renderer_spec, register_renderer)
+from .eval_report import _fmt, _jsonable, _write_grids, _write_plots, _write_report
 
 __all__ = [
     "EvaluationError", "EvalContext", "MetricSettings", "RendererSpec", "register_renderer",
@@ -76,345 +93,11 @@ __all__ = [
     "compute_metrics", "evaluate", "add_arguments", "run_from_args", "main", "LPIPS_NOTE",
 ]
 
-PSNR_CAP_DB = 100.0
-PEAK_PERCENTILE = 99.5
-FLIP_HI_PERCENTILE = 99.9
-FLIP_PPD = 67.0
-FLIP_PAD = 48          # zero border around the cropped hand for FLIP (> its filter radius at 67 ppd)
-SSIM_SIGMA = 1.5
-SSIM_PAD = 8           # zero border for SSIM (Gaussian window radius 5)
-ENGINE_KWARGS: dict = {}  # default Engine(**kwargs) of EvalContext (e.g. {"shadow_map_size": 2048})
-LPIPS_NOTE = ("not available: needs torchvision + downloaded AlexNet/VGG weights, neither installable "
-              "here (no CPU torchvision build, no weight downloads); no look-alike substitute is used")
-REC709_LUMA = np.array([0.2126, 0.7152, 0.0722], np.float64)
-
-
-class EvaluationError(ValueError):
-    """A request the harness refuses: train-split frames, unknown renderers/frames/cameras, bad output."""
-
-
-# ======================================================================================
-# Renderer registry
-
-Renderer = Callable[..., Any]
-
-
-@dataclass
-class RendererSpec:
-    name: str
-    factory: Callable[["EvalContext"], Renderer]
-    description: str = ""
-
-
-_REGISTRY: dict[str, RendererSpec] = {}
-_ENTRY_POINTS_LOADED = False
-
-
-def register_renderer(name: str, factory: Callable[["EvalContext"], Renderer], description: str = "", *,
-                      overwrite: bool = False) -> None:
-    """Make renderer ``name`` available to the harness. ``factory(ctx: EvalContext)`` returns the
-    renderer callable ``(frame, camera, env) -> float32 [H, W, 3]`` linear radiance."""
-    if not isinstance(name, str) or not name or any(c.isspace() for c in name):
-        raise ValueError(f"renderer name must be a non-empty word, got {name!r}")
-    if not callable(factory):
-        raise ValueError(f"renderer {name!r}: factory must be callable")
-    if name in _REGISTRY and not overwrite and _REGISTRY[name].factory is not factory:
-        raise ValueError(f"renderer {name!r} is already registered (pass overwrite=True to replace it)")
-    _REGISTRY[name] = RendererSpec(name, factory, description)
-
-
-def _load_entry_points() -> None:
-    global _ENTRY_POINTS_LOADED
-    if _ENTRY_POINTS_LOADED:
-        return
-    _ENTRY_POINTS_LOADED = True
-    try:
-        from importlib.metadata import entry_points
-
-        for ep in entry_points(group="relit_hands.renderers"):
-            if ep.name not in _REGISTRY:
-                try:
-                    register_renderer(ep.name, ep.load(), f"entry point {ep.value}")
-                except Exception as e:  # a broken plugin must not break the built-ins
-                    print(f"relit-hands eval: warning: renderer plugin {ep.name!r} failed to load: {e}",
-                          file=sys.stderr)
-    except Exception:
-        pass
-
-
-def available_renderers() -> dict[str, str]:
-    """{name: description} of every registered renderer (built-ins, plugins, entry points)."""
-    _load_entry_points()
-    return {n: s.description for n, s in _REGISTRY.items()}
-
-
-def get_renderer_spec(name: str) -> RendererSpec:
-    _load_entry_points()
-    if name not in _REGISTRY:
-        raise EvaluationError(f"unknown renderer {name!r}; available: {', '.join(_REGISTRY) or '(none)'}")
-    return _REGISTRY[name]
-
-
-class EvalContext:
-    """What a renderer factory gets: the ``capture`` and one shared :class:`Engine` (``.engine``,
-    created on first use with ``engine_kwargs``)."""
-
-    def __init__(self, capture=None, **engine_kwargs):
-        self.capture = capture
-        self.engine_kwargs = engine_kwargs
-        self._engine = None
-
-    @property
-    def engine(self):
-        if self._engine is None:
-            from ..engine import Engine
-
-            self._engine = Engine(**self.engine_kwargs)
-        return self._engine
-
-    def release(self):
-        if self._engine is not None:
-            self._engine.release()
-            self._engine = None
-
-
-class EngineRenderer:
-    """The engine's physically based baseline as a harness renderer (hands only, no background)."""
-
-    def __init__(self, engine, *, shading: str = "pbr", shadows: bool = True):
-        self.engine, self.shading, self.shadows = engine, shading, shadows
-
-    def __call__(self, frame, camera, env):
-        return self.engine.render(frame.scene, env, camera, shading=self.shading, shadows=self.shadows,
-                                  return_linear=True, background="none")
-
-
-register_renderer("pbr", lambda ctx: EngineRenderer(ctx.engine, shadows=True),
-                  "physically based baseline: GGX + prefiltered env + shadow-mapped dominant lights")
-register_renderer("pbr_noshadow", lambda ctx: EngineRenderer(ctx.engine, shadows=False),
-                  "physically based baseline without shadows")
-
-
-def _as_radiance(out, shape) -> tuple[np.ndarray, np.ndarray | None]:
-    """Normalise a renderer's return value to (float32 [H,W,3], optional bool mask)."""
-    mask = None
-    if hasattr(out, "linear"):
-        mask = getattr(out, "mask", None)
-        out = out.linear
-        if out is None:
-            raise EvaluationError("renderer returned a frame without linear radiance (return_linear=True)")
-    elif isinstance(out, (tuple, list)):
-        out, mask = out[0], (out[1] if len(out) > 1 else None)
-    img = np.asarray(out, dtype=np.float32)
-    if img.shape != tuple(shape):
-        raise EvaluationError(f"renderer output has shape {img.shape}, the reference {tuple(shape)}")
-    if not np.isfinite(img).all():
-        raise EvaluationError("renderer output has NaN or infinite values")
-    if mask is not None:
-        mask = np.asarray(mask).astype(bool)
-        if mask.shape != tuple(shape[:2]):
-            mask = None
-    return img, mask
-
-
-# ======================================================================================
-# Metrics
-
-
-@dataclass
-class MetricSettings:
-    """The fixed conventions of one evaluation (see the module docstring)."""
-
-    peak: float
-    flip_start_exposure: float | None = None
-    flip_stop_exposure: float | None = None
-    flip_num_exposures: int | None = None
-    flip_ppd: float = FLIP_PPD
-    peak_source: str = "given"
-
-    def flip_parameters(self) -> dict:
-        p = {"ppd": float(self.flip_ppd), "tonemapper": "ACES"}
-        if self.flip_start_exposure is not None:
-            p["startExposure"] = float(self.flip_start_exposure)
-            p["stopExposure"] = float(self.flip_stop_exposure)
-            p["numExposures"] = int(self.flip_num_exposures)
-        return p
-
-
-def _aces_xmax(target: float = 0.85) -> float:
-    """The (exposed) ACES input that maps to ``target``: FLIP's x_max (same coefficients as FLIP)."""
-    tc = (0.6 * 0.6 * 2.51, 0.6 * 0.03, 0.0, 0.6 * 0.6 * 2.43, 0.6 * 0.59, 0.14)
-    a, b, c = tc[0] - target * tc[3], tc[1] - target * tc[4], tc[2] - target * tc[5]
-    return max(0.0, (-b + math.sqrt(b * b - 4 * a * c)) / (2 * a))
-
-
-def reference_settings(hand_values: np.ndarray, *, peak: float | None = None) -> MetricSettings:
-    """Fixed settings from the pooled reference hand pixels ``[N, 3]`` of the whole evaluated set."""
-    v = np.asarray(hand_values, np.float64).reshape(-1, 3)
-    if v.size == 0:
-        raise EvaluationError("the evaluated set has no hand pixels in its reference masks")
-    source = "given (--peak)"
-    if peak is None:
-        peak = float(np.percentile(v, PEAK_PERCENTILE))
-        source = f"P{PEAK_PERCENTILE} of reference hand pixel values (R,G,B pooled) over the evaluated set"
-    if not (peak > 0 and math.isfinite(peak)):
-        raise EvaluationError(f"peak must be a positive number, got {peak}")
-    y = np.maximum(v @ REC709_LUMA, 0.0)
-    y_hi = float(np.percentile(y, FLIP_HI_PERCENTILE))
-    y_med = float(np.median(y))
-    xmax = _aces_xmax()
-    y_hi = max(y_hi, 1e-8)
-    y_med = min(max(y_med, 1e-8), y_hi)
-    start, stop = math.log2(xmax / y_hi), math.log2(xmax / y_med)
-    n = max(2, int(math.ceil(stop - start)))
-    return MetricSettings(peak=float(peak), flip_start_exposure=start, flip_stop_exposure=stop,
-                          flip_num_exposures=n, peak_source=source)
-
-
-def _hand(mask) -> np.ndarray:
-    m = np.asarray(mask)
-    if m.ndim == 3:
-        m = m[..., 0]
-    return m > 0
-
-
-def _check_pair(ref, test, mask):
-    ref = np.asarray(ref, np.float32)
-    test = np.asarray(test, np.float32)
-    m = _hand(mask)
-    if ref.shape != test.shape or ref.ndim != 3 or ref.shape[2] != 3 or m.shape != ref.shape[:2]:
-        raise ValueError(f"metric inputs must be [H,W,3] pairs with an [H,W] mask, got {ref.shape}, "
-                         f"{test.shape}, {m.shape}")
-    return ref, test, m
-
-
-def _psnr(mse: float, peak: float) -> float:
-    if mse <= 0:
-        return PSNR_CAP_DB
-    return float(min(PSNR_CAP_DB, 10.0 * math.log10(peak * peak / mse)))
-
-
-def psnr_linear(ref, test, mask, peak: float) -> float:
-    """PSNR in linear HDR on hand pixels: both clipped to [0, peak], ``10 log10(peak^2/MSE)``, capped
-    at 100 dB."""
-    ref, test, m = _check_pair(ref, test, mask)
-    if not m.any():
-        return float("nan")
-    return _psnr(_mse_linear(ref, test, m, peak), peak)
-
-
-def _mse_linear(ref, test, m, peak: float) -> float:
-    """MSE over the hand pixels ``m`` x RGB of both images clipped to [0, peak] (float64)."""
-    a = np.clip(ref[m], 0, peak).astype(np.float64)
-    b = np.clip(test[m], 0, peak).astype(np.float64)
-    return float(np.mean((a - b) ** 2))
-
-
-def display_transform(x, peak: float) -> np.ndarray:
-    """``D(x) = sRGB_OETF(clip(x / peak, 0, 1))``: one fixed exposure, float32 in [0, 1]."""
-    return linear_to_srgb(np.asarray(x, np.float32) / np.float32(peak)).astype(np.float32)
-
-
-def psnr_display(ref, test, mask, peak: float) -> float:
-    """PSNR of the display-transformed images on hand pixels (range 1), capped at 100 dB."""
-    ref, test, m = _check_pair(ref, test, mask)
-    if not m.any():
-        return float("nan")
-    a = display_transform(ref[m], peak).astype(np.float64)
-    b = display_transform(test[m], peak).astype(np.float64)
-    return _psnr(float(np.mean((a - b) ** 2)), 1.0)
-
-
-def _crop_zero(images, m: np.ndarray, pad: int):
-    """Crop images to the mask's bounding box, zero outside the mask, add a zero border of ``pad``."""
-    rows, cols = np.nonzero(m)
-    r0, r1, c0, c1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
-    mc = m[r0:r1, c0:c1]
-    out = []
-    for im in images:
-        c = np.where(mc[..., None], im[r0:r1, c0:c1], 0.0).astype(np.float32)
-        out.append(np.pad(c, ((pad, pad), (pad, pad), (0, 0))))
-    return out, np.pad(mc, pad), (r0, r1, c0, c1)
-
-
-def ssim_masked(ref, test, mask, peak: float, *, return_map: bool = False):
-    """SSIM (scikit-image) on the display-transformed images, outside-hand pixels zeroed in both,
-    cropped to the hand with a zero border; the SSIM map averaged over hand pixels."""
-    from skimage.metrics import structural_similarity
-
-    ref, test, m = _check_pair(ref, test, mask)
-    if not m.any():
-        return (float("nan"), None) if return_map else float("nan")
-    (a, b), mc, box = _crop_zero([display_transform(ref, peak), display_transform(test, peak)], m, SSIM_PAD)
-    _, smap = structural_similarity(a, b, data_range=1.0, channel_axis=-1, gaussian_weights=True,
-                                    sigma=SSIM_SIGMA, use_sample_covariance=False, full=True)
-    smap = smap.mean(axis=-1)
-    val = float(np.mean(smap[mc]))
-    if return_map:
-        return val, (smap[SSIM_PAD:-SSIM_PAD, SSIM_PAD:-SSIM_PAD], box)
-    return val
-
-
-def flip_available() -> str | None:
-    """The flip-evaluator version, or None when it is not installed."""
-    try:
-        import importlib.metadata as md
-
-        import flip_evaluator  # noqa: F401
-
-        return md.version("flip-evaluator")
-    except Exception:
-        return None
-
-
-def flip_masked(ref, test, mask, settings: MetricSettings, *, return_map: bool = False):
-    """Mean HDR-FLIP error over hand pixels (fixed exposure range from ``settings``).
-
-    Returns the mean (and, with ``return_map``, the full-size float32 error map, 0 outside the hand).
-    """
-    import flip_evaluator as flip
-
-    ref, test, m = _check_pair(ref, test, mask)
-    if not m.any():
-        return (float("nan"), None) if return_map else float("nan")
-    (a, b), mc, (r0, r1, c0, c1) = _crop_zero([np.maximum(ref, 0), np.maximum(test, 0)], m, FLIP_PAD)
-    emap, _, _ = flip.evaluate(np.ascontiguousarray(a), np.ascontiguousarray(b), "HDR", applyMagma=False,
-                               computeMeanError=False, parameters=settings.flip_parameters())
-    emap = np.asarray(emap, np.float32).reshape(mc.shape)
-    val = float(np.mean(emap[mc]))
-    if not return_map:
-        return val
-    full = np.zeros(m.shape, np.float32)
-    inner = emap[FLIP_PAD:-FLIP_PAD, FLIP_PAD:-FLIP_PAD]
-    full[r0:r1, c0:c1] = np.where(m[r0:r1, c0:c1], inner, 0.0)
-    return val, full
-
-
-def compute_metrics(ref, test, mask, settings: MetricSettings, *, flip: bool | None = None,
-                    return_flip_map: bool = False) -> dict:
-    """Every metric of one reference / test pair (hand pixels only)."""
-    ref, test, m = _check_pair(ref, test, mask)
-    mse = _mse_linear(ref, test, m, settings.peak) if m.any() else float("nan")
-    out = {
-        "hand_pixels": int(m.sum()),
-        "mse_linear": mse,
-        "psnr_linear": _psnr(mse, settings.peak) if m.any() else float("nan"),
-        "psnr_display": psnr_display(ref, test, m, settings.peak),
-        "ssim": ssim_masked(ref, test, m, settings.peak),
-    }
-    use_flip = flip_available() is not None if flip is None else flip
-    fmap = None
-    if use_flip:
-        if return_flip_map:
-            out["flip"], fmap = flip_masked(ref, test, m, settings, return_map=True)
-        else:
-            out["flip"] = flip_masked(ref, test, m, settings)
-    else:
-        out["flip"] = None
-    out["lpips"] = None
-    if return_flip_map:
-        return out, fmap
-    return out
+# Re-exported for callers of this module, unused here (same objects; assigned, not imported, so pyflakes
+# does not take them for unused imports). evaluate() reads ENGINE_KWARGS from this module: patch it here.
+Renderer, EngineRenderer = _eval_renderers.Renderer, _eval_renderers.EngineRenderer
+FLIP_PPD, FLIP_PAD, SSIM_PAD = _eval_metrics.FLIP_PPD, _eval_metrics.FLIP_PAD, _eval_metrics.SSIM_PAD
+REC709_LUMA, _aces_xmax = _eval_metrics.REC709_LUMA, _eval_metrics._aces_xmax
 
 
 # ======================================================================================
@@ -546,12 +229,6 @@ def _versions() -> dict:
         except md.PackageNotFoundError:
             out[pkg] = None
     return out
-
-
-def _mean(xs):
-    xs = [x for x in xs if x is not None and not (isinstance(x, float) and math.isnan(x))]
-    return float(np.mean(xs)) if xs else None
-
 
 def _std(xs):
     xs = [x for x in xs if x is not None and not (isinstance(x, float) and math.isnan(x))]
@@ -901,222 +578,6 @@ def evaluate(capture, renderers, out_dir, *, frames=None, cameras=None, max_fram
     grids = _write_grids(out_dir, grid_data, specs, settings, use_flip)
     _write_report(out_dir, data, plots, grids, settings, use_flip)
     return data
-
-
-def _jsonable(x):
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, (np.floating, float)):
-        x = float(x)
-        return x if math.isfinite(x) else None
-    if isinstance(x, np.integer):
-        return int(x)
-    return x
-
-
-# ======================================================================================
-# Outputs
-
-
-def _mpl():
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _write_plots(out_dir: Path, data: dict, specs) -> list[str]:
-    plt = _mpl()
-    names = [s.name for s in specs]
-    frame_ids = data["frames"]
-    metrics = [("psnr_linear", "PSNR linear HDR (dB), higher is better"),
-               ("ssim", "SSIM (display), higher is better")]
-    if data["results"][names[0]]["per_image"] and data["results"][names[0]]["per_image"][0].get("flip") is not None:
-        metrics.append(("flip", "HDR-FLIP, lower is better"))
-    width = min(18.0, max(7.0, 0.28 * len(frame_ids) * len(names) + 2))
-    fig, axes = plt.subplots(len(metrics), 1, figsize=(width, 2.3 * len(metrics) + 1.0), sharex=True, squeeze=False)
-    x = np.arange(len(frame_ids))
-    bw = 0.8 / len(names)
-    subset_of = {}
-    for k, name in enumerate(names):
-        recs = data["results"][name]["per_image"]
-        for r in recs:
-            subset_of[r["frame"]] = r["subset"]
-        for ax, (key, label) in zip(axes[:, 0], metrics):
-            vals = [_mean([r[key] for r in recs if r["frame"] == fid]) for fid in frame_ids]
-            vals = [np.nan if v is None else v for v in vals]
-            ax.bar(x + (k - (len(names) - 1) / 2) * bw, vals, bw, label=name)
-            ax.set_ylabel(label.split(",")[0], fontsize=8)
-            ax.set_title(label, fontsize=8, loc="left")
-            ax.tick_params(labelsize=7)
-            ax.grid(axis="y", alpha=0.3)
-    labels = [f"{fid}\n{'2h' if subset_of.get(fid) == 'two_hands' else '1h'}" for fid in frame_ids]
-    axes[-1, 0].set_xticks(x)
-    axes[-1, 0].set_xticklabels(labels, rotation=90 if len(frame_ids) > 12 else 0, fontsize=6)
-    axes[0, 0].legend(fontsize=7, ncol=len(names))
-    fig.suptitle("Per-frame metrics (mean over cameras; 1h = single hand, 2h = two hands)", fontsize=9)
-    fig.tight_layout()
-    path = out_dir / "per_frame.png"
-    write_atomic(path, lambda p: fig.savefig(p, dpi=90, format="png"))
-    plt.close(fig)
-    return [path.name]
-
-
-def _write_grids(out_dir: Path, grid_data: dict, specs, settings: MetricSettings, use_flip: bool,
-                 tile: int = 200) -> list[tuple[str, str]]:
-    """One PNG per renderer: rows = selected (frame, camera); columns reference | renderer | error."""
-    if not grid_data:
-        return []
-    plt = _mpl()
-    keys = list(grid_data)
-    out = []
-    for s in specs:
-        fig, axes = plt.subplots(len(keys), 3, figsize=(3 * tile / 80 + 0.9, len(keys) * tile / 80 + 0.5),
-                                 squeeze=False)
-        im = None
-        for row, key in enumerate(keys):
-            g = grid_data[key]
-            m = g["mask"]
-            img, fmap = g["renders"][s.name]
-            rows, cols = np.nonzero(m) if m.any() else (np.array([0, m.shape[0] - 1]), np.array([0, m.shape[1] - 1]))
-            pad = 8
-            r0, r1 = max(0, rows.min() - pad), min(m.shape[0], rows.max() + pad + 1)
-            c0, c1 = max(0, cols.min() - pad), min(m.shape[1], cols.max() + pad + 1)
-            ref_d = display_transform(g["ref"][r0:r1, c0:c1], settings.peak)
-            tst_d = display_transform(img[r0:r1, c0:c1], settings.peak)
-            if use_flip and fmap is not None:
-                err, label, vmax = fmap[r0:r1, c0:c1], "HDR-FLIP error", 1.0
-            else:
-                err = np.abs(np.clip(g["ref"], 0, settings.peak) - np.clip(img, 0, settings.peak)).mean(-1)
-                err = np.where(m, err / settings.peak, 0.0)[r0:r1, c0:c1]
-                label, vmax = "|ref - test| / peak", 0.5
-            err = np.ma.masked_where(~m[r0:r1, c0:c1], err)
-            axes[row, 0].imshow(ref_d)
-            axes[row, 1].imshow(tst_d)
-            cmap = plt.get_cmap("magma").with_extremes(bad=(0.35, 0.35, 0.35))
-            im = axes[row, 2].imshow(err, cmap=cmap, vmin=0.0, vmax=vmax)
-            axes[row, 0].set_ylabel(f"{key[0]}\n{key[1]}", fontsize=7)
-            for ax in axes[row]:
-                ax.set_xticks([])
-                ax.set_yticks([])
-        axes[0, 0].set_title("reference (path traced)", fontsize=8)
-        axes[0, 1].set_title(s.name, fontsize=8)
-        axes[0, 2].set_title(label, fontsize=8)
-        fig.subplots_adjust(left=0.08, right=0.86, top=0.96, bottom=0.02, wspace=0.04, hspace=0.06)
-        cax = fig.add_axes([0.88, 0.1, 0.025, 0.8])
-        cb = fig.colorbar(im, cax=cax)
-        cb.ax.tick_params(labelsize=7)
-        cb.set_label(label + " (grey: outside hand)", fontsize=7)
-        path = out_dir / f"grid_{s.name}.png"
-        write_atomic(path, lambda p: fig.savefig(p, dpi=80, format="png"))
-        plt.close(fig)
-        out.append((s.name, path.name))
-    return out
-
-
-def _fmt(v, nd=3):
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "n/a"
-    return f"{v:.{nd}f}"
-
-
-def _table(rows: list[tuple[str, str, dict]], what: str = "subset") -> list[str]:
-    lines = [f"| renderer | {what} | images | PSNR lin (dB) mean ± std | PSNR lin pooled (dB) | PSNR disp (dB) "
-             "| SSIM | FLIP | LPIPS |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---|"]
-    for name, subset, a in rows:
-        lines.append(f"| {name} | {subset} | {a['n_images']} | {_fmt(a['psnr_linear'], 2)} ± "
-                     f"{_fmt(a['psnr_linear_std'], 2)} | {_fmt(a['psnr_linear_pooled'], 2)} "
-                     f"| {_fmt(a['psnr_display'], 2)} | {_fmt(a['ssim'], 4)} | {_fmt(a['flip'], 4)} | n/a |")
-    return lines
-
-
-def _write_report(out_dir: Path, data: dict, plots, grids, settings: MetricSettings, use_flip: bool) -> None:
-    R = data["results"]
-    names = data["renderers"]
-    L = [f"# Evaluation: {', '.join(names)} vs path-traced references", "",
-         "Exact command:", "", "```", data["command"], "```", "",
-         f"Date {data['date']}; capture `{data['capture']}`; {len(data['frames'])} held-out environment "
-         f"frames x {len(data['cameras'])} cameras ({', '.join(data['cameras'])}).", "",
-         "## Conventions", "",
-         "- Hand pixels: the reference mask of the capture (either hand). Pixels outside it are set to 0 in "
-         "both images before SSIM/FLIP and images are cropped to the hand with a zero border: nothing outside "
-         "the hand can change a number. The renderer's own silhouette is not used (a silhouette error shows as "
-         "a radiance error inside the reference mask).",
-         f"- peak = **{settings.peak:.5g}** ({settings.peak_source}); fixed for every renderer and image; "
-         "no per-image rescaling.",
-         f"- PSNR (linear HDR, primary): both images clipped to [0, peak], MSE over hand pixels x RGB, "
-         f"10 log10(peak^2 / MSE), capped at {PSNR_CAP_DB:.0f} dB; tables give the mean ± std over images "
-         "and the pooled PSNR (of the mean MSE over images).",
-         "- PSNR (display) and SSIM on D(x) = sRGB_OETF(clip(x / peak, 0, 1)) (one fixed exposure); SSIM: "
-         "scikit-image `structural_similarity`, Gaussian window sigma 1.5, data range 1, map averaged over "
-         "hand pixels and RGB.",
-         (f"- FLIP: NVIDIA HDR-FLIP (`flip-evaluator` {data['versions'].get('flip-evaluator')}) on linear radiance, "
-          f"{FLIP_PPD:.0f} ppd, ACES, fixed exposure range [{settings.flip_start_exposure:.3f}, "
-          f"{settings.flip_stop_exposure:.3f}] stops ({settings.flip_num_exposures} exposures) from FLIP's rule "
-          f"on the pooled reference hand luminance (P{FLIP_HI_PERCENTILE} and median); mean over hand pixels."
-          if use_flip else "- FLIP: not available (flip-evaluator is not installed)."),
-         f"- LPIPS: {LPIPS_NOTE}.",
-         "- Global scale: least-squares s minimising |ref - s test|^2 over all hand pixels of the set; "
-         "reported as a diagnostic (s > 1: the renderer is too dark), **never applied**.", "",
-         "## Results", ""]
-    rows = []
-    for n in names:
-        rows.append((n, "all", R[n]["overall"]))
-    L += _table(rows) + [""]
-    L += ["### Per subset (single hand vs two hands in contact)", ""]
-    L += _table([(n, k, a) for n in names for k, a in R[n]["by_subset"].items()]) + [""]
-    L += ["### Per lighting case (backlit views, inter-hand shadow frames, environment family)", ""]
-    L += _table([(n, k, a) for n in names for k, a in R[n].get("by_lighting", {}).items()], "lighting") + [""]
-    L += ["### Per environment", ""]
-    L += _table([(n, k, a) for n in names for k, a in R[n]["by_environment"].items()], "environment") + [""]
-    L += ["### Per camera", ""]
-    L += _table([(n, k, a) for n in names for k, a in R[n]["by_camera"].items()], "camera") + [""]
-    L += ["### Global scale fit (not applied)", "", "| renderer | s | s (R, G, B) | silhouette IoU |",
-          "|---|---:|---|---:|"]
-    for n in names:
-        g = R[n]["global_scale_fit_not_applied"]
-        L.append(f"| {n} | {_fmt(g['scale'])} | {', '.join(_fmt(v) for v in g['scale_rgb'])} | "
-                 f"{_fmt(R[n]['overall'].get('silhouette_iou'), 4)} |")
-    if "reference_noise" in data:
-        L += _noise_section(data["reference_noise"], names)
-    L += ["", "## Per-frame metrics", ""] + [f"![per-frame metrics]({p})" for p in plots] + [""]
-    if grids:
-        L += ["## Comparison grids", "",
-              "Columns: reference | renderer | error map; rows: frame / camera. Images shown with the fixed "
-              "display transform D (same exposure for all)."
-              + (" Error: per-pixel HDR-FLIP (magma, 0 to 1)." if use_flip else ""), ""]
-        for n, p in grids:
-            L += [f"### {n}", "", f"![{n} grid]({p})", ""]
-    L += ["## Files", "", "- `metrics.json`: every number (per image, per subset, per environment, per camera), "
-          "settings, versions, date.", ""]
-    L += ["Versions: " + ", ".join(f"{k} {v}" for k, v in data["versions"].items() if v), ""]
-    write_text_atomic(out_dir / "report.md", "\n".join(L))
-
-
-def _noise_section(rn: dict, names) -> list[str]:
-    allg = rn["groups"]["all"]
-    L = ["", "### Reference noise", "",
-         f"A second render of {allg['n_images']} of the evaluated images with another sampler seed (`{rn['source']}`, "
-         "made with `relit-hands lightstage --noise-seed`) measures each reference's Monte Carlo noise: sigma^2 = "
-         "MSE(ref, ref2) / 2. **Ceiling**: the PSNR a noise-free, exact renderer would score against these "
-         "references, 10 log10(peak^2 / sigma^2); no renderer can be expected above it, and a difference "
-         "between renderers close to it is mostly noise. **Noise-corrected** (pooled): 10 log10(peak^2 / "
-         "(mean MSE - mean sigma^2)), an estimate of the renderer's error against the converged image "
-         "(n/a where the MSE is within the noise). Columns on these images only.", "",
-         "| renderer | environment | images | PSNR lin mean | ceiling mean | PSNR lin pooled | ceiling pooled | "
-         "noise-corrected pooled |", "|---|---|---:|---:|---:|---:|---:|---:|"]
-    for n in names:
-        for g, e in rn["groups"].items():
-            r = e["renderers"][n]
-            L.append(f"| {n} | {g} | {e['n_images']} | {_fmt(r['psnr_linear'], 2)} | {_fmt(e['ceiling_psnr'], 2)} | "
-                     f"{_fmt(r['psnr_linear_pooled'], 2)} | {_fmt(e['ceiling_psnr_pooled'], 2)} | "
-                     f"{_fmt(r['psnr_noise_corrected_pooled'], 2)} |")
-    return L
 
 
 # ======================================================================================

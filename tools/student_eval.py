@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .evaluate import register_renderer
+from .eval_renderers import register_renderer
 
 RENDERERS = {"student": "vis", "student_novis": "novis", "student_bottleneck": "bottleneck"}
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 
-from .evaluate import register_renderer
+from .eval_renderers import register_renderer
 
 __all__ = ["TeacherRenderer", "teacher_factory"]
 

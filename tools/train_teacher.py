@@ -10,7 +10,7 @@ held out, so the tool holds out lit frames itself, deterministically: every fram
 uses one of ``--holdout-lights`` light ids (default: 10 % of the lights seen in lit frames, at
 least 1 when there are >= 8 such frames). Those frames are never trained on; the summary reports
 OLAT/group PSNR on them split by why they were held out. PSNR follows the evaluation harness
-(:func:`relit_hands.tools.evaluate.psnr_linear`): linear HDR on the capture's hand-mask pixels,
+(:func:`relit_hands.tools.eval_metrics.psnr_linear`): linear HDR on the capture's hand-mask pixels,
 peak = P99.5 of the evaluated reference hand pixels.
 
 Each step: one lit frame per process, ``--cams`` random cameras of it; the texture of each camera
@@ -174,7 +174,7 @@ def predict_view(model, cache, frame, cam_id, grad: bool = False):
 
 def evaluate_frames(model, cache, frames, cam_ids=None, peak=None) -> dict:
     """PSNR (harness convention) of the teacher on lit frames: {'psnr_mean', 'per_view': [...], 'peak'}."""
-    from .evaluate import psnr_linear
+    from .eval_metrics import psnr_linear
     from .teacher_training import project_image
 
     views = []
@@ -199,7 +199,7 @@ def evaluate_frames(model, cache, frames, cam_ids=None, peak=None) -> dict:
 def validation_image(model, cache, items, path, peak):
     """captured | predicted | |error| rows (display transform of the harness) -> PNG."""
     from relit_hands.image_io import write_png
-    from .evaluate import display_transform
+    from .eval_metrics import display_transform
     from .teacher_training import project_image
 
     rows = []
