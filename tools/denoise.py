@@ -20,6 +20,8 @@ measured against. ``relit-hands eval`` has no option that does.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -83,3 +85,61 @@ def denoise_image(image: np.ndarray, albedo: np.ndarray | None = None, normal: n
     out = _pyoidn().denoise(img, guides.get("albedo"), guides.get("normal"), hdr=True,
                             clean_aux=bool(guides), quality=quality)
     return np.maximum(np.asarray(out, np.float32), 0.0)
+
+
+def measure(capture, reference, out=None) -> dict:
+    """How much closer denoising brings a capture's views to a higher-spp render of the same frames
+    and cameras (``reference``: e.g. ``lightstage --spp 1024`` of a few frames, another sample
+    stream). Hand pixels (eroded reference mask), linear PSNR with peak = P99.5 of each reference
+    view; rows for the raw image, OIDN without guides and OIDN with the guides. ``out``: JSON path."""
+    import json
+
+    from relit_hands.capture import Capture
+    from relit_hands.engine import Engine
+    from .evaluate import capture_engine_kwargs
+    from .teacher_inputs import TexelConditioning
+    from .teacher_training import erode, view_lookup
+
+    lo = Capture.load(capture, check_files=False)
+    hi = Capture.load(reference, check_files=False)
+    eng = Engine(**capture_engine_kwargs(lo))
+    tc = TexelConditioning(eng, 256)
+    albedo = eng.asset.albedo_map(256)
+    frames = {f.id: f for f in lo.frames}
+    rows = []
+    for f in hi.frames:
+        if f.id not in frames:
+            continue
+        for c in f.images:
+            mine = frames[f.id].images.get(c)
+            if not Path(f.images[c]).is_file() or mine is None or not Path(mine).is_file():
+                continue
+            ref, raw = hi.image(f, c), lo.image(frames[f.id], c)
+            m = erode(hi.mask(f, c)) > 0
+            a, n = view_guides(view_lookup(eng, f.scene, lo.cameras[c]), albedo, tc.geometry(f.scene).normal)
+            peak = float(np.percentile(ref[m], 99.5))
+            row = {"frame": f.id, "camera": c}
+            for k, im in (("raw", raw), ("oidn", denoise_image(raw)), ("oidn_guided", denoise_image(raw, a, n))):
+                mse = float(((np.clip(im, 0, peak) - np.clip(ref, 0, peak))[m] ** 2).mean())
+                row[k] = round(10 * np.log10(peak ** 2 / mse), 3)
+            rows.append(row)
+    if not rows:
+        raise ValueError(f"{reference}: no view that {capture} also has")
+    res = {"capture": str(capture), "reference": str(reference), "views": len(rows),
+           "spp": {"capture": lo.generator.get("spp"), "reference": hi.generator.get("spp")},
+           "psnr_mean_db": {k: round(float(np.mean([r[k] for r in rows])), 3) for k in ("raw", "oidn", "oidn_guided")},
+           "per_view": rows}
+    if out:
+        from relit_hands.validation import write_text_atomic
+
+        write_text_atomic(out, json.dumps(res, indent=1) + "\n")
+    return res
+
+
+if __name__ == "__main__":  # python -m relit_hands.tools.denoise CAPTURE REFERENCE [OUT.json]
+    import sys
+
+    if len(sys.argv) not in (3, 4):
+        sys.exit("usage: python -m relit_hands.tools.denoise CAPTURE HIGH_SPP_REFERENCE [OUT.json]")
+    r = measure(*sys.argv[1:])
+    print({k: r[k] for k in ("views", "spp", "psnr_mean_db")})
