@@ -99,353 +99,40 @@ the tone-mapped sRGB image, half / float targets the linear radiance times ``2^e
 (:meth:`Compositor.target_format`). The hands' MSAA is resolved before that pass. Every method that
 touches GL restores the context's state afterwards (:class:`~relit_hands.gl_state.GLStateGuard`)
 and makes the previously current EGL context current again.
+
+Modules
+-------
+This module keeps the :class:`Compositor` (targets, shadow passes, the frame, tone mapping, host
+targets, read-back); :mod:`relit_hands.gl_context` creates the headless context and holds the GL
+helpers, :mod:`relit_hands.hand_drawable` the :class:`HandDrawable`, and
+:mod:`relit_hands.environment_gl` the environment's GL state (``Compositor.env_gl``). The names
+callers import from this module still import from here.
 """
 from __future__ import annotations
 
-import functools
-import importlib.resources
-import re
 import time
 
 import numpy as np
-import scipy.sparse as sp
 
+from . import environment_gl as _environment_gl
+from . import gl_context as _gl_context
 from .camera import Camera
+from .environment_gl import EnvironmentGL
+from .gl_context import _check_image, _gl_current, _mat_bytes, create_headless_context, load_shader
 from .gl_state import GLStateGuard, made_current
+from .hand_drawable import HandDrawable
 
 __all__ = ["Compositor", "HandDrawable", "create_headless_context", "load_shader"]
+
+# Re-exported for callers of this module, unused here (same objects; assigned, not imported, so pyflakes
+# does not take them for unused imports).
+preload_triton = _gl_context.preload_triton
+_equirect_dirs, _sh_basis = _environment_gl._equirect_dirs, _environment_gl._sh_basis
 
 SHADINGS = {"pbr": 0, "uv_texture": 1, "normal": 2, "albedo": 3, "uv": 4}
 TONEMAPS = {"none": 0, "aces": 1, "filmic": 2}
 BACKGROUNDS = ("env", "none", "transparent")
 _MAX_LIGHTS = 8  # must match MAX_LIGHTS in hand.frag
-_SH_BAND = np.array([np.pi] + [2.0 * np.pi / 3.0] * 3 + [np.pi / 4.0] * 5)
-
-_EGL_HELP = (
-    "Could not create a headless OpenGL context through EGL ({err}).\n"
-    "The compositor needs OpenGL >= 3.3 via EGL. On Debian/Ubuntu install the EGL loader and\n"
-    "Mesa drivers:   sudo apt-get install libegl1 libgl1-mesa-dri   (plus `pip install moderngl\n"
-    "glcontext`). Check with:\n"
-    "    python -c \"import moderngl; print(moderngl.create_context(standalone=True, "
-    "backend='egl').info['GL_RENDERER'])\"\n"
-    "(prints e.g. 'llvmpipe (LLVM ...)' on CPU or your GPU's name). On NVIDIA machines make sure "
-    "libEGL_nvidia is installed with the driver. Alternatively pass an existing context: "
-    "Compositor(ctx=...)."
-)
-
-
-def preload_triton() -> None:
-    """Import Triton (if installed) before an OpenGL driver loads Mesa's LLVM.
-
-    Mesa's llvmpipe and Triton each bring their own LLVM. If Mesa's is loaded first (any
-    OpenGL context on a CPU machine), a later ``import triton`` -- which PyTorch itself does
-    lazily, e.g. when a ``torch.optim`` optimiser is created -- crashes the process with a
-    segmentation fault. Loaded in the other order they coexist, so every context this package
-    creates (here and in the viewer) calls this first. Without Triton installed it does nothing.
-    """
-    import importlib.util
-
-    if importlib.util.find_spec("triton") is not None:
-        try:
-            import triton  # noqa: F401
-        except Exception:  # noqa: BLE001 - a broken triton must not stop rendering
-            pass
-
-
-def create_headless_context(require: int = 330):
-    """A standalone moderngl context on EGL; RuntimeError with install hints if impossible."""
-    preload_triton()
-    try:
-        import moderngl
-    except ImportError as exc:  # pragma: no cover - moderngl is a hard dependency
-        raise RuntimeError("moderngl is not installed: pip install moderngl glcontext") from exc
-    try:
-        return moderngl.create_context(standalone=True, backend="egl", require=require)
-    except Exception as exc:  # noqa: BLE001 - glcontext raises various types
-        raise RuntimeError(_EGL_HELP.format(err=f"{type(exc).__name__}: {exc}")) from exc
-
-
-_SHADER_CACHE: dict[str, str] = {}
-
-
-def load_shader(name: str) -> str:
-    """GLSL source from the ``relit_hands.shaders`` package, with ``#include "x"`` expanded."""
-    src = _SHADER_CACHE.get(name)
-    if src is None:
-        src = importlib.resources.files("relit_hands.shaders").joinpath(name).read_text(encoding="utf-8")
-        src = re.sub(r'^\s*#include\s+"([^"]+)"\s*$', lambda m: load_shader(m.group(1)), src, flags=re.M)
-        _SHADER_CACHE[name] = src
-    return src
-
-
-def _gl_current(method):
-    """Run a method with ``self.ctx`` made current (and the previous context restored), so
-    several contexts (tests, a viewer window plus a headless renderer) can coexist, and with the
-    context's GL state restored afterwards (:class:`~relit_hands.gl_state.GLStateGuard`), so a host
-    application sharing its context finds its framebuffer, viewport and flags as it left them."""
-    @functools.wraps(method)
-    def wrapper(self, *args, **kwargs):
-        with made_current(self.ctx), self._gl_state.preserved():
-            return method(self, *args, **kwargs)
-    return wrapper
-
-
-def _mat_bytes(m) -> bytes:
-    """Row-major numpy matrix -> column-major float32 bytes for GLSL."""
-    return np.ascontiguousarray(np.asarray(m, dtype=np.float32).T).tobytes()
-
-
-def _sh_basis(d: np.ndarray) -> np.ndarray:
-    x, y, z = d[..., 0], d[..., 1], d[..., 2]
-    return np.stack([np.full_like(x, 0.282095), 0.488603 * y, 0.488603 * z, 0.488603 * x,
-                     1.092548 * x * y, 1.092548 * y * z, 0.315392 * (3.0 * z * z - 1.0),
-                     1.092548 * x * z, 0.546274 * (x * x - y * y)], axis=-1)
-
-
-def _equirect_dirs(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
-    u = (np.arange(w) + 0.5) / w
-    v = (np.arange(h) + 0.5) / h
-    phi = 2.0 * np.pi * (u[None, :] - 0.5)
-    el = np.pi * (0.5 - v[:, None])
-    d = np.stack(np.broadcast_arrays(np.sin(phi) * np.cos(el), np.sin(el), -np.cos(phi) * np.cos(el)), -1)
-    edges = np.pi * (0.5 - np.arange(h + 1) / h)
-    omega_row = (2.0 * np.pi / w) * (np.sin(edges[:-1]) - np.sin(edges[1:]))
-    return d.reshape(-1, 3), np.repeat(omega_row, w)
-
-
-def _check_image(name, img, channels=3) -> np.ndarray:
-    a = np.asarray(img)
-    if a.ndim != 3 or a.shape[2] != channels:
-        raise ValueError(f"{name} must be an [H, W, {channels}] image, got shape {a.shape}")
-    return a
-
-
-class HandDrawable:
-    """GPU state of one hand mesh: expanded (position, uv) vertex buffer, textures, VAOs.
-
-    The mesh has separate position and UV topologies (``faces`` / ``uv_faces``); every distinct
-    (position index, uv index) pair of a face corner becomes one GPU vertex, once.
-    :meth:`update_vertices` then only gathers positions / normals through ``pos_index``; the
-    tangent frame (vectorised, sparse scatter-add, no Python loops) is recomputed lazily by
-    :meth:`_ensure_tangents`, which :meth:`Compositor.render` calls only for the shadings that
-    read the normal map ('pbr', 'normal') -- the student's 'uv_texture' frames skip it.
-    """
-
-    def __init__(self, compositor: "Compositor", positions, faces, uvs, uv_faces, *,
-                 albedo=None, normal_map=None, roughness=None, normals=None, name: str = ""):
-        self.compositor = compositor
-        self.ctx = compositor.ctx
-        self._gl_state = compositor._gl_state
-        with made_current(self.ctx), self._gl_state.preserved():
-            self._init(positions, faces, uvs, uv_faces, albedo, normal_map, roughness, normals, name)
-
-    def _init(self, positions, faces, uvs, uv_faces, albedo, normal_map, roughness, normals, name):
-        compositor, ctx = self.compositor, self.ctx
-        self.name = name
-        positions = np.asarray(positions, dtype=np.float32)
-        faces = np.asarray(faces)
-        uvs = np.asarray(uvs, dtype=np.float32)
-        uv_faces = np.asarray(uv_faces)
-        if positions.ndim != 2 or positions.shape[1] != 3:
-            raise ValueError(f"positions must be [V, 3], got {positions.shape}")
-        if uvs.ndim != 2 or uvs.shape[1] != 2:
-            raise ValueError(f"uvs must be [T, 2], got {uvs.shape}")
-        if faces.ndim != 2 or faces.shape[1] != 3 or faces.shape != uv_faces.shape:
-            raise ValueError(f"faces and uv_faces must both be [F, 3], got {faces.shape}, {uv_faces.shape}")
-        if not (np.issubdtype(faces.dtype, np.integer) and np.issubdtype(uv_faces.dtype, np.integer)):
-            raise ValueError("faces / uv_faces must be integer arrays")
-        V, T, F = len(positions), len(uvs), len(faces)
-        if F == 0 or faces.min() < 0 or faces.max() >= V or uv_faces.min() < 0 or uv_faces.max() >= T:
-            raise ValueError(f"face indices out of range (V={V}, T={T}, F={F})")
-        self.num_positions = V
-        self.faces = faces.astype(np.int64)
-        self._faces_t = np.ascontiguousarray(self.faces.T)  # [3, F]: for column-wise face normals
-
-        key = self.faces.ravel() * T + uv_faces.astype(np.int64).ravel()
-        uniq, inv = np.unique(key, return_inverse=True)
-        self.pos_index = (uniq // T).astype(np.int64)  # expanded vertex -> position index
-        self.uv_index = (uniq % T).astype(np.int64)
-        self.indices = inv.reshape(F, 3).astype(np.int64)  # faces in expanded vertices
-        Ve = len(uniq)
-        self.num_vertices = Ve
-        uv_e = uvs[self.uv_index].astype(np.float64)
-
-        # Static per-face tangent coefficients: dP/du = a_u e1 + b_u e2, dP/dv = a_v e1 + b_v e2.
-        i0, i1, i2 = self.indices.T
-        d1, d2 = uv_e[i1] - uv_e[i0], uv_e[i2] - uv_e[i0]
-        det = d1[:, 0] * d2[:, 1] - d2[:, 0] * d1[:, 1]
-        r = np.where(np.abs(det) > 1e-20, 1.0 / np.where(det == 0, 1.0, det), 0.0)
-        self._tc = np.stack([d2[:, 1] * r, -d1[:, 1] * r, -d2[:, 0] * r, d1[:, 0] * r], axis=1)
-        rows = self.indices.ravel()
-        cols = np.repeat(np.arange(F), 3)
-        one = np.ones(3 * F)
-        self._scatter_e = sp.csr_matrix((one, (rows, cols)), shape=(Ve, F))  # face -> expanded vtx
-        self._scatter_p = sp.csr_matrix((one, (self.faces.ravel(), cols)), shape=(V, F))  # face -> position
-
-        self._pos_normal = np.zeros((Ve, 6), dtype=np.float32)  # [Ve, (position, unit normal)]
-        self._tangents_stale = True
-        self.vbo = ctx.buffer(reserve=self._pos_normal.nbytes, dynamic=True)
-        self.vbo_tangent = ctx.buffer(reserve=Ve * 16, dynamic=True)  # [Ve, (T xyz, handedness w)]
-        self.vbo_uv = ctx.buffer(np.ascontiguousarray(uv_e, dtype=np.float32).tobytes())
-        self.ibo = ctx.buffer(np.ascontiguousarray(self.indices, dtype=np.uint32).tobytes())
-        self.vao = ctx.vertex_array(
-            compositor.prog_hand,
-            [(self.vbo, "3f 3f", "in_pos", "in_normal"), (self.vbo_tangent, "4f", "in_tangent"),
-             (self.vbo_uv, "2f", "in_uv")],
-            index_buffer=self.ibo, index_element_size=4)
-        self.vao_uv = ctx.vertex_array(  # 'uv_texture' shading: positions + UVs only
-            compositor.prog_hand_uv, [(self.vbo, "3f 12x", "in_pos"), (self.vbo_uv, "2f", "in_uv")],
-            index_buffer=self.ibo, index_element_size=4)
-        self.vao_shadow = ctx.vertex_array(
-            compositor.prog_shadow, [(self.vbo, "3f 12x", "in_pos")],
-            index_buffer=self.ibo, index_element_size=4)
-
-        self.albedo_tex = self.normal_tex = self.rough_tex = None
-        self.radiance_tex = None
-        self.set_textures(
-            albedo=np.full((4, 4, 3), 255, np.uint8) if albedo is None else albedo,
-            normal_map=np.tile(np.array([128, 128, 255], np.uint8), (4, 4, 1)) if normal_map is None else normal_map,
-            roughness=np.tile(np.array([128, 128, 0], np.uint8), (4, 4, 1)) if roughness is None else roughness)
-        self.center = np.zeros(3)
-        self.radius = 0.0
-        self.update_vertices(positions, normals)
-
-    # ---------------------------------------------------------------- textures
-    def _make_tex(self, img, srgb=False):
-        ctx = self.ctx
-        a = _check_image("texture", img)
-        if a.dtype != np.uint8:
-            raise ValueError(f"albedo / normal / roughness textures must be uint8, got {a.dtype}")
-        h, w = a.shape[:2]
-        kw = {"internal_format": 0x8C41} if srgb else {}  # GL_SRGB8: decoded to linear when sampled
-        tex = ctx.texture((w, h), 3, np.ascontiguousarray(a).tobytes(), alignment=1, **kw)
-        tex.build_mipmaps()
-        import moderngl
-        tex.filter = (moderngl.LINEAR_MIPMAP_LINEAR, moderngl.LINEAR)
-        tex.repeat_x = tex.repeat_y = False  # UV atlas: clamp to edge
-        if not self.compositor.software:  # anisotropic filtering is slow on llvmpipe
-            tex.anisotropy = 8.0
-        return tex
-
-    @_gl_current
-    def set_textures(self, *, albedo=None, normal_map=None, roughness=None):
-        """Replace any of the static material textures (uint8 [R, R, 3], see conventions.md)."""
-        if albedo is not None:
-            old, self.albedo_tex = self.albedo_tex, self._make_tex(albedo, srgb=True)
-            if old is not None:
-                old.release()
-        if normal_map is not None:
-            old, self.normal_tex = self.normal_tex, self._make_tex(normal_map)
-            if old is not None:
-                old.release()
-        if roughness is not None:
-            old, self.rough_tex = self.rough_tex, self._make_tex(roughness)
-            if old is not None:
-                old.release()
-
-    @_gl_current
-    def set_radiance_texture(self, tex):
-        """HDR radiance texture ``[R, R, 3]`` (float32, or float16 to halve the upload) for
-        'uv_texture' shading; re-uploaded in place when the size and dtype are unchanged.
-        Accepts a torch tensor too (``[R, R, 3]`` or ``[3, R, R]``, moved to the CPU)."""
-        if hasattr(tex, "detach"):
-            t = tex.detach().cpu()
-            if t.ndim == 3 and t.shape[0] == 3 and t.shape[-1] != 3:
-                t = t.permute(1, 2, 0)
-            tex = t.contiguous().numpy()
-        a = _check_image("radiance texture", tex)
-        if a.dtype == np.float16:
-            dtype = "f2"
-        else:
-            a = a.astype(np.float32, copy=False)
-            dtype = "f4"
-        a = np.ascontiguousarray(a)
-        h, w = a.shape[:2]
-        t = self.radiance_tex
-        if t is None or t.size != (w, h) or t.dtype != dtype:
-            if t is not None:
-                t.release()
-            import moderngl
-            t = self.ctx.texture((w, h), 3, dtype=dtype, alignment=1)
-            t.filter = (moderngl.LINEAR, moderngl.LINEAR)
-            t.repeat_x = t.repeat_y = False
-            self.radiance_tex = t
-        t.write(a.tobytes())
-
-    # ---------------------------------------------------------------- geometry
-    @_gl_current
-    def update_vertices(self, vertices, normals=None):
-        """New posed positions ``[V, 3]`` (position topology) and optional normals ``[V, 3]``
-        (area-weighted face normals if omitted). Marks the tangent frame stale (recomputed from the
-        static UVs by :meth:`_ensure_tangents` when a normal-mapped shading next needs it)."""
-        P = np.asarray(vertices, dtype=np.float32)
-        if P.shape != (self.num_positions, 3):
-            raise ValueError(f"vertices must be [{self.num_positions}, 3], got {P.shape}")
-        Pt = np.ascontiguousarray(P.T)  # [3, V]: column-wise arithmetic, ~2x faster than on [V, 3] rows
-        if normals is None:  # area-weighted: (p1 - p0) x (p2 - p0), summed at the face's vertices
-            f0, f1, f2 = self._faces_t
-            a = Pt[:, f0]
-            e1, e2 = Pt[:, f1] - a, Pt[:, f2] - a
-            fn = np.stack([e1[1] * e2[2] - e1[2] * e2[1], e1[2] * e2[0] - e1[0] * e2[2],
-                           e1[0] * e2[1] - e1[1] * e2[0]], axis=1)
-            Np = self._scatter_p @ fn
-        else:
-            Np = np.asarray(normals, dtype=np.float32)
-            if Np.shape != (self.num_positions, 3):
-                raise ValueError(f"normals must be [{self.num_positions}, 3], got {Np.shape}")
-        N = Np[self.pos_index].astype(np.float32)
-        N /= np.maximum(np.linalg.norm(N, axis=1, keepdims=True), 1e-20)
-        buf = self._pos_normal
-        buf[:, 0:3] = P[self.pos_index]
-        buf[:, 3:6] = N
-        self.vbo.write(buf.tobytes())
-        self._tangents_stale = True
-        lo, hi = Pt.min(axis=1).astype(np.float64), Pt.max(axis=1).astype(np.float64)
-        self.center = 0.5 * (lo + hi)
-        d = Pt - self.center[:, None].astype(np.float32)
-        self.radius = float(np.sqrt((d * d).sum(axis=0).max()))
-
-    def _ensure_tangents(self):
-        """Recompute and upload the per-vertex tangent frame (+u direction orthogonalised against
-        the normal, handedness w) from the current positions and normals, if they changed since the
-        last call. Called by :meth:`Compositor.render` (context current) for 'pbr' and 'normal'."""
-        if not self._tangents_stale:
-            return
-        Pe, N = self._pos_normal[:, 0:3], self._pos_normal[:, 3:6]
-        i0, i1, i2 = self.indices.T
-        e1, e2 = Pe[i1] - Pe[i0], Pe[i2] - Pe[i0]
-        c = self._tc.astype(np.float32)
-        tu = e1 * c[:, 0:1] + e2 * c[:, 1:2]
-        tv = e1 * c[:, 2:3] + e2 * c[:, 3:4]
-        area = np.linalg.norm(np.cross(e1, e2), axis=1, keepdims=True)
-        tu *= area / np.maximum(np.linalg.norm(tu, axis=1, keepdims=True), 1e-30)
-        tv *= area / np.maximum(np.linalg.norm(tv, axis=1, keepdims=True), 1e-30)
-        Tn = self._scatter_e @ tu
-        Bn = self._scatter_e @ tv
-        Tn -= N * np.sum(N * Tn, axis=1, keepdims=True)
-        tl = np.linalg.norm(Tn, axis=1, keepdims=True)
-        bad = tl[:, 0] < 1e-12
-        if bad.any():  # degenerate UVs: any vector orthogonal to N
-            alt = np.where(np.abs(N[bad, :1]) < 0.9, np.array([[1.0, 0, 0]]), np.array([[0, 1.0, 0]]))
-            alt = alt - N[bad] * np.sum(N[bad] * alt, axis=1, keepdims=True)
-            Tn[bad] = alt
-            tl[bad] = np.linalg.norm(alt, axis=1, keepdims=True)
-        Tn /= tl
-        w = np.where(np.sum(np.cross(N, Tn) * Bn, axis=1) < 0.0, -1.0, 1.0)
-        self.vbo_tangent.write(np.concatenate([Tn, w[:, None]], axis=1).astype(np.float32).tobytes())
-        self._tangents_stale = False
-
-    @_gl_current
-    def release(self):
-        for obj in (self.vao, self.vao_uv, self.vao_shadow, self.vbo, self.vbo_tangent, self.vbo_uv, self.ibo,
-                    self.albedo_tex, self.normal_tex, self.rough_tex, self.radiance_tex):
-            if obj is not None:
-                obj.release()
-        self.radiance_tex = None
-
-
-class _EnvState:
-    __slots__ = ("key", "image_ref", "light_dirs", "light_rgb", "sh_irr", "prefilter")
 
 
 class Compositor:
@@ -531,10 +218,9 @@ class Compositor:
         self.shadow_tex.repeat_x = self.shadow_tex.repeat_y = False
         self.shadow_fbo = self.ctx.framebuffer(depth_attachment=self.shadow_tex)
 
-        self._env_tex = None
-        self._env_tex_ref = None
-        self._env_state: _EnvState | None = None
-        self._prefilter_tex = None
+        self.env_gl = EnvironmentGL(self.ctx, num_shadow_lights=self.num_shadow_lights,
+                                    num_env_lights=self.num_env_lights, residual_sh=self.residual_sh,
+                                    prefilter_size=self.prefilter_size, prefilter_roughness=self.prefilter_roughness)
         self._targets = None
         self._targets_key = None
 
@@ -570,107 +256,25 @@ class Compositor:
             self.ctx.release()
 
     # ---------------------------------------------------------------- environment
-    def _env_key(self, env):
-        img = getattr(env, "image", None)
-        rot = np.asarray(getattr(env, "rotation", np.eye(3)), dtype=np.float64)
-        scale = float(getattr(env, "scale", 1.0))
-        return (id(env) if img is None else id(img), rot.tobytes(), scale)
-
-    def _prepare_env(self, env) -> _EnvState:
-        key = self._env_key(env)
-        st = self._env_state
-        if st is not None and st.key == key:
-            return st
-        st = _EnvState()
-        st.key = key
-        st.image_ref = getattr(env, "image", None)  # keeps id(image) valid while cached
-        k, n = self.num_shadow_lights, self.num_env_lights
-        res = env.dominant_lights(k, n)
-        dirs_k, rgb_k, dirs_r, rgb_r = (np.asarray(a, dtype=np.float64).reshape(-1, 3) for a in
-                                        (res[0], res[1], res[2], res[3]))
-        st.light_dirs, st.light_rgb = dirs_k, rgb_k
-        if self.residual_sh == "map" and hasattr(env, "sh_coefficients"):
-            sh = self._map_sh(env) - _sh_basis(dirs_k).T @ rgb_k
-        else:
-            sh = _sh_basis(dirs_r).T @ rgb_r
-        st.sh_irr = sh * _SH_BAND[:, None]
-        st.prefilter = self._prefilter(dirs_r, rgb_r)
-        self._upload_env(env, st)
-        self._env_state = st
-        return st
-
+    # The environment's state lives in ``self.env_gl`` (:class:`~relit_hands.environment_gl.EnvironmentGL`);
+    # these names keep reading it on the compositor.
     def _map_sh(self, env) -> np.ndarray:
-        """env.sh_coefficients(), computed once per image and then rotated / rescaled (an exact
-        order-2 SH rotation, solved on 64 directions) when only rotation or exposure change."""
-        img = getattr(env, "image", None)
-        rot = np.asarray(getattr(env, "rotation", np.eye(3)), dtype=np.float64)
-        scale = float(getattr(env, "scale", 1.0))
-        ref = getattr(self, "_sh_ref", None)
-        if img is None or ref is None or ref[0] is not img or ref[3] <= 0.0:
-            c = np.asarray(env.sh_coefficients(), dtype=np.float64)
-            if img is not None:
-                self._sh_ref = (img, rot, c, scale)
-            return c
-        _, rot0, c0, s0 = ref
-        Q = rot @ rot0.T  # world_from_ref-world
-        i = np.arange(64) + 0.5
-        z = 1.0 - 2.0 * i / 64
-        ph = np.pi * (1.0 + 5.0 ** 0.5) * i
-        X = np.stack([np.sqrt(1 - z * z) * np.cos(ph), np.sqrt(1 - z * z) * np.sin(ph), z], 1)
-        Y = _sh_basis(X)
-        c = np.linalg.lstsq(Y, _sh_basis(X @ Q) @ c0, rcond=None)[0]
-        return c * (scale / s0)
+        return self.env_gl.map_sh(env)
 
     def _prefilter(self, dirs, rgb) -> np.ndarray:
-        W, H = self.prefilter_size
-        d, omega = _equirect_dirs(H, W)
-        levels = []
-        for r in self.prefilter_roughness:
-            a2 = (r * r) ** 2
-            if len(dirs) == 0:
-                levels.append(np.zeros((H * W, 3)))
-                continue
-            # N = V = d, h = normalize(d + l): (n.h)^2 = (1 + d.l) / 2
-            nh2 = np.clip(0.5 * (1.0 + d @ dirs.T), 0.0, 1.0)  # [P, L]
-            dd = nh2 * (a2 - 1.0) + 1.0
-            w = a2 / (np.pi * dd * dd) / 4.0
-            norm = omega @ w  # [L]
-            w = w / np.where(norm > 0, norm, 1.0)[None, :]
-            levels.append(w @ rgb)
-        return np.stack(levels).reshape(len(levels), H, W, 3).astype(np.float32)
+        return self.env_gl.prefilter(dirs, rgb)
 
-    def _upload_env(self, env, st):
-        self._upload_env_image(env)
-        mgl = self._mgl
-        pf = st.prefilter
-        L, H, W = pf.shape[:3]
-        if self._prefilter_tex is None or self._prefilter_tex.size != (W, H, L):
-            if self._prefilter_tex is not None:
-                self._prefilter_tex.release()
-            self._prefilter_tex = self.ctx.texture3d((W, H, L), 3, dtype="f4", alignment=1)
-            self._prefilter_tex.filter = (mgl.LINEAR, mgl.LINEAR)
-            self._prefilter_tex.repeat_x = True
-            self._prefilter_tex.repeat_y = False
-            self._prefilter_tex.repeat_z = False
-        self._prefilter_tex.write(np.ascontiguousarray(pf).tobytes())
+    @property
+    def _env_state(self):
+        return self.env_gl.state
 
-    def _upload_env_image(self, env):
-        """The equirect background texture (uploaded once per image)."""
-        mgl = self._mgl
-        img = getattr(env, "image", None)
-        if img is None:  # generic env: world-frame image with rotation/exposure baked in
-            img = np.asarray(env.resampled_image(), dtype=np.float32)
-        if self._env_tex is None or self._env_tex_ref is not img:
-            h, w = img.shape[:2]
-            a = np.ones((h, w, 4), np.float32)  # RGBA: llvmpipe samples it ~15% faster than RGB
-            a[..., :3] = img
-            if self._env_tex is not None:
-                self._env_tex.release()
-            self._env_tex = self.ctx.texture((w, h), 4, a.tobytes(), dtype="f4")
-            self._env_tex.filter = (mgl.LINEAR, mgl.LINEAR)
-            self._env_tex.repeat_x = True
-            self._env_tex.repeat_y = False
-            self._env_tex_ref = img
+    @property
+    def _env_tex(self):
+        return self.env_gl.env_tex
+
+    @property
+    def _prefilter_tex(self):
+        return self.env_gl.prefilter_tex
 
     # ---------------------------------------------------------------- targets
     def _get_targets(self, W, H):
@@ -800,9 +404,9 @@ class Compositor:
         st = None
         if env is not None:
             if pbr:
-                st = self._prepare_env(env)
+                st = self.env_gl.prepare(env)
             else:  # only the background is drawn from env: lights / SH / prefilter are unused
-                self._upload_env_image(env)
+                self.env_gl.upload_image(env)
         t1 = time.perf_counter()
         timings["env_prepare"] = (t1 - t0) * 1e3
 
@@ -846,7 +450,7 @@ class Compositor:
             prog["u_ray_from_pix"].write(ray)
             prog["u_height"].value = float(H)
             prog["u_scale"].value = scale
-            self._env_tex.use(6)
+            self.env_gl.env_tex.use(6)
         if bg_pass:
             ctx.disable(mgl.DEPTH_TEST)
             self.vao_fs.render(mgl.TRIANGLES, vertices=3)
@@ -885,10 +489,7 @@ class Compositor:
                 p["u_pf_levels"].value = float(len(self.prefilter_roughness))
             if not uv_only:  # the full program: bind matching sampler types, even if unused
                 self.shadow_tex.use(4)
-                if self._prefilter_tex is None:  # non-PBR frames before any PBR one: a matching dummy
-                    self._prefilter_tex = self.ctx.texture3d((1, 1, 1), 3, np.zeros(3, np.float32).tobytes(),
-                                                             dtype="f4")
-                self._prefilter_tex.use(5)
+                self.env_gl.prefilter_texture().use(5)  # a matching dummy before the first PBR frame
             if self.cull_back_faces:  # meshes are closed with CCW = outward (conventions.md)
                 ctx.front_face = "ccw"
                 ctx.enable(mgl.CULL_FACE)
