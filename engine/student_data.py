@@ -133,7 +133,9 @@ class StudentDataset(torch.utils.data.Dataset):
     """Items are single hand textures (both hands of a sample are two items; the network sees
     hands independently, so one- and two-hand samples mix in a batch).
 
-    ``StudentDataset(root, split='train', variant=None, asset=None)``; item ``i`` is a dict:
+    ``StudentDataset(root, split='train', variant=None, asset=None, translucency=True)``;
+    ``translucency=False`` leaves the set's ``transmit_*`` channels out of ``inputs`` (a student
+    that does not pay for the second ray cast at run time). Item ``i`` is a dict:
 
     * ``maps`` float32 [C, R, R]: features with ray-cast visibility, gathered to UV
       (``variant`` None only);
@@ -147,13 +149,15 @@ class StudentDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, root, split: Optional[str] = "train", variant: Optional[str] = None,
-                 asset: Optional[HandAsset] = None, cache_samples: int = 4):
+                 asset: Optional[HandAsset] = None, cache_samples: int = 4, translucency: bool = True):
         self.root = Path(root)
         self.manifest = read_manifest(self.root)
         self.resolution = int(self.manifest["resolution"])
         self.feature_names = list(self.manifest["feature_names"])
         self.variant = variant
         self.input_names = variant_feature_names(variant, self.feature_names) if variant else None
+        if self.input_names is not None and not translucency:
+            self.input_names = [n for n in self.input_names if not n.startswith("transmit_")]
         if asset is None:  # the set's own asset (sets made before references were recorded: the default)
             ref = self.manifest.get("asset", {}).get("ref") if isinstance(self.manifest.get("asset"), dict) else None
             asset = HandAsset.load(asset_path(ref) if ref else default_asset_path())

@@ -478,6 +478,13 @@ def test_translucent_teacher_trains_resumes_and_makes_a_transmit_student_set(tmp
                             val_fraction=0.0, translucency=(0.002, 0.006), progress=False)
     man = json.loads((out / "manifest.json").read_text())
     assert summ["samples"] == 1 and sum(n.startswith("transmit_") for n in man["feature_names"]) == 6
+    # a student of the set may leave the cue out (train-student --no-translucency: the fast size)
+    from relit_hands.student_data import StudentDataset
+
+    with_cue = StudentDataset(out, split="train", variant="vis").input_names
+    without = StudentDataset(out, split="train", variant="vis", translucency=False).input_names
+    assert sum(n.startswith("transmit_") for n in with_cue) == 6
+    assert without == [n for n in with_cue if not n.startswith("transmit_")] and len(without) == 19
 
 
 def test_a_v2_capture_trains_a_v2_teacher_on_denoised_targets_and_a_v2_student_set(tmp_path):

@@ -70,6 +70,10 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--specular-channel", action=argparse.BooleanOptionalAction, default=False,
                    help="add one grey output channel, not tinted by the albedo prior (student.py; "
                         "measured in the README, not yet used for the shipped students)")
+    p.add_argument("--translucency", action=argparse.BooleanOptionalAction, default=True,
+                   help="use the set's transmit_* channels when it has them (make-student-set --translucency); "
+                        "--no-translucency trains a student that skips the second ray cast at run time "
+                        "(the fast size)")
     p.add_argument("--val-every", type=int_range(1, 10_000_000), default=1000)
     p.add_argument("--ckpt-every", type=int_range(1, 10_000_000), default=2000)
     p.add_argument("--log-every", type=int_range(1, 10_000_000), default=20)
@@ -251,7 +255,7 @@ def evaluate(model, ds, device, tau, batch=8, max_items=None):
 def train(args, command: str | None = None) -> dict:
     import torch
 
-    from ..student import StudentNet, default_student_path, load_student, save_student, variant_feature_names
+    from ..student import StudentNet, default_student_path, load_student, save_student
     from ..student_data import StudentDataset, read_manifest
 
     world, rank, local = _dist()
@@ -272,8 +276,9 @@ def train(args, command: str | None = None) -> dict:
     folder = OutputFolder(out, "train-student", overwrite=getattr(args, "overwrite", False), inputs=[args.data],
                           recognise=lambda p: (p / "train_log.csv").is_file() or (p / "checkpoints" / "latest.json").is_file())
     man = read_manifest(args.data)
-    train_ds = StudentDataset(args.data, "train", variant=args.variant)
-    val_ds = StudentDataset(args.data, "val", variant=args.variant, asset=train_ds.asset)
+    train_ds = StudentDataset(args.data, "train", variant=args.variant, translucency=args.translucency)
+    val_ds = StudentDataset(args.data, "val", variant=args.variant, asset=train_ds.asset,
+                            translucency=args.translucency)
     if len(train_ds) == 0:
         raise ValueError(f"{args.data}: no training samples (split 'train')")
     if main_rank:
@@ -281,7 +286,7 @@ def train(args, command: str | None = None) -> dict:
         (out / "val").mkdir(parents=True, exist_ok=True)
         ck.mkdir(parents=True, exist_ok=True)
     R = train_ds.resolution
-    names = variant_feature_names(args.variant, train_ds.feature_names)
+    names = list(train_ds.input_names)
 
     start_step, rows, state = 0, [], None
     latest = ck / "latest.json"
