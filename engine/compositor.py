@@ -114,20 +114,21 @@ import time
 
 import numpy as np
 
-from . import environment_gl as _environment_gl
+from . import environment as _environment
 from . import gl_context as _gl_context
 from .camera import Camera
 from .environment_gl import EnvironmentGL
 from .gl_context import _check_image, _gl_current, _mat_bytes, create_headless_context, load_shader
 from .gl_state import GLStateGuard, made_current
 from .hand_drawable import HandDrawable
+from .stages import COMPOSITE_STAGES, in_stage_order
 
 __all__ = ["Compositor", "HandDrawable", "create_headless_context", "load_shader"]
 
 # Re-exported for callers of this module, unused here (same objects; assigned, not imported, so pyflakes
 # does not take them for unused imports).
 preload_triton = _gl_context.preload_triton
-_equirect_dirs, _sh_basis = _environment_gl._equirect_dirs, _environment_gl._sh_basis
+_equirect_dirs = _environment.equirect_directions_and_solid_angles  # (directions [H*W,3], solid angles [H*W])
 
 SHADINGS = {"pbr": 0, "uv_texture": 1, "normal": 2, "albedo": 3, "uv": 4}
 TONEMAPS = {"none": 0, "aces": 1, "filmic": 2}
@@ -535,6 +536,7 @@ class Compositor:
         t4 = time.perf_counter()
         timings["readback"] = (t4 - t3) * 1e3
         timings["total"] = (t4 - t0) * 1e3
+        timings = in_stage_order(timings, COMPOSITE_STAGES)
         out["timings_ms"] = timings
         self.last_timings = timings
         return out

@@ -28,6 +28,7 @@ from .features import lighting_features
 from .hand_model import HandAsset, HandModel, asset_reference, default_asset_path, vertex_normals
 from .image_io import read_png
 from .scene import Scene
+from .stages import PBR_STAGES, STUDENT_STAGES, in_stage_order
 from .translucency import mean_free_paths_of, proxy_transmittance
 from .uv_maps import UVRasterizer
 
@@ -300,7 +301,7 @@ class Engine:
         t["composite"] = (t3 - t2) * 1e3
         t["total"] = (t3 - t0) * 1e3
         return Frame(image=out["rgb"], mask=out["mask"], hand_id=out["hand_id"], camera=camera, sides=sides,
-                     timings_ms=t, linear=out.get("linear"))
+                     timings_ms=in_stage_order(t, PBR_STAGES), linear=out.get("linear"))
 
     # ---------------------------------------------------------------------------------
     # Shared by the PBR / UV-texture path and the student path
@@ -456,8 +457,9 @@ class Engine:
         t["composite"] = sum(per_view)
         t["composite_per_view"] = per_view
         t["total"] = (t6 - t_start) * 1e3
-        return StudentFrame(frames=frames, textures=textures, timings_ms=t, backend=be.name, variant=be.variant,
-                            view_origin=origin, energy=vf["energy"].numpy(), resolution=R)
+        return StudentFrame(frames=frames, textures=textures, timings_ms=in_stage_order(t, STUDENT_STAGES),
+                            backend=be.name, variant=be.variant, view_origin=origin, energy=vf["energy"].numpy(),
+                            resolution=R)
 
     def release(self):
         self.compositor.release()

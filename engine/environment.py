@@ -38,6 +38,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .color import luminance
 from .image_io import HDR_EXTENSIONS, ImageReadError, read_hdr_image
 
 __all__ = [
@@ -48,15 +49,15 @@ __all__ = [
     "fibonacci_sphere",
     "equirect_directions",
     "equirect_solid_angles",
+    "equirect_directions_and_solid_angles",
     "rotation_yaw_pitch",
     "SH_BASIS_DOC",
     "sh_basis",
-    "REC709_LUMA",
+    "SH_COSINE_BAND",
     "MIN_LIGHTS",
     "MAX_LIGHTS",
 ]
 
-REC709_LUMA = np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)
 MIN_LIGHTS = 32
 MAX_LIGHTS = 1024
 MAX_RADIANCE = 1e9  # largest pixel radiance accepted from a file or array (finite but huge maps are refused)
@@ -68,12 +69,6 @@ _SHIPPED_FOLDER = "environments"
 
 class EnvironmentMapError(ValueError):
     """An environment map's pixels are invalid (wrong shape, not 2:1, NaN/inf/negative+strict)."""
-
-
-def luminance(rgb) -> np.ndarray:
-    """Rec.709 luminance ``0.2126 R + 0.7152 G + 0.0722 B`` of ``rgb [..., 3]`` -> ``[...]``."""
-    rgb = np.asarray(rgb)
-    return rgb @ REC709_LUMA.astype(np.result_type(rgb.dtype, np.float32))
 
 
 # ------------------------------------------------------------------------------ geometry helpers
@@ -102,7 +97,7 @@ def _dir_to_uv(d: np.ndarray) -> np.ndarray:
 
 _DIR_CACHE: dict[tuple[int, int], np.ndarray] = {}
 _LABEL_CACHE: dict[tuple[int, int, int], np.ndarray] = {}
-_FIB_CACHE: dict[int, np.ndarray] = {}
+_FIB_CACHE: dict[tuple[int, float], np.ndarray] = {}
 _CACHE_MAX = 16
 
 
@@ -134,23 +129,35 @@ def equirect_solid_angles(height: int, width: int) -> np.ndarray:
     return (2.0 * np.pi / width) * (np.sin(edges[:-1]) - np.sin(edges[1:]))
 
 
-def fibonacci_sphere(n: int) -> np.ndarray:
-    """``n`` nearly uniformly spread unit vectors ``[n, 3]`` float64 (golden-angle spiral in y).
+def equirect_directions_and_solid_angles(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every pixel of an ``height`` x ``width`` equirect map, row-major: map-frame unit directions
+    of the pixel centres ``[H * W, 3]`` float64 (read-only, :func:`equirect_directions`) and each
+    pixel's solid angle (sr) ``[H * W]`` float64 (:func:`equirect_solid_angles`; sums to 4 pi)."""
+    d = equirect_directions(height, width).reshape(-1, 3)
+    return d, np.repeat(equirect_solid_angles(height, width), int(width))
 
-    Deterministic. Point ``i`` has ``y = 1 - (2 i + 1) / n``; its Voronoi cells are nearly equal
-    in area (4 pi / n each).
+
+def fibonacci_sphere(n: int, phase: float = 0.0) -> np.ndarray:
+    """``n`` nearly uniformly spread unit vectors ``[n, 3]`` float64 (golden-angle spiral in y;
+    cached, read-only).
+
+    Deterministic. Point ``i`` has ``y = 1 - (2 i + 1) / n`` and azimuth ``golden_angle * (i +
+    phase)`` about +Y (``x = r cos, z = r sin``; golden angle ``pi (3 - sqrt 5)``); its Voronoi
+    cells are nearly equal in area (4 pi / n each). ``phase`` turns the whole set about +Y (the
+    light stage's rig uses 0.5).
     """
     n = int(n)
-    p = _FIB_CACHE.get(n)
+    key = (n, float(phase))
+    p = _FIB_CACHE.get(key)
     if p is None:
         i = np.arange(n, dtype=np.float64)
         y = 1.0 - (2.0 * i + 1.0) / n
         r = np.sqrt(np.maximum(0.0, 1.0 - y * y))
         golden = np.pi * (3.0 - np.sqrt(5.0))
-        theta = golden * i
+        theta = golden * (i + key[1])
         p = np.stack([r * np.cos(theta), y, r * np.sin(theta)], axis=-1)
         p.flags.writeable = False
-        _FIB_CACHE[n] = p
+        _FIB_CACHE[key] = p
     return p
 
 
@@ -220,8 +227,9 @@ def sh_basis(d) -> np.ndarray:
     )
 
 
-# Ramamoorthi & Hanrahan 2001: clamped-cosine convolution constants per band.
-_SH_COSINE_BAND = np.array([np.pi] + [2.0 * np.pi / 3.0] * 3 + [np.pi / 4.0] * 5)
+#: Ramamoorthi & Hanrahan 2001: clamped-cosine convolution constants per SH function ``[9]``
+#: (band 0: pi, band 1: 2 pi / 3, band 2: pi / 4): irradiance = ``sh_basis(n) @ (L * SH_COSINE_BAND)``.
+SH_COSINE_BAND = np.array([np.pi] + [2.0 * np.pi / 3.0] * 3 + [np.pi / 4.0] * 5)
 
 
 class DominantLights(NamedTuple):
@@ -547,7 +555,7 @@ class EnvironmentMap:
                 [np.bincount(labels, weights=rad[:, c] * omega, minlength=n) for c in range(3)],
                 axis=-1,
             )
-            wlum = (rad @ REC709_LUMA.astype(np.float64)) * omega
+            wlum = luminance(rad) * omega
             dmap = equirect_directions(h, w).reshape(-1, 3)
             cen = np.stack(
                 [np.bincount(labels, weights=wlum * dmap[:, c], minlength=n) for c in range(3)],
@@ -604,4 +612,4 @@ class EnvironmentMap:
         c = self.sh_coefficients() if coeffs is None else np.asarray(coeffs, dtype=np.float64)
         nrm = np.asarray(normals, dtype=np.float64)
         nrm = nrm / np.maximum(np.linalg.norm(nrm, axis=-1, keepdims=True), 1e-300)
-        return (sh_basis(nrm) @ (c * _SH_COSINE_BAND[:, None])).astype(np.float32)
+        return (sh_basis(nrm) @ (c * SH_COSINE_BAND[:, None])).astype(np.float32)

@@ -10,25 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-_SH_BAND = np.array([np.pi] + [2.0 * np.pi / 3.0] * 3 + [np.pi / 4.0] * 5)
-
-
-def _sh_basis(d: np.ndarray) -> np.ndarray:
-    x, y, z = d[..., 0], d[..., 1], d[..., 2]
-    return np.stack([np.full_like(x, 0.282095), 0.488603 * y, 0.488603 * z, 0.488603 * x,
-                     1.092548 * x * y, 1.092548 * y * z, 0.315392 * (3.0 * z * z - 1.0),
-                     1.092548 * x * z, 0.546274 * (x * x - y * y)], axis=-1)
-
-
-def _equirect_dirs(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
-    u = (np.arange(w) + 0.5) / w
-    v = (np.arange(h) + 0.5) / h
-    phi = 2.0 * np.pi * (u[None, :] - 0.5)
-    el = np.pi * (0.5 - v[:, None])
-    d = np.stack(np.broadcast_arrays(np.sin(phi) * np.cos(el), np.sin(el), -np.cos(phi) * np.cos(el)), -1)
-    edges = np.pi * (0.5 - np.arange(h + 1) / h)
-    omega_row = (2.0 * np.pi / w) * (np.sin(edges[:-1]) - np.sin(edges[1:]))
-    return d.reshape(-1, 3), np.repeat(omega_row, w)
+from .environment import SH_COSINE_BAND, equirect_directions_and_solid_angles, fibonacci_sphere, sh_basis
 
 
 class _EnvState:
@@ -80,10 +62,10 @@ class EnvironmentGL:
                                         (res[0], res[1], res[2], res[3]))
         st.light_dirs, st.light_rgb = dirs_k, rgb_k
         if self.residual_sh == "map" and hasattr(env, "sh_coefficients"):
-            sh = self.map_sh(env) - _sh_basis(dirs_k).T @ rgb_k
+            sh = self.map_sh(env) - sh_basis(dirs_k).T @ rgb_k
         else:
-            sh = _sh_basis(dirs_r).T @ rgb_r
-        st.sh_irr = sh * _SH_BAND[:, None]
+            sh = sh_basis(dirs_r).T @ rgb_r
+        st.sh_irr = sh * SH_COSINE_BAND[:, None]
         st.prefilter = self.prefilter(dirs_r, rgb_r)
         self.upload(env, st)
         self.state = st
@@ -91,7 +73,7 @@ class EnvironmentGL:
 
     def map_sh(self, env) -> np.ndarray:
         """env.sh_coefficients(), computed once per image and then rotated / rescaled (an exact
-        order-2 SH rotation, solved on 64 directions) when only rotation or exposure change."""
+        order-2 SH rotation, solved on 64 Fibonacci directions) when only rotation or exposure change."""
         img = getattr(env, "image", None)
         rot = np.asarray(getattr(env, "rotation", np.eye(3)), dtype=np.float64)
         scale = float(getattr(env, "scale", 1.0))
@@ -103,17 +85,14 @@ class EnvironmentGL:
             return c
         _, rot0, c0, s0 = ref
         Q = rot @ rot0.T  # world_from_ref-world
-        i = np.arange(64) + 0.5
-        z = 1.0 - 2.0 * i / 64
-        ph = np.pi * (1.0 + 5.0 ** 0.5) * i
-        X = np.stack([np.sqrt(1 - z * z) * np.cos(ph), np.sqrt(1 - z * z) * np.sin(ph), z], 1)
-        Y = _sh_basis(X)
-        c = np.linalg.lstsq(Y, _sh_basis(X @ Q) @ c0, rcond=None)[0]
+        X = fibonacci_sphere(64)
+        Y = sh_basis(X)
+        c = np.linalg.lstsq(Y, sh_basis(X @ Q) @ c0, rcond=None)[0]
         return c * (scale / s0)
 
     def prefilter(self, dirs, rgb) -> np.ndarray:
         W, H = self.prefilter_size
-        d, omega = _equirect_dirs(H, W)
+        d, omega = equirect_directions_and_solid_angles(H, W)
         levels = []
         for r in self.prefilter_roughness:
             a2 = (r * r) ** 2

@@ -12,7 +12,7 @@ Inputs (torch or numpy; computed in float32 torch on the device of ``vertices``)
        differ from it by <= ~6 deg, below the angular width of the widest-used lobe
        (alpha >= 0.2 -> highlight width ~ 20 deg), and both eyes then see one texture.
 
-Definitions (per hand h, vertex v, light l; lum(E) = 0.2126 R + 0.7152 G + 0.0722 B):
+Definitions (per hand h, vertex v, light l; lum(E) = 0.2126 R + 0.7152 G + 0.0722 B, :mod:`.color`):
   cos_l   = max(0, n . w_l)
   o       = (c - x) / |c - x|                       view direction (vertex -> camera)
   nv      = clamp(n . o, 0, 1)   (back-facing vertices keep a continuous value: nv = 0)
@@ -32,7 +32,7 @@ the student's prediction is multiplied back by ``energy`` per channel. This is e
 linear per-channel light transport. ``normalize='luminance'`` divides all channels by the
 scalar L = sum_l lum(E_l) instead (keeps the environment's colour in the features) and
 then returns ``energy = (L, L, L)``, so "multiply back by ``energy``" holds in both modes.
-Channels (C = 19 by default, names returned in order):
+Channels (C = 19 by default, names returned in order; :func:`feature_names` lists them):
   diffuse_vis_{r,g,b}    sum_l E_l V_l cos_l / energy
   diffuse_novis_{r,g,b}  sum_l E_l cos_l / energy
   spec_a{a}_{r,g,b}      sum_l E_l V_l s_al / energy      for each a in ``roughness``
@@ -58,11 +58,12 @@ from typing import List, Sequence, Tuple
 import numpy as np
 import torch
 
+from .color import REC709_LUMA as LUMA  # noqa: F401  (re-exported: Rec.709 luminance weights)
+from .color import luminance
 from .hand_model import vertex_normals  # noqa: F401  (re-exported: features are computed on skinned proxies)
 
-__all__ = ["lighting_features", "ggx_distribution", "smith_visibility", "vertex_normals", "luminance", "LUMA"]
-
-LUMA = (0.2126, 0.7152, 0.0722)  # Rec.709 luminance weights
+__all__ = ["lighting_features", "feature_names", "ggx_distribution", "smith_visibility", "vertex_normals",
+           "luminance", "LUMA"]
 
 
 def _t(x, dtype=torch.float32, device=None) -> torch.Tensor:
@@ -71,9 +72,25 @@ def _t(x, dtype=torch.float32, device=None) -> torch.Tensor:
     return torch.as_tensor(np.asarray(x), dtype=dtype, device=device)
 
 
-def luminance(rgb: torch.Tensor) -> torch.Tensor:
-    w = torch.tensor(LUMA, dtype=rgb.dtype, device=rgb.device)
-    return rgb @ w
+def feature_names(roughness: Sequence[float] = (0.2, 0.4, 0.7), *, include_normal: bool = True,
+                  include_view: bool = False, mean_free_paths: Sequence[float] = ()) -> List[str]:
+    """The channel names of :func:`lighting_features` with the same arguments, in channel order:
+    diffuse_vis_{r,g,b}, diffuse_novis_{r,g,b}, spec_a{a:.2f}_{r,g,b} per roughness, ao,
+    transmit_{mm:g}mm_{r,g,b} per mean free path (when given), normal_{x,y,z}, view_{x,y,z}."""
+    names = ["diffuse_vis_r", "diffuse_vis_g", "diffuse_vis_b",
+             "diffuse_novis_r", "diffuse_novis_g", "diffuse_novis_b"]
+    for a in roughness:
+        tag = f"spec_a{float(a):.2f}"
+        names += [f"{tag}_r", f"{tag}_g", f"{tag}_b"]
+    names.append("ao")
+    for mfp in mean_free_paths:
+        tag = f"transmit_{float(mfp) * 1e3:g}mm"
+        names += [f"{tag}_r", f"{tag}_g", f"{tag}_b"]
+    if include_normal:
+        names += ["normal_x", "normal_y", "normal_z"]
+    if include_view:
+        names += ["view_x", "view_y", "view_z"]
+    return names
 
 
 def ggx_distribution(nh2: torch.Tensor, a2) -> torch.Tensor:
@@ -102,6 +119,7 @@ def lighting_features(vertices, normals, visibility, light_dirs, light_rgb, view
     Returns ``(features [H,V,C] float32, energy [3] float32, channel_names)``.
     Accepts ``[V,3]`` / ``[V,N]`` single-hand inputs too (then ``features`` is ``[1,V,C]``).
     """
+    roughness = tuple(roughness)
     x = _t(vertices)
     dev = x.device
     n = torch.nn.functional.normalize(_t(normals, device=dev), dim=-1)
@@ -130,8 +148,6 @@ def lighting_features(vertices, normals, visibility, light_dirs, light_rgb, view
     cv = cos * vis
     feats = [torch.einsum("hvn,nc->hvc", cv, En),                          # diffuse_vis
              torch.einsum("hvn,nc->hvc", cos, En)]                         # diffuse_novis
-    names = ["diffuse_vis_r", "diffuse_vis_g", "diffuse_vis_b",
-             "diffuse_novis_r", "diffuse_novis_g", "diffuse_novis_b"]
 
     o = torch.nn.functional.normalize(c - x, dim=-1)                       # [H,V,3]
     nv = (n * o).sum(-1, keepdim=True).clamp(0.0, 1.0)                     # [H,V,1]
@@ -143,15 +159,12 @@ def lighting_features(vertices, normals, visibility, light_dirs, light_rgb, view
         a2 = float(a) ** 2
         s = ggx_distribution(nh2, a2) * smith_visibility(cos, nv, a2) * cv  # cos & V folded in
         feats.append(torch.einsum("hvn,nc->hvc", s, En))
-        tag = f"spec_a{float(a):.2f}"
-        names += [f"{tag}_r", f"{tag}_g", f"{tag}_b"]
 
     num = torch.einsum("hvn,n->hv", cv, lumE)
     den = torch.einsum("hvn,n->hv", cos, lumE)
     ao = torch.where(den > 1e-30 + 1e-12 * float(lumE.abs().sum()), num / den.clamp_min(1e-30),
                      torch.ones_like(den))
     feats.append(ao[..., None])
-    names.append("ao")
     if transmittance is not None:
         T = _t(transmittance, device=dev)
         T = T[None] if T.dim() == 3 else T
@@ -159,16 +172,14 @@ def lighting_features(vertices, normals, visibility, light_dirs, light_rgb, view
             raise ValueError(f"transmittance: expected [H, V, N, M] = {list(nl.shape)} + [{len(mean_free_paths)}] "
                              f"(one per mean free path), got {list(T.shape)}")
         back = (-nl).clamp_min(0.0)                                        # [H,V,N]
-        for m, mfp in enumerate(mean_free_paths):
+        for m in range(len(mean_free_paths)):
             feats.append(torch.einsum("hvn,nc->hvc", T[..., m] * back, En))
-            tag = f"transmit_{float(mfp) * 1e3:g}mm"
-            names += [f"{tag}_r", f"{tag}_g", f"{tag}_b"]
     if include_normal:
         feats.append(n)
-        names += ["normal_x", "normal_y", "normal_z"]
     if include_view:
         feats.append(o)
-        names += ["view_x", "view_y", "view_z"]
     out = torch.cat(feats, -1).to(torch.float32).contiguous()
     energy_out = (energy if normalize == "rgb" else norm).to(torch.float32)
+    names = feature_names(roughness, include_normal=include_normal, include_view=include_view,
+                          mean_free_paths=mean_free_paths if transmittance is not None else ())
     return out, energy_out, names

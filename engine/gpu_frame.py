@@ -37,9 +37,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["GpuFrameRenderer", "available"]
+from .color import to_uint8, tone_map
+from .stages import GPU_STUDENT_STAGES
 
-STAGES = ("skinning", "lights", "raycast", "features", "uv_gather", "student", "textures", "composite")
+__all__ = ["GpuFrameRenderer", "available"]
 
 
 def available() -> "bool | str":
@@ -75,7 +76,7 @@ class GpuFrameRenderer:
         self.raycast_backend = self.raycaster.name
         self.glctx = dr.RasterizeCudaContext(device=self.device)
         self.antialias = bool(antialias)
-        self.exposure = float(2.0 ** exposure_ev)
+        self.exposure_ev = float(exposure_ev)
         self._uv = {}
         self._env_tex = {}
         self.last_image = None
@@ -93,7 +94,7 @@ class GpuFrameRenderer:
     def stage_names(shading: str = "student"):
         if shading != "student":
             raise ValueError("the GPU fast path renders the student only (the PBR baseline is the GL compositor)")
-        return STAGES
+        return GPU_STUDENT_STAGES
 
     def cameras_for(self, scenes, size, stereo: bool) -> list:
         """A fixed camera framing the first and middle frames of ``scenes`` (stereo: the eye pair)."""
@@ -138,7 +139,7 @@ class GpuFrameRenderer:
 
         self.stage_names(shading)
         dev = self.device
-        ev = [torch.cuda.Event(enable_timing=True) for _ in range(len(STAGES) + 1)]
+        ev = [torch.cuda.Event(enable_timing=True) for _ in range(len(GPU_STUDENT_STAGES) + 1)]
         ev[0].record()
         sides = [h.side for h in scene.hands]
         posed = {h.side: self.models[h.side](h.pose, h.global_orient, h.transl, meshes=("render", "proxy"))
@@ -177,7 +178,7 @@ class GpuFrameRenderer:
         self.last_image = self._composite(posed, scene, atlas, env, cameras)
         ev[8].record()
         torch.cuda.synchronize(dev)
-        return {s: ev[i].elapsed_time(ev[i + 1]) for i, s in enumerate(STAGES)}
+        return {s: ev[i].elapsed_time(ev[i + 1]) for i, s in enumerate(GPU_STUDENT_STAGES)}
 
     def _composite(self, posed, scene, atlas, env, cameras) -> torch.Tensor:
         dr, dev = self.dr, self.device
@@ -237,7 +238,5 @@ class GpuFrameRenderer:
         img = torch.where(cover, col, bg)
         if self.antialias:
             img = dr.antialias(img.contiguous(), rast, clip, tri)
-        x = img.clamp_min(0) * self.exposure
-        x = ((x * (2.51 * x + 0.03)) / (x * (2.43 * x + 0.59) + 0.14)).clamp(0, 1)      # ACES (Narkowicz)
-        x = torch.where(x > 0.0031308, 1.055 * x.pow(1 / 2.4) - 0.055, 12.92 * x)       # sRGB OETF
-        return (x * 255.0 + 0.5).to(torch.uint8).flip(1)                                # row 0 = top
+        # exposure, ACES (Narkowicz), sRGB OETF, 8 bits: as the GL tone-mapping pass; row 0 = top
+        return to_uint8(tone_map(img, self.exposure_ev, "aces")).flip(1)

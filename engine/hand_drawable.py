@@ -175,7 +175,10 @@ class HandDrawable:
         if P.shape != (self.num_positions, 3):
             raise ValueError(f"vertices must be [{self.num_positions}, 3], got {P.shape}")
         Pt = np.ascontiguousarray(P.T)  # [3, V]: column-wise arithmetic, ~2x faster than on [V, 3] rows
-        if normals is None:  # area-weighted: (p1 - p0) x (p2 - p0), summed at the face's vertices
+        # area-weighted: (p1 - p0) x (p2 - p0), summed at the face's vertices -- hand_model.vertex_normals's
+        # definition, evaluated as one sparse product per frame (float64 sums; faster than the torch pass,
+        # and no torch in the GL layer)
+        if normals is None:
             f0, f1, f2 = self._faces_t
             a = Pt[:, f0]
             e1, e2 = Pt[:, f1] - a, Pt[:, f2] - a

@@ -486,7 +486,10 @@ def vertex_normals(vertices: torch.Tensor, faces) -> torch.Tensor:
     """Area-weighted unit vertex normals: vertices [B, V, 3] (or [V, 3]), faces [F, 3] -> same shape.
 
     Each face adds its unnormalized normal (cross product = 2 x area x unit normal) to its three
-    vertices; CCW faces give outward normals.  Differentiable.
+    vertices; CCW faces give outward normals.  Differentiable.  The one definition of vertex normals
+    (the GL drawable evaluates the same sum as a sparse product).  A tensor keeps its dtype and
+    device (numpy float64 callers pass ``torch.from_numpy(v)`` and get float64); other inputs are
+    converted to float32.
     """
     vertices = torch.as_tensor(vertices, dtype=torch.float32) if not torch.is_tensor(vertices) else vertices
     squeeze = vertices.dim() == 2

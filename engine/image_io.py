@@ -33,6 +33,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .color import linear_to_srgb, srgb_to_linear  # the sRGB transfer functions live in color.py
+
 try:  # official ASWF bindings, PyPI "openexr"
     import OpenEXR as _OpenEXR  # type: ignore
 except Exception:  # pragma: no cover - depends on the environment
@@ -348,18 +350,6 @@ def read_png(path) -> np.ndarray:
     if img.shape[2] == 4:
         return np.ascontiguousarray(img[..., [2, 1, 0, 3]])
     raise ImageReadError(f"{path}: unexpected channel count {img.shape[2]}")
-
-
-def srgb_to_linear(c) -> np.ndarray:
-    """sRGB-encoded values in [0, 1] -> linear (IEC 61966-2-1), float64."""
-    c = np.asarray(c, dtype=np.float64)
-    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
-
-
-def linear_to_srgb(c) -> np.ndarray:
-    """Linear values -> sRGB-encoded in [0, 1] (clipped first)."""
-    c = np.clip(c, 0.0, 1.0)
-    return np.where(c <= 0.0031308, c * 12.92, 1.055 * c ** (1 / 2.4) - 0.055)
 
 
 def read_albedo_linear(path) -> np.ndarray:

@@ -75,6 +75,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from .features import feature_names
+
 __all__ = [
     "StudentNet", "StudentLoadError", "VARIANTS", "FEATURE_NAMES", "variant_feature_names",
     "variant_feature_source", "select_channels", "environment_code", "CODE_IN", "save_student",
@@ -85,15 +87,9 @@ FORMAT_VERSION = 1
 META_KEY = "relit_hands_student"
 VARIANTS = ("vis", "novis", "bottleneck")
 
-#: Channels of :func:`relit_hands.features.lighting_features` with its defaults (C = 19).
-FEATURE_NAMES = (
-    "diffuse_vis_r", "diffuse_vis_g", "diffuse_vis_b",
-    "diffuse_novis_r", "diffuse_novis_g", "diffuse_novis_b",
-    "spec_a0.20_r", "spec_a0.20_g", "spec_a0.20_b",
-    "spec_a0.40_r", "spec_a0.40_g", "spec_a0.40_b",
-    "spec_a0.70_r", "spec_a0.70_g", "spec_a0.70_b",
-    "ao", "normal_x", "normal_y", "normal_z",
-)
+#: Channels of :func:`relit_hands.features.lighting_features` with its defaults (C = 19):
+#: diffuse_vis rgb, diffuse_novis rgb, spec_a{0.20,0.40,0.70} rgb, ao, normal xyz.
+FEATURE_NAMES = tuple(feature_names())
 #: Length of :func:`environment_code`: 27 normalised SH values + 3 view-direction values.
 CODE_IN = 30
 

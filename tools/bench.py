@@ -44,12 +44,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..stages import PBR_STAGES, STUDENT_STAGES
 from ..validation import ArgumentError, OutputSet, finite_float, int_range
 from .cli import parse_size
 
-STUDENT_STAGES = ("skinning", "lights", "raycast", "features", "uv_gather", "student", "textures", "upload",
-                  "composite")
-PBR_STAGES = ("skinning", "normals_upload", "composite")
 COMPARE = (("pbr", "pbr", None), ("student", "student", "vis"), ("student_novis", "student", "novis"),
            ("student_bottleneck", "student", "bottleneck"))
 IPD_M = 0.064

@@ -27,9 +27,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from scipy import ndimage, sparse
 
-from relit_hands.image_io import linear_to_srgb, srgb_to_linear
+from relit_hands.color import linear_to_srgb, srgb_to_linear
+from relit_hands.hand_model import vertex_normals
 
 from .hand_shape import FINGER_CHAINS, PARENTS, TIP_ORDER, HandSDF, build_skeleton
 from .semantic_atlas import atlas_report, finger_of_faces, semantic_atlas, semantic_face_labels
@@ -262,14 +264,6 @@ def vertex_regions(verts, normals, skeleton, sdf: HandSDF):
         nail = (along > 0.27 * L) & (along < 0.99 * L) & (np.abs(lat) < 0.66 * r) & (up > 0.45 * r)
         region[nail] = 4
     return region
-
-
-def vertex_normals(verts, faces):
-    fn = np.cross(verts[faces[:, 1]] - verts[faces[:, 0]], verts[faces[:, 2]] - verts[faces[:, 0]])
-    n = np.zeros_like(verts)
-    for k in range(3):
-        np.add.at(n, faces[:, k], fn)
-    return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
 
 
 def nearest_vertex(verts, point):
@@ -578,7 +572,7 @@ def build(params: AssetParams, out_dir: Path) -> dict:
     proxy_w = skinning_weights(proxy_v, proxy_f, skeleton, forearm=sdf.forearm)
     render_w = np.einsum("nk,nkj->nj", r_bary, proxy_w[proxy_f[r_face]])
     render_w /= render_w.sum(1, keepdims=True)
-    render_n = vertex_normals(render_v, render_f)
+    render_n = vertex_normals(torch.from_numpy(render_v), render_f).numpy()  # area-weighted, float64
     region = vertex_regions(render_v, render_n, skeleton, sdf)
     tips = [nearest_vertex(render_v, skeleton.tip(f) + (skeleton.tip(f) - skeleton.joints[skeleton.chain(f)[2]]) /
                            np.linalg.norm(skeleton.tip(f) - skeleton.joints[skeleton.chain(f)[2]]) * 0.01 * params.scale)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from relit_hands.image_io import linear_to_srgb
+from relit_hands.color import ACES_NARKOWICZ, REC709_LUMA, linear_to_srgb
 
 from .eval_renderers import EvaluationError
 
@@ -21,7 +21,6 @@ SSIM_SIGMA = 1.5
 SSIM_PAD = 8           # zero border for SSIM (Gaussian window radius 5)
 LPIPS_NOTE = ("not available: needs torchvision + downloaded AlexNet/VGG weights, neither installable "
               "here (no CPU torchvision build, no weight downloads); no look-alike substitute is used")
-REC709_LUMA = np.array([0.2126, 0.7152, 0.0722], np.float64)
 
 
 # ======================================================================================
@@ -50,7 +49,8 @@ class MetricSettings:
 
 def _aces_xmax(target: float = 0.85) -> float:
     """The (exposed) ACES input that maps to ``target``: FLIP's x_max (same coefficients as FLIP)."""
-    tc = (0.6 * 0.6 * 2.51, 0.6 * 0.03, 0.0, 0.6 * 0.6 * 2.43, 0.6 * 0.59, 0.14)
+    A, B, C, D, E = ACES_NARKOWICZ
+    tc = (0.6 * 0.6 * A, 0.6 * B, 0.0, 0.6 * 0.6 * C, 0.6 * D, E)
     a, b, c = tc[0] - target * tc[3], tc[1] - target * tc[4], tc[2] - target * tc[5]
     return max(0.0, (-b + math.sqrt(b * b - 4 * a * c)) / (2 * a))
 

@@ -24,10 +24,10 @@ SHADOW_FRACTION = 0.05
 
 def dominant_direction(env) -> np.ndarray:
     """Unit world direction [3] of the brightest of 64 equal-area lights of ``env``."""
-    from relit_hands.features import LUMA
+    from relit_hands.color import REC709_LUMA
 
     dirs, rgb = env.directional_lights(64)
-    return np.asarray(dirs[int(np.argmax(np.asarray(rgb) @ np.asarray(LUMA)))], np.float64)
+    return np.asarray(dirs[int(np.argmax(np.asarray(rgb) @ REC709_LUMA))], np.float64)
 
 
 def is_backlit(camera_centre, scene_centre, light_dir, threshold_deg: float = BACKLIT_DEG) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from relit_hands.image_io import linear_to_srgb
+from relit_hands.color import linear_to_srgb, to_uint8
 
 from .contact_sheet import grid, label_tile
 
@@ -40,10 +40,6 @@ def display_values(label: str, x: np.ndarray) -> np.ndarray:
     return np.clip(x, 0, 1)
 
 
-def _srgb(x):
-    return (linear_to_srgb(x) * 255 + 0.5).astype(np.uint8)
-
-
 def feature_sheet(engine, scene, env, camera, *, n_lights=64, resolution=256, tile=256):
     """uint8 sheet: one column per channel group; rows = UV maps of each hand, then the group
     drawn on the hands (uv_texture shading). Returns (sheet, FeatureFrame)."""
@@ -57,7 +53,7 @@ def feature_sheet(engine, scene, env, camera, *, n_lights=64, resolution=256, ti
         for h, side in enumerate(ff.sides):
             disp = display_values(label, maps[h][..., idx])
             textures[side] = disp.astype(np.float32)
-            img = _srgb(disp)
+            img = to_uint8(linear_to_srgb(disp))
             img[outside] = (40, 40, 44)
             rows[h].append(label_tile(_resize(img, tile), f"{side} UV: {label}", size=12))
         frame = engine.render(scene, None, camera, shading="uv_texture", radiance_textures=textures,

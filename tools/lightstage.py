@@ -67,6 +67,7 @@ from pathlib import Path
 
 import numpy as np
 
+from relit_hands.environment import fibonacci_sphere as _fibonacci_sphere
 from relit_hands.image_io import linear_to_srgb
 from relit_hands.validation import int_range
 
@@ -263,11 +264,9 @@ def _register_plugins(mi):
 
 
 def fibonacci_sphere(n: int) -> np.ndarray:
-    i = np.arange(n) + 0.5
-    y = 1.0 - 2.0 * i / n
-    r = np.sqrt(np.maximum(0.0, 1.0 - y * y))
-    phi = np.pi * (3.0 - np.sqrt(5.0)) * i
-    return np.stack([r * np.cos(phi), y, r * np.sin(phi)], 1)
+    """The rig's ``n`` light directions ``[n, 3]`` float64: the engine's Fibonacci sphere with
+    phase 0.5 (point i at azimuth golden_angle * (i + 0.5))."""
+    return np.array(_fibonacci_sphere(n, phase=0.5))
 
 
 def build_rig(n_cameras: int, n_lights: int, width: int, height: int, rig: dict = RIG):

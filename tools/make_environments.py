@@ -30,7 +30,8 @@ from relit_hands.environment import (
     equirect_solid_angles,
     luminance,
 )
-from relit_hands.image_io import linear_to_srgb, write_hdr_image, write_png
+from relit_hands.color import aces_narkowicz, linear_to_srgb
+from relit_hands.image_io import write_hdr_image, write_png
 
 HALF_MAX = 65504.0
 SUPERSAMPLE = 4
@@ -350,8 +351,7 @@ def tonemap_for_preview(img: np.ndarray, ev: float | None = None, key: float = 0
         x = img * (key / max(avg, 1e-6))
     else:
         x = img * (2.0 ** ev)
-    a, b, c, dd, e = 2.51, 0.03, 2.43, 0.59, 0.14
-    return linear_to_srgb((x * (a * x + b)) / (x * (c * x + dd) + e))
+    return linear_to_srgb(aces_narkowicz(x))
 
 
 def write_preview(maps: dict[str, np.ndarray], path: Path, tile_w: int = 512, cols: int = 2,

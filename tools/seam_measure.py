@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from relit_hands.features import LUMA
+from relit_hands.color import REC709_LUMA
 from relit_hands.validation import int_range
 
 
@@ -67,7 +67,7 @@ def screen_band_masks(engine, scene, camera, band: np.ndarray, edge_px: int = 3)
 
 
 def _gradient_energy(image: np.ndarray) -> np.ndarray:
-    lum = np.asarray(image, np.float64) @ np.asarray(LUMA)
+    lum = np.asarray(image, np.float64) @ REC709_LUMA
     gx = np.zeros_like(lum)
     gy = np.zeros_like(lum)
     gx[:, :-1] = lum[:, 1:] - lum[:, :-1]

@@ -30,7 +30,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from relit_hands.image_io import linear_to_srgb
+from relit_hands.color import REC709_LUMA, to_uint8, tone_map
+from relit_hands.stages import COMPOSITE_STAGES
 
 DEBUG_LIGHTS = 64       # environment lights behind the feature / visibility debug views
 DEBUG_RESOLUTION = 256  # their UV map size
@@ -79,19 +80,6 @@ def camera_from_dict(d, scale: float = 1.0):
 
 
 # ------------------------------------------------------------------------------ worker side
-def _tonemap(x, exposure_ev, tonemap):
-    x = np.maximum(x, 0.0) * (2.0 ** exposure_ev)
-    if tonemap == "aces":
-        x = x * (2.51 * x + 0.03) / (x * (2.43 * x + 0.59) + 0.14)
-    elif tonemap == "filmic":
-        A, B, C, D, E, F, W = 0.15, 0.50, 0.10, 0.20, 0.02, 0.30, 11.2
-
-        def h(v):
-            return ((v * (A * v + C * B) + D * E) / (v * (A * v + B) + D * F)) - E / F
-        x = h(2.0 * x) / h(W)
-    return (linear_to_srgb(x) * 255.0 + 0.5).astype(np.uint8)
-
-
 class _Renderer:
     """Lives in the worker process: owns the Engine and caches environments."""
 
@@ -158,7 +146,7 @@ class _Renderer:
         ff = self._features[1]
         eng = self.engine
         if mode == "visibility":
-            k = int(np.argmax(ff.light_rgb @ np.array([0.2126, 0.7152, 0.0722])))
+            k = int(np.argmax(ff.light_rgb @ REC709_LUMA))
             light = torch.as_tensor(ff.light_dirs[k], dtype=torch.float32)
             cols = []
             for i, h in enumerate(scene.hands):
@@ -218,7 +206,7 @@ class _Renderer:
         small_cam.width, small_cam.height = w, h
         rad = benv.lookup(small_cam.pixel_rays())
         rad = cv2.resize(np.ascontiguousarray(rad, np.float32), (cam.width, cam.height), interpolation=cv2.INTER_LINEAR)
-        return _tonemap(rad, exposure_ev, tonemap)
+        return to_uint8(tone_map(rad, exposure_ev, tonemap))  # as the compositor's tone-mapping pass
 
     def _load_student(self):
         """(inference backend of the shipped default student, None) or (None, why not)."""
@@ -269,7 +257,7 @@ class _Renderer:
         t_end = time.perf_counter()
         timings = dict(frames[0].timings_ms)
         comp = self.engine.compositor.last_timings or {}
-        for k in ("env_prepare", "shadows", "draw", "readback"):
+        for k in COMPOSITE_STAGES:
             if k in comp:
                 timings["composite." + k] = comp[k]
         timings["env_load"] = (t_env - t0) * 1e3

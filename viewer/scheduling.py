@@ -7,10 +7,13 @@ import time
 
 import numpy as np
 
+from relit_hands.stages import COMPOSITE_STAGES, PBR_STAGES
+
 from .render_worker import RenderRequest, camera_to_dict
 
-STAGES = ("skinning", "normals_upload", "composite.env_prepare", "composite.shadows", "composite.draw",
-          "composite.readback", "viewer_post", "worker_total")
+# the PBR frame's stages with 'composite' split into its parts, then the worker's own
+STAGES = (*(s for s in PBR_STAGES if s != "composite"), *(f"composite.{k}" for k in COMPOSITE_STAGES),
+          "viewer_post", "worker_total")
 
 
 class RequestScheduler:
