@@ -100,6 +100,16 @@ def test_light_response_matches_the_convolution_head():
     h = net.head(torch.cat([feats[:, None].expand(2, 3, 8, 32, 32).reshape(6, 8, 32, 32), c, s], 1))
     ref = F.softplus(h[:, 0:3]) * torch.sigmoid(h[:, 3:4] + 6 * (vis - 0.5)) * ndl + F.softplus(h[:, 4:7])
     torch.testing.assert_close(net.light_response(feats, cond), ref.reshape(2, 3, 3, 32, 32), rtol=1e-5, atol=1e-6)
+    # on the valid texels only: the same numbers there, 0 elsewhere (every prior and term on)
+    alb, spec = torch.rand(3, 32, 32), torch.rand(2, 32, 32) * 0.5 + 0.05
+    full = TeacherNet(32, latent_channels=4, trunk_channels=8, head_channels=8, albedo_prior=True, albedo=alb,
+                      specular_prior=True, specular=spec, translucency_mfp=0.004)
+    cond10 = torch.randn(2, 3, 10, 32, 32)
+    valid = torch.rand(32, 32) > 0.4
+    with torch.no_grad():
+        dense = full.light_response(feats, cond10)
+        sparse = full.light_response(feats, cond10, valid)
+    torch.testing.assert_close(sparse, dense * valid, rtol=1e-5, atol=1e-6)
 
 
 def test_gradients_flow_through_cpu_projection(geo):

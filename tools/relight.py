@@ -83,7 +83,7 @@ def directional_response(teacher, geo, directions, view_origin, chunk: int = 32,
     dirs = np.asarray(directions, np.float32)
     for sl in _chunks(len(dirs), chunk):
         cond, fall = geo.directional_lights(dirs[sl], view_origin)
-        resp = teacher.light_response(feats, cond) * geo.valid.to(torch.float32)
+        resp = teacher.light_response(feats, cond, geo.valid)
         yield sl, resp
 
 

@@ -94,7 +94,7 @@ def ggx_lobe(l: torch.Tensor, v: torch.Tensor, alpha: torch.Tensor, f0: torch.Te
     nl = l[:, 2:3]
     nv = v[:, 2:3]
     h = l + v
-    h = h / h.norm(dim=1, keepdim=True).clamp_min(1e-8)
+    h = h * torch.rsqrt((h * h).sum(1, keepdim=True).clamp_min(1e-16))   # = h / max(|h|, 1e-8); faster than norm on CPU
     nh = h[:, 2:3].clamp_min(0)
     vh = (v * h).sum(1, keepdim=True).clamp(0, 1)
     a2 = alpha * alpha
@@ -180,7 +180,7 @@ class TeacherNet(nn.Module):
         code = self.pose_mlp(pose)[:, :, None, None].expand(H, -1, R, R)
         return self.trunk(torch.cat([self.latent.expand(H, -1, -1, -1), code], 1))
 
-    def light_response(self, feats: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+    def light_response(self, feats: torch.Tensor, cond: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
         """feats [H, Ct, R, R], cond [H, L, C, R, R] (C = 9, or 10 with the translucency channel)
         -> unit-irradiance response [H, L, 3, R, R]
         (``rho * g * max(0, n.l) + e``: the radiance for irradiance 1).
@@ -188,32 +188,51 @@ class TeacherNet(nn.Module):
         The 1x1-convolution head is evaluated as per-texel matrix products in channels-last
         layout, and its first layer is split: ``W [F; c; s] = W_F F + W_c c + W_s s``, where the
         ``W_F F`` part does not depend on the light and is computed once per hand, not once per
-        light (same numbers as the convolutions, ~3x faster on a CPU)."""
+        light (same numbers as the convolutions, ~3x faster on a CPU). ``valid`` [R, R] bool: the
+        per-texel part runs on those texels only and the response is 0 elsewhere (what every
+        caller multiplies by anyway; ~1.8x less work on asset v2's 55 %-covered atlas)."""
         H, L, C, R, _ = cond.shape
         Ct = feats.shape[1]
         c = cond.reshape(H * L, C, R, R)
-        vis = c[:, 7:8]
-        ndl = c[:, 8:9].clamp_min(0)
-        s = self.shadow(torch.cat([vis, vis * ndl], 1))                                   # [HL, 4, R, R]
+        vis_full = c[:, 7:8]
+        s = self.shadow(torch.cat([vis_full, vis_full * c[:, 8:9].clamp_min(0)], 1))      # [HL, 4, R, R]
+        x = torch.cat([c, s], 1).reshape(H * L, C + s.shape[1], R * R)                     # [HL, C+4, P]
+        fF = feats.reshape(H, Ct, R * R)
+        idx = None
+        if valid is not None:
+            idx = torch.nonzero(valid.reshape(-1).to(x.device), as_tuple=False).squeeze(1)
+            x, fF = x[:, :, idx], fF[:, :, idx]
+        P = x.shape[-1]
         l1, l2, l3 = self.head[0], self.head[2], self.head[4]
         w1 = l1.weight[:, :, 0, 0]
         a = self.head[1].negative_slope
-        f_part = torch.einsum("oc,hcp->hpo", w1[:, :Ct], feats.reshape(H, Ct, R * R)) + l1.bias   # [H, P, Ch]
-        x = torch.cat([c, s], 1).reshape(H, L, C + s.shape[1], R * R).transpose(2, 3)    # [H, L, P, C+4]
-        h = F.leaky_relu(f_part[:, None] + x @ w1[:, Ct:].T, a)
+        f_part = torch.einsum("oc,hcp->hpo", w1[:, :Ct], fF) + l1.bias                     # [H, P, Ch]
+        xt = x.reshape(H, L, C + s.shape[1], P).transpose(2, 3)                            # [H, L, P, C+4]
+        h = F.leaky_relu(f_part[:, None] + xt @ w1[:, Ct:].T, a)
         h = F.leaky_relu(h @ l2.weight[:, :, 0, 0].T + l2.bias, a)
-        h = (h @ l3.weight[:, :, 0, 0].T + l3.bias).transpose(2, 3).reshape(H * L, 7, R, R)
+        h = (h @ l3.weight[:, :, 0, 0].T + l3.bias).transpose(2, 3).reshape(H * L, 7, P)
+        vis, ndl = x[:, 7:8], x[:, 8:9].clamp_min(0)
+
+        def texels(t):  # a per-texel parameter / buffer [1, k, R, R] -> [1, k, P]
+            t = t.reshape(1, t.shape[-3], R * R)
+            return t[:, :, idx] if idx is not None else t
+
         rho = F.softplus(h[:, 0:3])
         if self.albedo is not None:
-            rho = rho * self.albedo
+            rho = rho * texels(self.albedo)
         g = torch.sigmoid(h[:, 3:4] + 6.0 * (vis - 0.5))
         e = F.softplus(h[:, 4:7])
         out = rho * g * ndl + e
         if self.specular is not None:
-            lobe = ggx_lobe(c[:, 0:3], c[:, 4:7], self.specular[:, 0:1], self.specular[:, 1:2])
-            out = out + F.softplus(self.spec_gain) * vis * lobe
+            spec = texels(self.specular)
+            lobe = ggx_lobe(x[:, 0:3], x[:, 4:7], spec[:, 0:1], spec[:, 1:2])
+            out = out + F.softplus(texels(self.spec_gain)) * vis * lobe
         if self.trans_gain is not None:
-            out = out + F.softplus(self.trans_gain) * c[:, 9:10]
+            out = out + F.softplus(texels(self.trans_gain)) * x[:, 9:10]
+        if idx is not None:
+            full = out.new_zeros(H * L, 3, R * R)
+            full[:, :, idx] = out
+            out = full
         return out.reshape(H, L, 3, R, R)
 
     @property
@@ -232,7 +251,7 @@ class TeacherNet(nn.Module):
         """
         if feats is None:
             feats = self.trunk_features(pose)
-        resp = self.light_response(feats, cond)
+        resp = self.light_response(feats, cond, valid)
         I = intensity.to(resp.dtype).reshape(1, -1, 3, 1, 1)
         out = resp * falloff * I
         if valid is not None:
