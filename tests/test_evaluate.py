@@ -375,6 +375,13 @@ def test_noise_reference_ceiling_and_noise_corrected_psnr(tiny_capture, tmp_path
     assert br["psnr_linear_pooled"] < br["psnr_noise_corrected_pooled"] - 1  # the noise hid part of it
     report = (tmp_path / "e" / "report.md").read_text()
     assert "### Reference noise" in report and f"{rn['all']['ceiling_psnr']:.2f}" in report
+    # --noise-views-only: just the images with a second render (c0), each with its noise estimate
+    only = ev.evaluate(a, ["exact"], tmp_path / "o", noise_reference=b, progress=False, grid_rows=1,
+                       cameras=["c0", "c1"], engine_kwargs={"shadow_map_size": 256}, noise_views_only=True)
+    recs = only["results"]["exact"]["per_image"]
+    assert {r["camera"] for r in recs} == {"c0"} and all("ref_noise_mse" in r for r in recs)
+    with pytest.raises(EvaluationError, match="needs --noise-reference"):
+        ev.evaluate(a, ["exact"], tmp_path / "n", progress=False, noise_views_only=True)
     # not a second render of the same capture: refused with the reason
     for gen_b, msg in (({**gen, "noise_seed": 0}, "same sampler seed"), ({**gen, "spp": 16, "noise_seed": 1}, "spp")):
         b.generator = gen_b

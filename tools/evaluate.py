@@ -402,7 +402,7 @@ def _noise_summary(records: dict, peak: float, source) -> dict:
 def evaluate(capture, renderers, out_dir, *, frames=None, cameras=None, max_frames: int | None = None,
              peak: float | None = None, grid_rows: int = 6, command: str | None = None, plugins=(),
              progress: bool = True, engine_kwargs: dict | None = None, noise_reference=None,
-             overwrite: bool = False, allow_partial: bool = False) -> dict:
+             overwrite: bool = False, allow_partial: bool = False, noise_views_only: bool = False) -> dict:
     """Run the evaluation and write ``report.md``, ``metrics.json`` and the PNGs to ``out_dir``.
 
     ``capture``: a capture folder or an already loaded capture (anything with the
@@ -454,6 +454,10 @@ def evaluate(capture, renderers, out_dir, *, frames=None, cameras=None, max_fram
     pairs = [(f, c) for f in sel for c in cam_ids if c in f.images]
     if allow_partial:  # the views rendered so far (e.g. a capture made with lightstage --views-per-frame)
         pairs = [(f, c) for f, c in pairs if Path(f.images[c]).is_file() and Path(f.masks[c]).is_file()]
+    if noise_views_only:  # exactly the images whose second render exists: the ceiling covers every one
+        if not noise_pairs:
+            raise EvaluationError("--noise-views-only needs --noise-reference")
+        pairs = [(f, c) for f, c in pairs if (f.id, c) in noise_pairs]
     present = {(f.id, c) for f, c in pairs}
     if not pairs:
         raise EvaluationError("no reference images for the selected frames and cameras")
@@ -611,6 +615,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--noise-reference", metavar="DIR",
                    help="the same capture rendered again with `relit-hands lightstage --noise-seed K`: adds the "
                         "references' noise ceiling and noise-corrected PSNRs to the report")
+    p.add_argument("--noise-views-only", action="store_true",
+                   help="evaluate only the images the --noise-reference also has (a subset whose noise ceiling "
+                        "covers every image; e.g. a noise stream rendered with --views-per-frame)")
     p.add_argument("--overwrite", action="store_true",
                    help="write into a non-empty --out folder that relit-hands did not write (never an input)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
@@ -620,7 +627,7 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def run_from_args(args, command: str | None = None) -> int:
     data = evaluate(args.capture, _csv_or_list(args.renderer), args.out, frames=_csv_or_list(args.frames),
                     cameras=_csv_or_list(args.cameras), max_frames=args.max_frames, peak=args.peak,
-                    allow_partial=args.allow_partial,
+                    allow_partial=args.allow_partial, noise_views_only=args.noise_views_only,
                     grid_rows=args.grid_rows, command=command, plugins=args.plugin,
                     progress=not args.no_progress, noise_reference=args.noise_reference,
                     overwrite=getattr(args, "overwrite", False))
