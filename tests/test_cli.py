@@ -80,6 +80,7 @@ def test_render_errors_are_one_line(tmp_path):
         (["render", "--scene", "nope"], "unknown scene"),
         (["render", "--pose-right", str(pose)], "45 numbers"),
         (["render", "--scene", "flat", "--hands", "left"], "no left hand"),
+        (["render", "--asset", "no_such_asset"], "no_such_asset"),
     ]
     for args, text in cases:
         r = run(*args, "--out", str(tmp_path / "x.png"), "--size", "64x64")
@@ -105,3 +106,14 @@ def test_list_json_and_info(capsys):
     assert main(["info", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["versions"]["torch"] and info["opengl"].get("renderer"), info["opengl"]
+
+
+def test_render_asset_v2(tmp_path):
+    """--asset picks the hand asset (here v2 with its forearm): a different silhouette from v1."""
+    cov = {}
+    for asset in ("hand", "hand_v2"):
+        out = tmp_path / f"{asset}.png"
+        assert main(["render", "--shading", "pbr", "--asset", asset, "--scene", "flat", "--env", "studio",
+                     "--size", "160x120", "--out", str(out)]) == 0
+        cov[asset] = json.loads(out.with_suffix(".json").read_text())["hand_coverage"]
+    assert cov["hand"] > 0.02 and cov["hand_v2"] > 0.02 and cov["hand_v2"] != cov["hand"]

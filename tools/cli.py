@@ -110,6 +110,21 @@ def _build_scene(args):
     return Scene([hands[s] for s in ("right", "left") if s in hands], name=scene.name)
 
 
+def _render_asset(args):
+    """The hand asset of ``render``: ``--asset`` (a shipped name like hand_v2, an asset folder or its
+    npz), else the one the ``--student`` was trained on (its metadata), else the shipped default."""
+    from ..hand_model import asset_path
+
+    if args.asset:
+        return asset_path(args.asset)
+    if args.student and args.shading == "student":
+        from ..student import read_student_meta
+
+        ref = read_student_meta(args.student).get("asset")
+        return asset_path(ref) if isinstance(ref, str) and ref else None
+    return None
+
+
 def cmd_render(args) -> int:
     from ..engine import Engine
     from ..image_io import write_hdr_image, write_png
@@ -124,7 +139,7 @@ def cmd_render(args) -> int:
     scene = _build_scene(args)
     env = _load_env(args.env, args.yaw, args.pitch, args.env_exposure)
     t0 = time.perf_counter()
-    engine = Engine()
+    engine = Engine(asset=_render_asset(args))
     t_init = (time.perf_counter() - t0) * 1e3
     w, h = args.size
     extra = {}
@@ -434,6 +449,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="student: the neural relighting (default model in models/student); pbr: the "
                         "physically based baseline; albedo / normal / uv: debug views")
     r.add_argument("--student", metavar="FILE", help="student weights (.safetensors); default: the shipped model")
+    r.add_argument("--asset", metavar="NAME_OR_DIR",
+                   help="hand asset: a shipped name (hand, hand_v2), an asset folder or its right_hand.npz; "
+                        "default: the --student's own asset, else the shipped default")
     r.add_argument("--backend", default="auto", help="student inference backend: auto | torch | onnxruntime | tensorrt")
     r.add_argument("--lights", type=int_range(32, 1024), default=64,
                    help="directional lights of the student's features (N, 32..1024)")
