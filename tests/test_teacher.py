@@ -553,3 +553,15 @@ def test_denoised_training_targets_are_closer_to_the_clean_images():
     err_raw = float(((raw - ref) ** 2).mean())
     err_den = float(((den - ref) ** 2).mean())
     assert err_den < 0.5 * err_raw, (err_den, err_raw)
+
+
+def test_shipped_v2_teacher_is_tied_to_asset_v2():
+    """models/teacher/teacher_v2.safetensors (trained on the train_v2 capture, README) loads
+    without pickle, names hand_v2 and carries its translucency channel and specular prior."""
+    from relit_hands.hand_model import asset_path
+    from relit_hands.tools.teacher import default_teacher_path
+
+    teacher, meta = load_teacher(default_teacher_path().parent / "teacher_v2.safetensors")
+    assert teacher.asset_ref == "hand_v2" and teacher.mean_free_path == pytest.approx(0.004)
+    assert teacher.specular is not None and teacher.albedo is not None
+    assert TexelConditioning.for_teacher(None, teacher, 32).asset.source == str(asset_path("hand_v2"))
