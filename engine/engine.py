@@ -25,7 +25,7 @@ from . import raycast
 from .compositor import Compositor
 from .environment import EnvironmentMap
 from .features import lighting_features
-from .hand_model import HandAsset, HandModel, asset_reference, default_asset_path, vertex_normals
+from .hand_model import HandAsset, HandModel, asset_mismatch, default_asset_path, vertex_normals
 from .image_io import read_png
 from .scene import Scene
 from .stages import PBR_STAGES, STUDENT_STAGES, in_stage_order
@@ -346,11 +346,9 @@ class Engine:
         key = (str(Path(student).resolve()), backend)
         if key not in cache:
             be = make_backend(backend, student)
-            want = (getattr(be, "meta", None) or {}).get("asset") or asset_reference(None)
-            have = asset_reference(self.asset.source or None)
-            if want != have:
-                raise StudentLoadError(f"{student}: this student was trained on hand asset {want!r}; the engine "
-                                       f"renders {have!r} (Engine(asset=...) with the student's asset)")
+            wrong = asset_mismatch((getattr(be, "meta", None) or {}).get("asset"), self.asset)
+            if wrong:
+                raise StudentLoadError(f"{student}: this student was {wrong}")
             cache[key] = be
         return cache[key]
 

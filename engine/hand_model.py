@@ -44,6 +44,7 @@ __all__ = [
     "HandAsset",
     "asset_reference",
     "asset_path",
+    "asset_mismatch",
     "HandModel",
     "HandOutput",
     "mirror_pose",
@@ -106,6 +107,19 @@ def asset_path(reference: Optional[str]) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"hand asset {reference!r} not found ({path})")
     return path
+
+
+def asset_mismatch(model_ref: Optional[str], asset) -> Optional[str]:
+    """None when a model made for ``model_ref`` (its recorded :func:`asset_reference`; None = the
+    shipped default, as for models made before references were recorded) fits ``asset`` (a
+    :class:`HandAsset`, an Engine-like object with ``.asset``, or a path); else a sentence naming
+    both, for the caller's error."""
+    src = getattr(getattr(asset, "asset", asset), "source", asset)
+    want, have = model_ref or asset_reference(None), asset_reference(src or None)
+    if want == have:
+        return None
+    return (f"made for hand asset {want!r}, but this renders {have!r} (a UV-space model only fits its "
+            f"own atlas: Engine(asset=...) with the model's asset)")
 
 
 # ----------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from .hand_model import HandAsset, asset_path, asset_reference, default_asset_path
+from .hand_model import HandAsset, asset_path, asset_reference
 from .student import (environment_code, scene_centre, select_channels, variant_feature_names,
                       variant_feature_source)
 from .uv_maps import UVRasterizer
@@ -160,7 +160,7 @@ class StudentDataset(torch.utils.data.Dataset):
             self.input_names = [n for n in self.input_names if not n.startswith("transmit_")]
         if asset is None:  # the set's own asset (sets made before references were recorded: the default)
             ref = self.manifest.get("asset", {}).get("ref") if isinstance(self.manifest.get("asset"), dict) else None
-            asset = HandAsset.load(asset_path(ref) if ref else default_asset_path())
+            asset = HandAsset.load(asset_path(ref))
         self.asset = asset
         want = self.manifest.get("asset", {}).get("sha1")
         if want and want != asset_sha1(self.asset):

@@ -104,3 +104,16 @@ def test_students_are_registered_in_the_evaluation_harness(engine, env, tmp_path
     monkeypatch.setenv("RELIT_HANDS_STUDENT_BOTTLENECK", str(p))  # wrong variant in the file
     with pytest.raises(StudentLoadError, match="novis student"):
         student_eval.StudentRenderer(engine, "bottleneck")
+
+
+def test_a_student_of_another_asset_is_refused(engine, env, tmp_path):
+    """A weights file made for hand_v2's atlas does not render on the default (v1) engine: one
+    clear error naming both assets instead of a picture with the textures in the wrong places."""
+    from relit_hands.student import StudentLoadError, save_student
+
+    p = save_student(tmp_path / "v2.safetensors",
+                     StudentNet.for_variant("novis", resolution=128, base=8, levels=3, static_channels=4),
+                     {"asset": "hand_v2"})
+    with pytest.raises(StudentLoadError, match="'hand_v2'.*'hand'"):
+        engine.render_student(scene_preset("flat"), env, student=p, backend="torch", n_lights=32,
+                              width=64, height=48)

@@ -121,7 +121,7 @@ def _render_asset(args):
         from ..student import read_student_meta
 
         ref = read_student_meta(args.student).get("asset")
-        return asset_path(ref) if isinstance(ref, str) and ref else None
+        return asset_path(ref if isinstance(ref, str) else None)
     return None
 
 

@@ -96,6 +96,7 @@ def measure(capture, reference, out=None) -> dict:
 
     from relit_hands.capture import Capture
     from relit_hands.engine import Engine
+    from .eval_metrics import psnr_linear
     from .evaluate import capture_engine_kwargs
     from .teacher_inputs import TexelConditioning
     from .teacher_training import erode, view_lookup
@@ -120,8 +121,7 @@ def measure(capture, reference, out=None) -> dict:
             peak = float(np.percentile(ref[m], 99.5))
             row = {"frame": f.id, "camera": c}
             for k, im in (("raw", raw), ("oidn", denoise_image(raw)), ("oidn_guided", denoise_image(raw, a, n))):
-                mse = float(((np.clip(im, 0, peak) - np.clip(ref, 0, peak))[m] ** 2).mean())
-                row[k] = round(10 * np.log10(peak ** 2 / mse), 3)
+                row[k] = round(psnr_linear(ref, im, m, peak), 3)
             rows.append(row)
     if not rows:
         raise ValueError(f"{reference}: no view that {capture} also has")

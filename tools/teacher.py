@@ -190,7 +190,9 @@ class TeacherNet(nn.Module):
         ``W_F F`` part does not depend on the light and is computed once per hand, not once per
         light (same numbers as the convolutions, ~3x faster on a CPU). ``valid`` [R, R] bool: the
         per-texel part runs on those texels only and the response is 0 elsewhere (what every
-        caller multiplies by anyway; ~1.8x less work on asset v2's 55 %-covered atlas)."""
+        caller multiplies by anyway). On asset v2 (55 % of the atlas covered) a 256-light
+        environment relighting went from 34.7 to 29.4 s on one CPU core: the head's per-texel
+        work shrinks, the 5x5 shadow convolution and the conditioning do not."""
         H, L, C, R, _ = cond.shape
         Ct = feats.shape[1]
         c = cond.reshape(H * L, C, R, R)
@@ -251,11 +253,9 @@ class TeacherNet(nn.Module):
         """
         if feats is None:
             feats = self.trunk_features(pose)
-        resp = self.light_response(feats, cond, valid)
+        resp = self.light_response(feats, cond, valid)    # 0 outside valid
         I = intensity.to(resp.dtype).reshape(1, -1, 3, 1, 1)
         out = resp * falloff * I
-        if valid is not None:
-            out = out * valid.to(out.dtype)
         return out.sum(1) if sum_lights else out
 
 

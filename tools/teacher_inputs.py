@@ -286,16 +286,15 @@ class TexelConditioning:
         """The conditioning a teacher was trained with: its resolution (unless given), reference
         distance, translucency mean free path and hand asset (``source`` None: the teacher's own
         asset; an Engine or asset of another atlas is refused, naming both)."""
-        from relit_hands.hand_model import asset_path, asset_reference
+        from relit_hands.hand_model import asset_mismatch, asset_path
 
-        want = getattr(teacher, "asset_ref", None) or asset_reference(None)
+        ref = getattr(teacher, "asset_ref", None)
         if source is None:
-            source = asset_path(want)
+            source = asset_path(ref)
         else:
-            have = asset_reference(getattr(getattr(source, "asset", source), "source", None) or None)
-            if have != want:
-                raise ValueError(f"the teacher was trained on hand asset {want!r}; this engine renders "
-                                 f"{have!r} (a UV-space model only fits its own atlas: Engine(asset=...))")
+            wrong = asset_mismatch(ref, source)
+            if wrong:
+                raise ValueError(f"the teacher was {wrong}")
         return cls(source, resolution or teacher.resolution, d_ref=teacher.d_ref,
                    mean_free_path=teacher.mean_free_path, **kw)
 

@@ -214,6 +214,7 @@ class ViewCache:
         self.engine = engine
         self.cond = conditioning
         self.denoise = bool(denoise)
+        self._albedo = None  # the asset's albedo at R: the denoiser's guide, made once
         self.views: dict = {}
         self.geometry: dict = {}
         self.visibility: dict = {}
@@ -249,8 +250,9 @@ class ViewCache:
         if self.denoise:
             from .denoise import denoise_image, view_guides
 
-            albedo = self.cond.asset.albedo_map(self.cond.resolution)
-            img = denoise_image(img, *view_guides(lk, albedo, self.geo(frame).normal))
+            if self._albedo is None:
+                self._albedo = self.cond.asset.albedo_map(self.cond.resolution)
+            img = denoise_image(img, *view_guides(lk, self._albedo, self.geo(frame).normal))
         mask = self.capture.mask(frame, cam_id)
         sides = [h.side for h in frame.scene.hands]
         label = np.array([1 if s == "right" else 2 for s in sides])

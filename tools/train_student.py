@@ -295,6 +295,9 @@ def train(args, command: str | None = None) -> dict:
         model, meta = load_student(ck / info["model"])
         if meta["variant"] != args.variant:
             raise ValueError(f"--resume: the run's model is a {meta['variant']} student, not {args.variant}")
+        if list(meta.get("feature_names") or names) != names:
+            raise ValueError(f"--resume: the run's model reads {len(meta['feature_names'])} feature channels, these "
+                             f"options give {len(names)} (--translucency / --no-translucency as in the run)")
         state = torch.load(ck / info["state"], map_location="cpu", weights_only=True)
         start_step = int(state["step"])
         tau = float(meta["loss_tau"])

@@ -303,7 +303,7 @@ def train(args, command: str | None = None) -> dict:
     train_frames = split["train"]
     if not train_frames:
         raise ValueError(f"{args.capture}: no train-split OLAT / group frames to train on")
-    from relit_hands.hand_model import asset_reference
+    from relit_hands.hand_model import asset_mismatch, asset_reference
     from .evaluate import capture_engine_kwargs
 
     engine = Engine(**capture_engine_kwargs(capture))   # the capture's hand asset (e.g. hand_v2)
@@ -338,11 +338,11 @@ def train(args, command: str | None = None) -> dict:
             c = list(f.images)[0]
             vals.append(cache.view(f, c).target.numpy().ravel())
         loss_scale = float(max(np.mean(np.concatenate(vals)), 1e-6))
-    have = asset_reference(engine.asset.source)
-    if args.resume and state_path.is_file() and (model.asset_ref or asset_reference(None)) != have:
-        raise ValueError(f"{out}: the run was trained on hand asset {model.asset_ref or asset_reference(None)!r}, "
-                         f"the capture {args.capture} shows {have!r}")
-    model.asset_ref = have
+    if args.resume and state_path.is_file():
+        wrong = asset_mismatch(model.asset_ref, engine)
+        if wrong:
+            raise ValueError(f"{out}: the run's teacher was {wrong} (the capture {args.capture})")
+    model.asset_ref = asset_reference(engine.asset.source)
     meta_extra = {"loss_scale": loss_scale, "loss": args.loss, "capture": str(args.capture), "d_ref": d_ref,
                   "heldout_lights": split["heldout_lights"], "resolution": args.resolution}
     model = model.to(device)
