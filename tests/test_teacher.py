@@ -279,9 +279,19 @@ def test_tiny_training_reduces_loss_and_student_set(tmp_path):
                                                                   ("--steps", "65"), ("--resolution", str(R))]), []),
                                        "--cams", "1", "--latent-channels", "4", "--trunk-channels", "8",
                                        "--head-channels", "8", "--holdout-poses", "0", "--holdout-lights", "1",
-                                       "--resume", "--no-progress", "--val-every", "1000"])
+                                       "--resume", "--no-progress", "--val-every", "1000", "--seed", "7"])
     s2 = train(args2)
     assert s2["resumed_from"] == 60 and s2["steps"] == 65
+    # ... holding out exactly what the run held out (another seed would draw another light)
+    assert s2["heldout_lights"] == s["heldout_lights"] and len(s["heldout_lights"]) == 1
+    assert json.loads((run / "split.json").read_text())["heldout_lights"] == s["heldout_lights"]
+    from relit_hands.tools.train_teacher import run_split, split_frames
+    (run / "split.json").unlink()   # a run from before split.json: its summary says the same
+    assert run_split(run, Capture.load(cap_dir)) == {"heldout_pose_keys": [], "heldout_lights": s["heldout_lights"]}
+    other = split_frames(Capture.load(cap_dir), 0, 1, seed=7)
+    fixed = split_frames(Capture.load(cap_dir), 0, 1, seed=7, fixed=run_split(run, Capture.load(cap_dir)))
+    assert fixed["heldout_lights"] == s["heldout_lights"]
+    assert other["heldout_lights"] != s["heldout_lights"], "seed 7 happens to draw the same light: pick another"
 
     # student set from this teacher, readable by the student's dataset
     from relit_hands.student_data import StudentDataset

@@ -121,9 +121,13 @@ def rendered_views_only(capture) -> dict:
     return {"views": n_views, "views_total": total, "frames_dropped": dropped}
 
 
-def split_frames(capture, holdout_poses=None, holdout_lights=None, seed: int = 0) -> dict:
+def split_frames(capture, holdout_poses=None, holdout_lights=None, seed: int = 0, fixed: dict | None = None) -> dict:
     """{'train': [...], 'val_pose': [...], 'val_light': [...], 'heldout_lights': [ids],
-    'heldout_pose_keys': [...]} over the capture's train-split lit frames (module docstring)."""
+    'heldout_pose_keys': [...]} over the capture's train-split lit frames (module docstring).
+
+    ``fixed`` ({'heldout_pose_keys', 'heldout_lights'}, a run's ``split.json``) reuses a run's
+    held-out poses and lights exactly: a resumed run must not train on what it held out, even when
+    the capture has grown since (a different frame list would draw a different random split)."""
     from .teacher_training import pose_key
 
     lit = [f for f in capture.frames if f.kind in ("olat", "group") and f.split == "train"]
@@ -133,16 +137,19 @@ def split_frames(capture, holdout_poses=None, holdout_lights=None, seed: int = 0
         if k not in keys:
             keys.append(k)
     rng = random.Random(seed)
-    if holdout_poses is None:
-        holdout_poses = 1 if len(keys) >= 3 else 0
-    hp = set(rng.sample(keys, min(holdout_poses, max(0, len(keys) - 1)))) if holdout_poses else set()
     used = sorted({i for f in lit for i in f.lights_on})
-    if holdout_lights is None:
-        holdout_lights = max(1, len(used) // 10) if len(lit) >= 8 else 0
-    # prefer lights that appear in OLAT frames (a clean single-light held-out test)
-    olat_lights = sorted({f.lights_on[0] for f in lit if f.kind == "olat" and pose_key(f.scene) not in hp})
-    pool = olat_lights if len(olat_lights) > holdout_lights else used
-    hl = set(rng.sample(pool, min(holdout_lights, max(0, len(pool) - 1)))) if holdout_lights else set()
+    if fixed is not None:
+        hp, hl = set(fixed["heldout_pose_keys"]), {int(i) for i in fixed["heldout_lights"]}
+    else:
+        if holdout_poses is None:
+            holdout_poses = 1 if len(keys) >= 3 else 0
+        hp = set(rng.sample(keys, min(holdout_poses, max(0, len(keys) - 1)))) if holdout_poses else set()
+        if holdout_lights is None:
+            holdout_lights = max(1, len(used) // 10) if len(lit) >= 8 else 0
+        # prefer lights that appear in OLAT frames (a clean single-light held-out test)
+        olat_lights = sorted({f.lights_on[0] for f in lit if f.kind == "olat" and pose_key(f.scene) not in hp})
+        pool = olat_lights if len(olat_lights) > holdout_lights else used
+        hl = set(rng.sample(pool, min(holdout_lights, max(0, len(pool) - 1)))) if holdout_lights else set()
     out = {"train": [], "val_pose": [], "val_light": []}
     for f in lit:
         if pose_key(f.scene) in hp:
@@ -151,7 +158,7 @@ def split_frames(capture, holdout_poses=None, holdout_lights=None, seed: int = 0
             out["val_light"].append(f)
         else:
             out["train"].append(f)
-    if not out["train"]:  # a capture too small to hold anything out
+    if not out["train"] and fixed is None:  # a capture too small to hold anything out
         out = {"train": lit, "val_pose": [], "val_light": []}
         hp, hl = set(), set()
     out["heldout_lights"] = sorted(hl)
@@ -160,6 +167,27 @@ def split_frames(capture, holdout_poses=None, holdout_lights=None, seed: int = 0
 
 
 # ------------------------------------------------------------------------------------ model io
+
+def run_split(out: Path, capture) -> dict | None:
+    """The held-out poses and lights of the run in ``out`` (for :func:`split_frames`'s ``fixed``):
+    its ``split.json``; for a run made before that file existed, its ``summary.json``'s held-out
+    lights and the pose keys of the frames its held-out-pose validation used; None for no run."""
+    from .teacher_training import pose_key
+
+    out = Path(out)
+    if (out / "split.json").is_file():
+        return json.loads((out / "split.json").read_text())
+    if not (out / "summary.json").is_file():
+        return None
+    s = json.loads((out / "summary.json").read_text())
+    ids = {v["frame"] for v in s.get("per_view", {}).get("heldout_poses", [])}
+    by_id = {f.id: f for f in capture.frames}
+    missing = sorted(ids - set(by_id))
+    if missing:
+        raise ValueError(f"{out}: the run held out frames {missing[:3]} that the capture does not have")
+    return {"heldout_pose_keys": sorted({pose_key(by_id[i].scene) for i in ids}),
+            "heldout_lights": list(s.get("heldout_lights", []))}
+
 
 def predict_view(model, cache, frame, cam_id, grad: bool = False):
     """(textures [H,3,R,R], TrainingView) of a lit frame seen from ``cam_id``."""
@@ -299,8 +327,12 @@ def train(args, command: str | None = None) -> dict:
         if rank == 0:
             print(f"train-teacher: partial capture: {coverage['views']} of {coverage['views_total']} lit views "
                   f"rendered ({coverage['frames_dropped']} lit frames without any are skipped)", flush=True)
-    split = split_frames(capture, args.holdout_poses, args.holdout_lights, args.seed)
+    split = split_frames(capture, args.holdout_poses, args.holdout_lights, args.seed,
+                         fixed=run_split(out, capture) if args.resume else None)
     train_frames = split["train"]
+    if rank == 0:
+        write_text_atomic(out / "split.json", json.dumps({k: split[k] for k in ("heldout_pose_keys", "heldout_lights")},
+                                                         indent=1) + "\n")
     if not train_frames:
         raise ValueError(f"{args.capture}: no train-split OLAT / group frames to train on")
     from relit_hands.hand_model import asset_mismatch, asset_reference
@@ -472,8 +504,8 @@ def train(args, command: str | None = None) -> dict:
             "world_size": world, "device": device, "resolution": args.resolution,
             "frames": {"train": len(train_frames), "val_pose": len(split["val_pose"]),
                        "val_light": len(split["val_light"])},
-            "heldout_lights": split["heldout_lights"], "loss_scale": loss_scale, "d_ref": d_ref,
-            "loss_first20": first, "loss_last20": lastl,
+            "heldout_lights": split["heldout_lights"], "heldout_pose_keys": split["heldout_pose_keys"],
+            "loss_scale": loss_scale, "d_ref": d_ref, "loss_first20": first, "loss_last20": lastl,
             "psnr_peak": val_peak,
             "olat_psnr_heldout_poses": ev_pose["psnr_mean"], "olat_psnr_heldout_lights": ev_light["psnr_mean"],
             "olat_psnr_train_frames": ev_train["psnr_mean"],
