@@ -1,11 +1,16 @@
 """Inference backends: torch and ONNX Runtime agree on the very ONNX graph the TensorRT backend
-would consume; the graph uses TensorRT-friendly operators only; backend selection and errors."""
+would consume; the graph uses TensorRT-friendly operators only; backend selection and errors; the
+TensorRT execution provider's options; the CUDA-graph wrapper's eager fallback. The tests whose
+names hold ``cuda`` need a GPU (skipped here) and compare against the eager / CPU model there."""
+import warnings
+
 import onnx
 import pytest
 import torch
 
-from relit_hands.inference import (OnnxRuntimeBackend, TorchBackend, available_backends, export_onnx, onnx_maps_input,
-                                   make_backend)
+from relit_hands.inference import (OnnxRuntimeBackend, ProviderUnavailable, TensorRTBackend, TorchBackend,
+                                   available_backends, cuda_graphed, export_onnx, make_backend, onnx_maps_input,
+                                   tensorrt_provider_options)
 from relit_hands.student import CODE_IN, StudentLoadError, StudentNet, model_meta, save_student
 
 torch.set_num_threads(1)
@@ -159,3 +164,165 @@ def test_backend_errors(tmp_path):
         be.run(torch.zeros(2, 5, 64, 64))
     with pytest.raises(ValueError, match="fp16"):
         TorchBackend(m, precision="fp16")
+
+
+# ---------------------------------------------------------------------------------- availability, TensorRT, graphs
+
+CUDA = torch.cuda.is_available()
+
+
+def rel_err(a, b):
+    a, b = a.detach().float().cpu(), b.detach().float().cpu()
+    return float((a - b).norm() / b.norm())
+
+
+def test_available_backends_reasons():
+    av = available_backends()
+    assert set(av) >= {"torch", "torch-cuda", "onnxruntime", "onnxruntime-cuda", "tensorrt"}
+    assert av["torch"] is True
+    for k, v in av.items():
+        assert v is True or (isinstance(v, str) and v and "\n" not in v), (k, v)
+    if not CUDA:  # this machine: each reason names the missing piece
+        assert "no CUDA device" in av["torch-cuda"]
+        assert "no CUDA device" in av["tensorrt"]
+        import onnxruntime as ort
+
+        if "TensorrtExecutionProvider" not in ort.get_available_providers():
+            assert "onnxruntime has no TensorrtExecutionProvider" in av["tensorrt"]
+            assert "onnxruntime-gpu" in av["tensorrt"]
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            assert "no CUDAExecutionProvider" in av["onnxruntime-cuda"]
+
+
+@pytest.mark.skipif(available_backends()["tensorrt"] is True, reason="TensorRT is available here")
+def test_tensorrt_request_names_the_reason():
+    m = varied("vis")
+    reason = available_backends()["tensorrt"]
+    with pytest.raises(ValueError, match="backend 'tensorrt' is not available here") as e:
+        make_backend("tensorrt", model=m)
+    assert reason in str(e.value)
+    with pytest.raises(ProviderUnavailable, match="not available here"):
+        TensorRTBackend("unused.onnx", model_meta(m))
+    if not CUDA:  # auto without CUDA: ONNX Runtime on the CPU, not TensorRT
+        assert make_backend("auto", model=m).name == "onnxruntime-cpu"
+
+
+def test_tensorrt_provider_options(tmp_path):
+    """The TensorRT execution provider's options, as ONNX Runtime documents them: fp16, the engine
+    cache in the given folder, one profile for batch 1..2; CUDA provider second."""
+    cache = tmp_path / "trt"
+    p = tensorrt_provider_options(cache, device_id=1, inputs={"maps_nhwc": (64, 64, 19), "env_code": (30,)})
+    assert [n for n, _ in p] == ["TensorrtExecutionProvider", "CUDAExecutionProvider"]
+    trt, cuda = p[0][1], p[1][1]
+    assert trt["trt_fp16_enable"] is True and trt["trt_engine_cache_enable"] is True
+    assert trt["trt_engine_cache_path"] == str(cache)
+    assert trt["device_id"] == 1 and cuda == {"device_id": 1}
+    assert trt["trt_profile_min_shapes"] == "maps_nhwc:1x64x64x19,env_code:1x30"
+    assert trt["trt_profile_opt_shapes"] == trt["trt_profile_max_shapes"] == "maps_nhwc:2x64x64x19,env_code:2x30"
+    assert isinstance(trt["trt_max_workspace_size"], int)
+    documented = {"device_id", "trt_fp16_enable", "trt_engine_cache_enable", "trt_engine_cache_path",
+                  "trt_max_workspace_size", "trt_profile_min_shapes", "trt_profile_opt_shapes",
+                  "trt_profile_max_shapes"}
+    assert set(trt) <= documented
+    p32 = tensorrt_provider_options(cache, fp16=False)
+    assert p32[0][1]["trt_fp16_enable"] is False and not any(k.startswith("trt_profile") for k in p32[0][1])
+
+
+def test_cuda_graphed_falls_back_to_eager_on_cpu():
+    m = varied("vis")
+    x, _ = inputs(m)
+
+    def fn(a):
+        return m(a)
+
+    g, why = cuda_graphed(fn, (x.clone(),))
+    assert g is fn and "CUDA" in why
+    be = TorchBackend(m, cuda_graph=True)  # CPU: graphs are never used, the name says so
+    assert be.use_graph is False and be.name == "torch-cpu-fp32"
+    with torch.no_grad():
+        torch.testing.assert_close(be.run(x), m(x), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
+@pytest.mark.parametrize("variant", ["vis", "bottleneck"])
+def test_cuda_graph_torch_backend_matches_eager(variant):
+    """One CUDA graph per batch shape (torch.cuda.make_graphed_callables), replayed: same result as
+    the eager network on the GPU (same kernels) and as the fp32 CPU model (fp16 tolerance); a
+    result survives the next replay."""
+    m = varied(variant)
+    ref_model = varied(variant)  # the same weights (same seed), kept on the CPU in fp32
+    be = TorchBackend(m, device="cuda")
+    eager = TorchBackend(varied(variant), device="cuda", cuda_graph=False)
+    assert be.name == "torch-cuda-fp16-graph" and eager.name == "torch-cuda-fp16"
+    for B, seed in ((2, 1), (1, 2), (2, 3)):
+        x, c = inputs(m, B, seed)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            out = be.run(x.cuda(), None if c is None else c.cuda())
+        fallback = [str(w.message) for w in caught if "eagerly" in str(w.message)]
+        assert not fallback and be.use_graph, fallback  # the capture worked: no eager fallback
+        assert out.is_cuda and out.dtype == torch.float32 and out.shape == (B, 3, 64, 64)
+        assert torch.isfinite(out).all()
+        with torch.no_grad():
+            ref = ref_model(x, c)
+        assert rel_err(out, ref) < 1e-2
+        assert rel_err(out, eager.run(x.cuda(), None if c is None else c.cuda())) < 2e-3  # same kernels
+    assert len(be._graphs) == 2 and be.name.endswith("-graph")
+    x1, c1 = inputs(m, 2, 10)
+    x2, c2 = inputs(m, 2, 11)
+    a = be.run(x1.cuda(), None if c1 is None else c1.cuda())
+    keep = a.clone()
+    be.run(x2.cuda(), None if c2 is None else c2.cuda())
+    assert torch.equal(a, keep)
+    fp32 = TorchBackend(varied(variant), device="cuda", precision="fp32")
+    assert fp32.name == "torch-cuda-fp32-graph"
+    a = fp32.run(x1.cuda(), None if c1 is None else c1.cuda())
+    keep = a.clone()
+    fp32.run(x2.cuda(), None if c2 is None else c2.cuda())  # fp32: the copy is not optional
+    assert torch.equal(a, keep)
+    with torch.no_grad():
+        assert rel_err(keep, ref_model(x1, c1)) < 5e-3  # TF32 convolutions
+
+
+@pytest.mark.skipif(available_backends()["onnxruntime-cuda"] is not True, reason="no onnxruntime CUDA provider")
+def test_onnxruntime_cuda_iobinding_matches_cpu():
+    m = varied("bottleneck")
+    be = make_backend("onnxruntime", model=m, device="cuda")
+    assert be.name == "onnxruntime-cuda" and be.device.type == "cuda"
+    for B in (2, 1):
+        x, c = inputs(m, B)
+        out = be.run(x.cuda().contiguous(memory_format=torch.channels_last), c.cuda())
+        assert out.is_cuda and out.shape == (B, 3, 64, 64)
+        with torch.no_grad():
+            assert rel_err(out, m(x, c)) < 5e-3
+
+
+@pytest.mark.skipif(not CUDA or available_backends()["onnxruntime-cuda"] is True,
+                    reason="needs CUDA and an onnxruntime without its CUDA provider")
+def test_onnxruntime_cpu_provider_on_cuda_device():
+    m = varied("vis")
+    with pytest.warns(UserWarning, match="CPU execution provider"):
+        be = make_backend("onnxruntime", model=m, device="cuda")
+    assert be.name == "onnxruntime-cpu" and be.device.type == "cuda"
+    x, _ = inputs(m)
+    out = be.run(x.cuda())
+    assert out.is_cuda
+    with torch.no_grad():
+        assert rel_err(out, m(x)) < 1e-4
+
+
+@pytest.mark.skipif(available_backends()["tensorrt"] is not True, reason="no TensorRT execution provider")
+def test_tensorrt_cuda_backend_matches_cpu():
+    m = varied("bottleneck")
+    be = make_backend("tensorrt", model=m)
+    assert be.name == "tensorrt-fp16" and be.active_providers[0] == "TensorrtExecutionProvider"
+    for B in (2, 1, 2):
+        x, c = inputs(m, B, B)
+        out = be.run(x.cuda(), c.cuda())
+        assert out.is_cuda and out.dtype == torch.float32 and out.shape == (B, 3, 64, 64)
+        with torch.no_grad():
+            assert rel_err(out, m(x, c)) < 2e-2
+    assert any(be.cache_dir.iterdir()), "no engine written to the cache"
+    be2 = make_backend("tensorrt", model=m)  # a second session: the cached engine is reused
+    x, c = inputs(m, 2, 5)
+    assert rel_err(be2.run(x.cuda(), c.cuda()), be.run(x.cuda(), c.cuda())) < 1e-3
