@@ -85,7 +85,7 @@ def _teacher_file(path: Path, config_edit=None, raw_meta=None):
 
 def _capture(root: Path):
     from relit_hands.camera import Camera
-    from relit_hands.capture import CaptureWriter
+    from relit_hands.tools.capture import CaptureWriter
     from relit_hands.environment import EnvironmentMap
     from relit_hands.scene import scene_preset
 
@@ -450,7 +450,7 @@ def _cap_case(cid, edit, needle, cli=False):
         edit(root)
         if cli:
             return [*TT, "--steps", "1"], needle
-        from relit_hands.capture import Capture
+        from relit_hands.tools.capture import Capture
 
         return (lambda: Capture.load(root)), needle
     case("capture", cid, build)
@@ -773,7 +773,8 @@ def test_engine_recovers_after_failed_frames():
 
 
 def test_uv_cache_rebuilds_corrupt_entries(tmp_path, monkeypatch):
-    from relit_hands.uv_maps import UVRasterizer, synthetic_uv_sphere
+    from relit_hands.uv_maps import UVRasterizer
+    from synthetic import synthetic_uv_sphere
 
     monkeypatch.setenv("RELIT_HANDS_CACHE", str(tmp_path))
     mesh = synthetic_uv_sphere()

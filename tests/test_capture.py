@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from relit_hands.camera import Camera
-from relit_hands.capture import Capture, CaptureFormatError, CaptureIncompleteError, CaptureWriter
+from relit_hands.tools.capture import Capture, CaptureFormatError, CaptureIncompleteError, CaptureWriter
 from relit_hands.environment import EnvironmentMap
 from relit_hands.image_io import write_hdr_image, write_png
 from relit_hands.scene import scene_preset

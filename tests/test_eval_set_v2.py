@@ -104,7 +104,7 @@ def test_tiny_eval_v2_capture_renders_and_evaluates(tmp_path, monkeypatch):
         ls.setup_mitsuba("auto")
     except RuntimeError as e:
         pytest.skip(str(e))
-    from relit_hands.capture import Capture
+    from relit_hands.tools.capture import Capture
     from relit_hands.tools.evaluate import evaluate
 
     preset = dict(ls.PRESETS["eval_v2"], cameras=2, lights=8, width=48, height=48, spp=4)

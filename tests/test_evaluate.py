@@ -283,7 +283,7 @@ def test_cli_eval(tiny_capture, tmp_path, monkeypatch, capsys):
 
 def test_cli_eval_on_disk_capture(tiny_capture, tmp_path, monkeypatch):
     """The same tiny capture written with CaptureWriter and read back by the real loader."""
-    capmod = pytest.importorskip("relit_hands.capture")
+    capmod = pytest.importorskip("relit_hands.tools.capture")
     from relit_hands import environment as envmod
     from relit_hands.tools import cli
 

@@ -11,7 +11,7 @@ import pytest
 
 mi = pytest.importorskip("mitsuba")
 
-from relit_hands.capture import Capture  # noqa: E402
+from relit_hands.tools.capture import Capture  # noqa: E402
 from relit_hands.tools import lightstage as ls  # noqa: E402
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from relit_hands.hand_model import HandAsset
-from relit_hands.student_data import (StudentDataset, StudentDatasetError, make_synthetic_student_set,
+from relit_hands.tools.student_data import (StudentDataset, StudentDatasetError, make_synthetic_student_set,
                                       read_manifest, synthetic_teacher_target)
 from relit_hands.student import FEATURE_NAMES, select_channels
 

@@ -216,7 +216,7 @@ def _tiny_capture(tmp_root: Path, asset: str | None = None, noise: float = 0.0):
     ``asset``: a shipped asset name recorded as the generator's (like the light stage's presets);
     ``noise``: relative Gaussian noise on the images (a stand-in for Monte-Carlo noise)."""
     from relit_hands.camera import Camera
-    from relit_hands.capture import CaptureWriter
+    from relit_hands.tools.capture import CaptureWriter
     from relit_hands.engine import Engine
     from relit_hands.hand_model import asset_path
     from relit_hands.tools.teacher_training import project_image, view_lookup
@@ -257,7 +257,7 @@ def _tiny_capture(tmp_root: Path, asset: str | None = None, noise: float = 0.0):
 
 
 def test_tiny_training_reduces_loss_and_student_set(tmp_path):
-    from relit_hands.capture import Capture
+    from relit_hands.tools.capture import Capture
     from relit_hands.tools.train_teacher import build_parser, train
 
     cap_dir = _tiny_capture(tmp_path / "cap")
@@ -294,7 +294,7 @@ def test_tiny_training_reduces_loss_and_student_set(tmp_path):
     assert other["heldout_lights"] != s["heldout_lights"], "seed 7 happens to draw the same light: pick another"
 
     # student set from this teacher, readable by the student's dataset
-    from relit_hands.student_data import StudentDataset
+    from relit_hands.tools.student_data import StudentDataset
     from relit_hands.tools.relight import make_student_set
 
     out = tmp_path / "student"
@@ -499,7 +499,7 @@ def test_translucent_teacher_trains_resumes_and_makes_a_transmit_student_set(tmp
     man = json.loads((out / "manifest.json").read_text())
     assert summ["samples"] == 1 and sum(n.startswith("transmit_") for n in man["feature_names"]) == 6
     # a student of the set may leave the cue out (train-student --no-translucency: the fast size)
-    from relit_hands.student_data import StudentDataset
+    from relit_hands.tools.student_data import StudentDataset
 
     with_cue = StudentDataset(out, split="train", variant="vis").input_names
     without = StudentDataset(out, split="train", variant="vis", translucency=False).input_names
@@ -514,7 +514,7 @@ def test_a_v2_capture_trains_a_v2_teacher_on_denoised_targets_and_a_v2_student_s
     pytest.importorskip("pyoidn")
     from relit_hands.engine import Engine
     from relit_hands.hand_model import asset_path
-    from relit_hands.student_data import StudentDataset
+    from relit_hands.tools.student_data import StudentDataset
     from relit_hands.tools.relight import make_student_set
     from relit_hands.tools.train_teacher import build_parser, train
 
@@ -544,7 +544,7 @@ def test_denoised_training_targets_are_closer_to_the_clean_images():
     pytest.importorskip("pyoidn")
     import tempfile
 
-    from relit_hands.capture import Capture
+    from relit_hands.tools.capture import Capture
     from relit_hands.engine import Engine
     from relit_hands.tools.teacher_training import ViewCache
 

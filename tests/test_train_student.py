@@ -14,7 +14,7 @@ import torch
 from relit_hands.engine import Engine
 from relit_hands.inference import make_backend
 from relit_hands.student import load_student
-from relit_hands.student_data import make_synthetic_student_set
+from relit_hands.tools.student_data import make_synthetic_student_set
 
 
 def cli_main(args, capsys=None) -> int:
@@ -34,7 +34,7 @@ TINY = ["--batch", "4", "--base", "8", "--levels", "3", "--static-channels", "4"
 @pytest.fixture(scope="module")
 def sset(tmp_path_factory):
     root = tmp_path_factory.mktemp("sset")
-    e = Engine(raycast_backend="embree")
+    e = Engine(raycast="embree")
     make_synthetic_student_set(root, e, n=8, resolution=64, n_lights=32, seed=0)
     e.release()
     return root

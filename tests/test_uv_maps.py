@@ -5,6 +5,7 @@ import torch
 from scipy.ndimage import distance_transform_edt
 
 from relit_hands import uv_maps as um
+from synthetic import synthetic_uv_sphere
 
 
 @pytest.fixture(autouse=True)
@@ -14,7 +15,7 @@ def _cache(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def mesh():
-    return um.synthetic_uv_sphere(16, 28)
+    return synthetic_uv_sphere(16, 28)
 
 
 def test_synthetic_sphere_is_watertight_with_seams(mesh):

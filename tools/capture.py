@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .camera import Camera
-from .scene import HandState, Scene
+from ..camera import Camera
+from ..scene import HandState, Scene
 
 __all__ = [
     "FORMAT_NAME",
@@ -141,7 +141,7 @@ def _read_json(path: Path) -> dict:
     if not path.is_file():
         raise CaptureFormatError(f"{path}: missing file (a capture needs capture.json, frames.json and "
                                  f"splits.json; see docs/capture_format.md)")
-    from .validation import InputFileError, read_json_file
+    from ..validation import InputFileError, read_json_file
 
     try:
         data = read_json_file(path, what="capture file", max_bytes=256 * 1024 * 1024)
@@ -200,7 +200,7 @@ def _check_rel_path(rel, root: Path, where: str, check_files: bool) -> Path:
     p = Path(rel)
     if p.is_absolute() or ".." in p.parts:
         raise _err(where, f"file path {rel!r} must be relative to the capture folder (no '..')")
-    from .validation import InputError, resolve_inside
+    from ..validation import InputError, resolve_inside
 
     try:  # symlinks included: a link inside the folder must not point out of it
         full = resolve_inside(root, p, what="file path")
@@ -442,7 +442,7 @@ class Capture:
 
     def environment(self, frame):
         """The frame's environment map (the capture's copy) rotated by its yaw / pitch."""
-        from .environment import EnvironmentMap
+        from ..environment import EnvironmentMap
 
         f = self._frame(frame)
         if f.kind != "env":
@@ -452,7 +452,7 @@ class Capture:
 
     def _read_view(self, frame, cam_id: str, table: str, reader):
         """(frame, path, data) of ``frame``'s ``table`` ('images' / 'masks') file for ``cam_id``."""
-        from .image_io import ImageReadError
+        from ..image_io import ImageReadError
 
         f = self._frame(frame)
         files = getattr(f, table)
@@ -467,7 +467,7 @@ class Capture:
 
     def image(self, frame, cam_id: str) -> np.ndarray:
         """Linear HDR RGB float32 [H, W, 3] of ``frame`` seen by camera ``cam_id``."""
-        from .image_io import read_hdr_image
+        from ..image_io import read_hdr_image
 
         f, path, img = self._read_view(frame, cam_id, "images", read_hdr_image)
         cam = self.cameras[cam_id]
@@ -478,7 +478,7 @@ class Capture:
 
     def mask(self, frame, cam_id: str) -> np.ndarray:
         """uint8 [H, W]: 0 background, 1 right hand, 2 left hand (foreground = mask > 0)."""
-        from .image_io import read_png
+        from ..image_io import read_png
 
         f, path, m = self._read_view(frame, cam_id, "masks", read_png)
         if m.ndim == 3:
@@ -617,7 +617,7 @@ class CaptureWriter:
 
     def write_view(self, frame_id: str, cam_id: str, image, mask, *, half: bool = True) -> None:
         """Write one view's linear RGB image (EXR, float16 by default) and uint8 mask (PNG)."""
-        from .image_io import write_hdr_image, write_png
+        from ..image_io import write_hdr_image, write_png
 
         cam = self.cameras[cam_id]
         image = np.asarray(image, np.float32)

@@ -94,7 +94,7 @@ def measure(capture, reference, out=None) -> dict:
     view; rows for the raw image, OIDN without guides and OIDN with the guides. ``out``: JSON path."""
     import json
 
-    from relit_hands.capture import Capture
+    from relit_hands.tools.capture import Capture
     from relit_hands.engine import Engine
     from .eval_metrics import psnr_linear
     from .evaluate import capture_engine_kwargs

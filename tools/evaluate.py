@@ -302,14 +302,14 @@ def _reference(capture, frame, cam_id) -> np.ndarray:
 
 
 def load_capture(path):
-    """``relit_hands.capture.Capture.load(path, check_files=False)``: the one loader of the on-disk
+    """``relit_hands.tools.capture.Capture.load(path, check_files=False)``: the one loader of the on-disk
     format, everything validated but the presence of image files -- the harness needs only the
     held-out environment frames' images, which :func:`evaluate` checks itself, so a capture whose
     training frames are still being rendered (other shards, ``lightstage --kinds``) can be evaluated."""
     try:
-        from ..capture import Capture
+        from .capture import Capture
     except ImportError as e:  # pragma: no cover - the loader ships with the package
-        raise EvaluationError(f"the capture loader (relit_hands.capture) is not available: {e}") from None
+        raise EvaluationError(f"the capture loader (relit_hands.tools.capture) is not available: {e}") from None
     return Capture.load(path, check_files=False)
 
 
@@ -406,7 +406,7 @@ def evaluate(capture, renderers, out_dir, *, frames=None, cameras=None, max_fram
     """Run the evaluation and write ``report.md``, ``metrics.json`` and the PNGs to ``out_dir``.
 
     ``capture``: a capture folder or an already loaded capture (anything with the
-    :class:`~relit_hands.capture.Capture` interface). ``noise_reference``: optional second render of
+    :class:`~relit_hands.tools.capture.Capture` interface). ``noise_reference``: optional second render of
     the same frames with independent sampling noise (``relit-hands lightstage --noise-seed``; a folder
     or a loaded capture): images present in both get a reference-noise estimate, and the results a
     ``reference_noise`` section (:func:`_noise_summary`). Returns the metrics dictionary (also

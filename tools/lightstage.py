@@ -4,7 +4,7 @@
                            [--variant auto|llvm_ad_rgb|cuda_ad_rgb] [--spp N] [--sheet-only]
 
 Writes a capture in the documented format (docs/capture_format.md, loaded and validated by
-:class:`relit_hands.capture.Capture`), a summary JSON (counts, seconds per image, spp,
+:class:`relit_hands.tools.capture.Capture`), a summary JSON (counts, seconds per image, spp,
 settings) and a contact-sheet PNG of sampled frames. Resumable: finished views (image + mask
 on disk) are skipped. ``--shard i/N`` renders frames ``i, i+N, i+2N, ...`` only, so N machines
 split one capture (every shard writes the same JSON files; the capture is complete when all
@@ -763,7 +763,7 @@ def contact_sheet(capture_dir, frames: list, tile: int = 256, columns: int = 4, 
     FrameSpecs (their tags label the tiles). Returns (uint8 sheet, records)."""
     from PIL import Image
 
-    from relit_hands.capture import Capture
+    from relit_hands.tools.capture import Capture
     from relit_hands.tools.contact_sheet import grid, label_tile
 
     cap = Capture.load(capture_dir, check_files=False)
@@ -914,10 +914,10 @@ def run(preset_name: str, out, *, shard=(0, 1), variant="auto", spp=None, bounda
     ``overwrite``, and a relit-hands folder of another kind is refused."""
     from tqdm import tqdm
 
-    from relit_hands.capture import FORMAT_NAME
+    from relit_hands.tools.capture import FORMAT_NAME
     from relit_hands.validation import OutputFolder, OutputSet, json_file_says, write_atomic, write_text_atomic
 
-    from relit_hands.capture import CaptureWriter
+    from relit_hands.tools.capture import CaptureWriter
     from relit_hands.environment import EnvironmentMap
     from relit_hands.image_io import write_hdr_image, write_png
 

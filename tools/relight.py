@@ -24,9 +24,9 @@ Two ways to choose the lights:
   half the spacing (~4.5 deg at n = 512, ~6.5 deg at 256): shadows of a sharp sun move by that
   much; use n = 1024 for sunny maps if needed.
 
-Student set (:func:`make_student_set`): exactly the format of :mod:`relit_hands.student_data`
+Student set (:func:`make_student_set`): exactly the format of :mod:`relit_hands.tools.student_data`
 (``write_sample`` / ``write_manifest``); features from
-:func:`relit_hands.student_data.proxy_vertex_features` (the engine's proxy feature pass, with and
+:func:`relit_hands.tools.student_data.proxy_vertex_features` (the engine's proxy feature pass, with and
 without visibility), targets = the teacher's env-lit textures. Poses: the shipped pose / scene
 presets and the capture's TRAIN poses, jittered; any candidate with a hand closer than ``--exclude-radius``
 (RMS over the 45 finger parameters, radians) to the same-side hand of a held-out pose of the evaluation capture is rejected and redrawn, so the student never trains on the
@@ -247,9 +247,9 @@ def make_student_set(teacher_path, out, *, poses: int = 16, envs=None, rotations
     (:mod:`relit_hands.translucency`; empty: none)."""
     from tqdm import tqdm
 
-    from relit_hands.capture import Capture
+    from relit_hands.tools.capture import Capture
     from relit_hands.engine import Engine
-    from relit_hands.student_data import proxy_vertex_features, write_manifest, write_sample
+    from relit_hands.tools.student_data import proxy_vertex_features, write_manifest, write_sample
 
     from relit_hands.validation import OutputFolder, json_file_says, write_atomic, write_text_atomic
 

@@ -31,10 +31,10 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from .hand_model import HandAsset, asset_path, asset_reference
-from .student import (environment_code, scene_centre, select_channels, variant_feature_names,
+from ..hand_model import HandAsset, asset_path, asset_reference
+from ..student import (environment_code, scene_centre, select_channels, variant_feature_names,
                       variant_feature_source)
-from .uv_maps import UVRasterizer
+from ..uv_maps import UVRasterizer
 
 __all__ = ["DATASET_FORMAT", "DATASET_VERSION", "StudentDatasetError", "proxy_vertex_features",
            "StudentDataset", "write_manifest", "write_sample", "read_manifest", "make_synthetic_student_set",
@@ -268,9 +268,9 @@ def make_synthetic_student_set(root, engine, n: int = 8, resolution: int = 128, 
     :func:`synthetic_teacher_target` -- a STAND-IN TEACHER FOR TESTS ONLY (the real targets come from
     the issue-6 teacher). Scenes: the presets, finger poses jittered (+-0.15 rad), random shipped
     environment and yaw, view origin = the framing camera's centre. Returns the manifest path."""
-    from .environment import EnvironmentMap
-    from .poses import POSE_PRESETS
-    from .scene import SCENE_PRESETS, scene_preset
+    from ..environment import EnvironmentMap
+    from ..poses import POSE_PRESETS
+    from ..scene import SCENE_PRESETS, scene_preset
 
     root = Path(root)
     rng = np.random.default_rng(seed)
@@ -308,7 +308,7 @@ def make_synthetic_student_set(root, engine, n: int = 8, resolution: int = 128, 
                         "view_origin": [float(x) for x in origin], "file": f})
     return write_manifest(root, resolution=resolution, n_lights=n_lights, feature_names=vf["names"],
                           samples=samples, asset=engine.asset,
-                          generator="relit_hands.student_data.make_synthetic_student_set "
+                          generator="relit_hands.tools.student_data.make_synthetic_student_set "
                                     "(STAND-IN teacher for tests only: albedo/pi*diffuse_vis + 0.04*spec_a0.40)",
                           feature_kwargs={"roughness": [0.2, 0.4, 0.7], "include_normal": True,
                                           "normalize": "rgb"})

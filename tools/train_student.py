@@ -256,7 +256,7 @@ def train(args, command: str | None = None) -> dict:
     import torch
 
     from ..student import StudentNet, default_student_path, load_student, save_student
-    from ..student_data import StudentDataset, read_manifest
+    from .student_data import StudentDataset, read_manifest
 
     world, rank, local = _dist()
     if args.threads:

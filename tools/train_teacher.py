@@ -296,7 +296,7 @@ def _dist_setup(device: str):
 def train(args, command: str | None = None) -> dict:
     from tqdm import tqdm
 
-    from relit_hands.capture import Capture, CaptureIncompleteError
+    from relit_hands.tools.capture import Capture, CaptureIncompleteError
     from relit_hands.engine import Engine
     from .teacher import TeacherNet, load_teacher, save_teacher
     from .teacher_inputs import TexelConditioning
