@@ -63,7 +63,7 @@ def main(argv=None):
         if i >= 3:
             frames.append(frame.timings_ms["total"])
             for k, v in {**frame.timings_ms, **{f"gl_{k}": v for k, v in
-                                                  engine.compositor.last_timings.items()}}.items():
+                                                  frame.composite_ms.items()}}.items():
                 stages.setdefault(k, []).append(v)
     import moderngl
 

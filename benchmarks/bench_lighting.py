@@ -1,6 +1,6 @@
 """Lighting-feature benchmark on the real hand asset: the four stages of the student's input.
 
-    python benchmarks/bench_lighting.py [--device cpu|cuda] [--backend auto] [--frames 20]
+    python benchmarks/bench_lighting.py [--device cpu|cuda] [--raycast auto] [--frames 20]
                                         [--out benchmarks/results/lighting_cpu.json]
 
 Two hands ('clasp' preset, the fingers animated every frame), the 'sky_sun' environment rotating
@@ -25,7 +25,7 @@ import torch
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--backend", default="auto", help="ray casting backend")
+    ap.add_argument("--raycast", default="auto", help="ray casting backend")
     ap.add_argument("--frames", type=int, default=20)
     ap.add_argument("--lights", type=int, nargs="+", default=[64, 128, 256])
     ap.add_argument("--resolutions", type=int, nargs="+", default=[256, 512])
@@ -38,7 +38,7 @@ def main(argv=None):
     from relit_hands.environment import EnvironmentMap
     from relit_hands.scene import scene_preset
 
-    engine = Engine(device=a.device, raycast_backend=a.backend)
+    engine = Engine(device=a.device, raycast=a.raycast)
     env = EnvironmentMap.from_name_or_path("sky_sun")
     base = scene_preset("clasp")
     view = np.array([0.0, 0.1, 0.5])

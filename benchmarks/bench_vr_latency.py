@@ -79,7 +79,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--lights", type=int, default=64)
     ap.add_argument("--env", default="studio")
     ap.add_argument("--model", help="student weights (default: the shipped model)")
-    ap.add_argument("--backend", default="auto", help="student inference backend")
+    ap.add_argument("--inference", default="auto", help="student inference backend")
     ap.add_argument("--calibrate", type=int, default=1, help="good frames before the hands are shaped (1: at once)")
     ap.add_argument("--noise", type=float, default=1.5)
     ap.add_argument("--out", default=None, help="JSON path (default benchmarks/results/vr_latency_cpu_<W>x<H>.json)")
@@ -101,7 +101,7 @@ def main(argv=None) -> dict:
     ctx = create_headless_context()  # the VR application's context: the Engine draws into its textures
     engine = Engine(ctx=ctx, shadow_map_size=256)
     env = EnvironmentMap.from_name_or_path(a.env)
-    vr = vrx.VRHands(engine, env, student=a.model, backend=a.backend, n_lights=a.lights, calibrate=a.calibrate)
+    vr = vrx.VRHands(engine, env, student=a.model, inference=a.inference, n_lights=a.lights, calibrate=a.calibrate)
     n = a.warmup + a.frames
     src = vrx.SyntheticXR(engine, frames=max(n, 2), noise=a.noise, drop_frame=None)
     stream = [(src.joints(i), vrx.eye_cameras(src.views(i), w, h)) for i in range(n)]  # made before timing
@@ -119,7 +119,7 @@ def main(argv=None) -> dict:
         t["other"] = t["end_to_end"] - sum(t[k] for k in stages if k != "other")
         if i >= a.warmup:
             rows.append(t)
-    be = engine.student_backend(a.model, backend=a.backend)
+    be = engine.student_backend(a.model, inference=a.inference)
     renderer = ctx.info.get("GL_RENDERER")
     for tex in eyes:
         tex.release()

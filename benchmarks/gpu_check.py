@@ -16,7 +16,8 @@ each GPU stage is fed the CPU reference's inputs of that stage and compared with
     features    lighting_features     max abs diff        <= 1e-4 x peak
     uv_maps     UVRasterizer.gather   max abs diff        <= 1e-5 x peak
     student     every GPU backend     texture PSNR        >= 35 dB (peak = the reference's max)
-    gpu_frame   whole frame on CUDA   textures PSNR >= 35 dB; image PSNR vs the GL compositor >= 35 dB
+    frame_cuda  Engine(device='cuda', compositor='nvdiffrast'): textures PSNR >= 35 dB, image PSNR vs the
+                GL compositor >= 35 dB, no host copy with readback='none' 
 
 Without CUDA the GPU checks say ``skipped: no CUDA`` (one line each). Writes DIR/check.json and
 DIR/check_gl.png (+ check_gpu.png, check_diff.png with CUDA); prints one line per check;
@@ -75,7 +76,7 @@ def main(argv=None) -> int:
     ap.add_argument("--psnr-min", type=float, default=35.0)
     ap.add_argument("--dry-run-on-cpu", action="store_true",
                     help="without CUDA: run the GPU checks' comparison code with CPU tensors (tests the script; "
-                         "visibility and gpu_frame stay skipped), results marked dry_run")
+                         "visibility and frame_cuda stay skipped), results marked dry_run")
     ap.add_argument("--cpu-check-lights", type=int, default=16,
                     help="lights of the Embree vs brute-force torch check (the first K of --lights)")
     args = ap.parse_args(argv)
@@ -102,7 +103,7 @@ def main(argv=None) -> int:
     scene = pose_animation(2, 1)[0]
     env = EnvironmentMap.from_name_or_path("sky_sun").rotate(30.0)
     ref_caster = "embree" if raycast.EmbreeRayCaster.is_available() else "torch"
-    eng = Engine(raycast_backend=ref_caster)
+    eng = Engine(device="cpu", raycast=ref_caster)
     try:
         cams = cameras_for(eng, [scene], args.size, False)
         origin = np.mean([c.center for c in cams], 0)
@@ -161,7 +162,7 @@ def main(argv=None) -> int:
         guarded("student_onnxruntime_cpu", cpu_onnxruntime)
 
         # ---------------------------------------------------------------- GPU stages
-        gpu_names = ["visibility_cuda", "features_cuda", "uv_maps_cuda", "student_cuda", "gpu_frame"]
+        gpu_names = ["visibility_cuda", "features_cuda", "uv_maps_cuda", "student_cuda", "frame_cuda"]
         if not cuda and not dry:
             for n in gpu_names:
                 record(n, "skipped", "no CUDA")
@@ -190,7 +191,7 @@ def main(argv=None) -> int:
                        energy_max_abs_diff=float(np.abs(np.asarray(torch.as_tensor(e2).cpu()) - np.asarray(energy)).max()))
 
             def uv_cuda():
-                got = uv.gather(feats.to(dev), eng.asset.proxy_faces)  # as gpu_frame calls it
+                got = uv.gather(feats.to(dev), eng.asset.proxy_faces)  # as the engine calls it
                 ref = uv.gather(feats, eng.asset.proxy_faces)
                 d = float((got.cpu() - ref).abs().max())
                 pk = float(ref.abs().max())
@@ -221,30 +222,40 @@ def main(argv=None) -> int:
 
             def frame_cuda():
                 if dry:
-                    return record("gpu_frame", "skipped", "no CUDA (dry run)")
-                from relit_hands import gpu_frame
+                    return record("frame_cuda", "skipped", "no CUDA (dry run)")
+                from relit_hands.compositing import TRANSFERS, compositor_availability
 
-                ok = gpu_frame.available()
+                ok = compositor_availability("cuda")["nvdiffrast"]
                 if ok is not True:
-                    return record("gpu_frame", "skipped", str(ok))
+                    return record("frame_cuda", "skipped", str(ok))
                 be = TorchBackend(model, device="cuda", precision="fp32", cuda_graph=False)
                 vals = {}
-                for aa in (False, True):
-                    g = gpu_frame.GpuFrameRenderer(antialias=aa)
-                    g.render(scene, env, cams, student=be, n_lights=N)
-                    img = g.last_image[0].cpu().numpy()
-                    vals[f"image_psnr_db_vs_gl_aa{int(aa)}"] = psnr(img, img_gl, 255.0)
-                    if not aa:
-                        vals["texture_psnr_db"] = psnr(g.last_textures.cpu().numpy(), tex, peak)
-                        write_png(out / "check_gpu.png", img)
-                        diff = np.abs(img.astype(np.int16) - img_gl.astype(np.int16)).max(-1)
-                        write_png(out / "check_diff.png",
-                                  np.repeat(np.clip(diff * 8, 0, 255).astype(np.uint8)[..., None], 3, -1))
+                g = Engine(device="cuda", raycast="auto", compositor="nvdiffrast")
+                try:
+                    for aa in (False, True):
+                        g.hand_compositor.antialias = aa
+                        sf = g.render_student(scene, env, cams, student=be, n_lights=N)
+                        img = sf.image
+                        vals[f"image_psnr_db_vs_gl_aa{int(aa)}"] = psnr(img, img_gl, 255.0)
+                        if not aa:
+                            got = torch.stack([sf.textures[s] for s in sides]).cpu().numpy()
+                            vals["texture_psnr_db"] = psnr(got, tex, peak)
+                            write_png(out / "check_gpu.png", img)
+                            diff = np.abs(img.astype(np.int16) - img_gl.astype(np.int16)).max(-1)
+                            write_png(out / "check_diff.png",
+                                      np.repeat(np.clip(diff * 8, 0, 255).astype(np.uint8)[..., None], 3, -1))
+                    TRANSFERS.reset()
+                    g.render_student(scene, env, cams, student=be, n_lights=N, readback="none")
+                    vals["host_copies_per_frame"] = TRANSFERS.count
+                finally:
+                    g.release()
                 best = max(vals["image_psnr_db_vs_gl_aa0"], vals["image_psnr_db_vs_gl_aa1"])
-                ok = best >= args.psnr_min and vals["texture_psnr_db"] >= args.psnr_min
-                record("gpu_frame", "pass" if ok else "fail",
-                       "" if ok else f"image PSNR {best:.1f} dB or texture PSNR {vals['texture_psnr_db']:.1f} dB "
-                                     f"< {args.psnr_min} (see check_*.png)", **vals)
+                ok = (best >= args.psnr_min and vals["texture_psnr_db"] >= args.psnr_min
+                      and vals["host_copies_per_frame"] == 0)
+                record("frame_cuda", "pass" if ok else "fail",
+                       "" if ok else f"image PSNR {best:.1f} dB, texture PSNR {vals['texture_psnr_db']:.1f} dB "
+                                     f"(< {args.psnr_min}?) or {vals['host_copies_per_frame']} host copies "
+                                     f"(see check_*.png)", **vals)
 
             for n, fn in zip(gpu_names, (vis_cuda, feats_cuda, uv_cuda, student_cuda, frame_cuda)):
                 guarded(n, fn)

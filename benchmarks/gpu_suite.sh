@@ -15,13 +15,13 @@
 #   egl         a headless moderngl context (backend='egl'): the GL compositor's renderer
 #   (nvdiffrast compiles in the background from here on: TORCH_CUDA_ARCH_LIST=9.0)
 #   info        relit-hands info
-#   cuda_tests  pytest -k cuda tests/test_raycast.py tests/test_uv_maps.py
+#   cuda_tests  pytest -k cuda tests/test_raycast.py tests/test_uv_maps.py tests/test_inference.py tests/test_engine_pipeline.py
 #   nvdiffrast  wait for the background build (the GPU fast path's rasterizer)
 #   check       benchmarks/gpu_check.py: every GPU stage vs the CPU reference on the same inputs
 #               (visibility agreement, feature / UV maps, student textures, image vs GL: PSNR >= 35 dB)
 #   bench_*     relit-hands bench at the acceptance settings, for every inference backend and
 #               compositor available: two hands, R=512, N=256, mono 1920x1080 and stereo 2 x 1832x1920;
-#               --compositor cuda gives the per-stage profile from CUDA events
+#               on --device cuda every stage is timed with CUDA events (the GPU timeline)
 #   summary     summary.json (+ bench.json); acceptance: mono <= 2 ms, stereo <= 5 ms
 # Results: at most 8 files in $OUT (when set, as on the device machine) else in
 # benchmarks/results/gpu_<gpu>_<date>/: suite.log, summary.json, bench.json, check_gl.png,
@@ -158,7 +158,7 @@ step_info() {
   echo "NOTE: relit-hands info ran"
 }
 step_cuda_tests() {
-  "$PY" -m pytest -q -rs -p no:cacheprovider -k cuda tests/test_raycast.py tests/test_uv_maps.py
+  "$PY" -m pytest -q -rs -p no:cacheprovider -k cuda tests/test_raycast.py tests/test_uv_maps.py tests/test_inference.py tests/test_engine_pipeline.py
   rc=$?
   [ "$rc" = 0 ] || { echo "FAIL: pytest -k cuda: exit $rc (see the log)"; exit 1; }
   if "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
@@ -192,7 +192,7 @@ step_check() {
 }
 bench_one() {  # mode backend compositor
   local mode=$1 be=$2 comp=$3 sz name
-  if [ "$comp" = cuda ] && ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+  if [ "$comp" = nvdiffrast ] && ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
     echo "SKIP: no CUDA"; exit 3
   fi
   if [ "$mode" = mono ]; then sz="--size $B_MONO"; else sz="--size $B_STEREO --stereo"; fi
@@ -236,7 +236,7 @@ BACKENDS=$("$PY" -c "
 from relit_hands.inference import available_backends
 a = available_backends()
 print(' '.join(['torch'] + [k for k in ('onnxruntime', 'tensorrt') if a[k] is True]))" 2>/dev/null || echo torch)
-COMPOSITORS="gl cuda"
+COMPOSITORS="gl nvdiffrast"
 echo
 echo "gpu_suite: inference backends: $BACKENDS; compositors: $COMPOSITORS; bench: R=$B_RES N=$B_LIGHTS" \
      "mono $B_MONO, stereo 2 x $B_STEREO, $FRAMES frames after $WARMUP, device $B_DEVICE"
@@ -274,8 +274,7 @@ for p in sorted(glob.glob(f"{work}/bench/*/bench_*.json")):
                      "frames": s["frames"], "device": s["device"],
                      "median_ms": c["end_to_end"]["median_ms"], "p95_ms": c["end_to_end"]["p95_ms"], "fps": c["fps"],
                      "stages_median_ms": {k: v["median_ms"] for k, v in c["stages"].items()},
-                     "stage_timer": "CUDA events" if c.get("compositor") == "cuda" else
-                                    "host wall clock (engine timings; GL timer queries in gl_last_view_ms)",
+                     "stage_timer": "CUDA events" if c.get("device") == "cuda" else "host wall clock",
                      "chart": os.path.join(os.path.dirname(p), f"bench_{name}.png")})
 acc = {}
 for stereo, limit in ((False, 2.0), (True, 5.0)):

@@ -113,15 +113,17 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import torch
 
 from . import environment as _environment
 from . import gl_context as _gl_context
 from .camera import Camera
+from .compositing import HandCompositor, to_host
 from .environment_gl import EnvironmentGL
 from .gl_context import _check_image, _gl_current, _mat_bytes, create_headless_context, load_shader
 from .gl_state import GLStateGuard, made_current
 from .hand_drawable import HandDrawable
-from .stages import COMPOSITE_STAGES, in_stage_order
+from .stages import COMPOSITE_STAGES, STUDENT_STAGES, in_stage_order
 
 __all__ = ["Compositor", "HandDrawable", "create_headless_context", "load_shader"]
 
@@ -136,8 +138,9 @@ BACKGROUNDS = ("env", "none", "transparent")
 _MAX_LIGHTS = 8  # must match MAX_LIGHTS in hand.frag
 
 
-class Compositor:
-    """Renders hands over an environment map; see the module docstring for the exact model.
+class Compositor(HandCompositor):
+    """Renders hands over an environment map; see the module docstring for the exact model. The
+    ``'gl'`` backend of :class:`~relit_hands.compositing.HandCompositor`.
 
     Parameters: ``ctx`` an existing moderngl context (e.g. the viewer's) or None for a headless
     EGL one; ``shadow_map_size`` texels per shadow map side; ``num_shadow_lights`` k dominant
@@ -192,7 +195,6 @@ class Compositor:
         self.residual_sh = residual_sh
         self.cull_back_faces = bool(cull_back_faces)
         self.hands: list[HandDrawable] = []
-        self.last_timings: dict[str, float] = {}
 
         vs_fs = load_shader("fullscreen.vert")
         self.prog_bg = self.ctx.program(vertex_shader=vs_fs, fragment_shader=load_shader("background.frag"))
@@ -243,6 +245,56 @@ class Compositor:
         h = HandDrawable(self, positions, faces, uvs, uv_faces, **kw)
         self.hands.append(h)
         return h
+
+    # ---------------------------------------------------------------- the compositor interface
+    name = "gl"
+    student_stages = STUDENT_STAGES
+
+    def attach_hands(self, models: dict, textures: dict) -> None:
+        """One :class:`HandDrawable` per hand of ``models`` ({side: HandModel}), in
+        :attr:`hand_drawables` {side: drawable}, with the asset's PBR ``textures``."""
+        self.hand_drawables = {}
+        for side, model in models.items():
+            a = model.asset
+            self.hand_drawables[side] = self.add_hand(a.render_vertices, a.render_faces, a.render_uvs,
+                                                      a.render_uv_faces, name=side, **textures)
+
+    def upload_hands(self, sides, vertices: dict, textures=None) -> None:
+        """Posed vertices {side: [V, 3] tensor or array} (and radiance textures [len(sides), R, R, 3]
+        host tensor) to the drawables of ``sides``; each drawable computes its normals itself."""
+        for i, side in enumerate(sides):
+            v = vertices[side]
+            self.hand_drawables[side].update_vertices(v.numpy() if hasattr(v, "numpy") else v)
+            if textures is not None:
+                self.hand_drawables[side].set_radiance_texture(textures[i].numpy())
+
+    def composite_textures(self, sides, vertices, textures, env, cameras, *, exposure_ev=0.0, tonemap="aces",
+                           background="env", return_linear=False, readback=None, targets=None, timer=None):
+        """:meth:`HandCompositor.composite_textures`: the textures (and, from a CUDA device, the posed
+        vertices with them) cross to the host in one copy (:func:`~relit_hands.compositing.to_host`)
+        and are uploaded (stage 'upload'); every camera is one :meth:`render` ('composite')."""
+        tex = textures.float()
+        if tex.device.type == "cpu":
+            tex, verts = to_host(tex), {s: vertices[s] for s in sides}
+        else:  # one copy for the textures and the posed vertices together
+            flat = to_host(torch.cat([tex.reshape(-1)] + [vertices[s].float().reshape(-1) for s in sides]))
+            parts = flat.split([tex.numel()] + [vertices[s].numel() for s in sides])
+            tex = parts[0].reshape(tex.shape)
+            verts = {s: p.reshape(-1, 3) for s, p in zip(sides, parts[1:])}
+        self.upload_hands(sides, verts, tex)
+        if timer is not None:
+            timer.mark("upload")
+        targets = [None] * len(cameras) if targets is None else targets
+        views = []
+        for cam, tgt in zip(cameras, targets):
+            o = self.render([self.hand_drawables[s] for s in sides], env, cam, shading="uv_texture",
+                            exposure_ev=exposure_ev, tonemap=tonemap, background=background, shadows=False,
+                            return_linear=return_linear, readback=readback, target=tgt)
+            o["device_image"] = None
+            views.append(o)
+        if timer is not None:
+            timer.mark("composite")
+        return views
 
     def set_radiance_texture(self, hand_index: int, tex):
         """HDR radiance texture of registered hand ``hand_index`` for ``shading='uv_texture'``."""
@@ -538,7 +590,6 @@ class Compositor:
         timings["total"] = (t4 - t0) * 1e3
         timings = in_stage_order(timings, COMPOSITE_STAGES)
         out["timings_ms"] = timings
-        self.last_timings = timings
         return out
 
     def _draw_tonemap(self, fbo, W, H):

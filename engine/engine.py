@@ -13,7 +13,6 @@ textures (:mod:`.compositor`). The ray-casting backend is chosen once, when the 
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -21,14 +20,16 @@ import numpy as np
 import torch
 
 from .camera import Camera
-from . import raycast
+from . import backends
+from . import raycast as raycast_module
+from .compositing import to_host
 from .compositor import Compositor
 from .environment import EnvironmentMap
 from .features import lighting_features
 from .hand_model import HandAsset, HandModel, asset_mismatch, default_asset_path, vertex_normals
 from .image_io import read_png
 from .scene import Scene
-from .stages import PBR_STAGES, STUDENT_STAGES, in_stage_order
+from .stages import PBR_STAGES, StageTimer, StageTimings
 from .translucency import mean_free_paths_of, proxy_transmittance
 from .uv_maps import UVRasterizer
 
@@ -42,8 +43,14 @@ class Frame:
     image: uint8 [H, W, 3] (or [H, W, 4] with a transparent background), sRGB, tone mapped.
     linear: float32 [H, W, 3] linear HDR radiance before exposure and tone mapping (if asked).
     mask: bool [H, W] hand coverage; hand_id: int8 [H, W] (-1 background, else index into
-    ``sides``); timings_ms: per-stage milliseconds. With ``readback='rgb'`` mask and hand_id
-    are None, with ``readback='none'`` (and when drawn into a host target) image is None too.
+    ``sides``); timings_ms: per-stage milliseconds (:class:`~relit_hands.stages.StageTimings`).
+    With ``readback='rgb'`` mask and hand_id are None, with ``readback='none'`` (and when drawn
+    into a host target) image is None too.
+    vertices: {side: [V, 3] float32 tensor} the posed render vertices (metres, world, on the
+    engine's device) the frame was drawn with -- reuse them instead of skinning again.
+    composite_ms: the GL compositor's parts of this view's composite (env_prepare, shadows, draw,
+    readback, total); device_image: uint8 [H, W, 3] tensor on the CUDA device (the nvdiffrast
+    compositor), else None.
     """
 
     image: np.ndarray
@@ -53,6 +60,9 @@ class Frame:
     sides: list
     timings_ms: dict = field(default_factory=dict)
     linear: np.ndarray | None = None
+    vertices: dict | None = None
+    composite_ms: dict = field(default_factory=dict)
+    device_image: "torch.Tensor | None" = None
 
 
 @dataclass
@@ -116,11 +126,22 @@ def load_asset_textures(asset_dir) -> dict:
 
 
 class Engine:
-    """Renders one or two posed hands under an HDR environment.
+    """Renders one or two posed hands under an HDR environment: one pipeline, one device.
 
-    ``Engine(asset=None, *, ctx=None, shadow_map_size=1024, device='cpu')``: ``asset`` is a path
-    to a right-hand npz (textures beside it) or None for the shipped asset; ``ctx`` an existing
-    moderngl context (the viewer's), else a headless EGL one is created.
+    ``Engine(asset=None, *, ctx=None, shadow_map_size=1024, device='auto', raycast='auto',
+    compositor='auto')``: ``asset`` is a path to a right-hand npz (textures beside it) or None for
+    the shipped asset; ``ctx`` an existing moderngl context (the viewer's), else a headless EGL
+    one is created when the GL compositor is first needed. ``device``: 'auto' (CUDA when usable,
+    else the CPU), 'cpu' or 'cuda' -- every stage's tensors live there, from skinning to the
+    student's textures. ``raycast`` / ``compositor`` (and ``render_student``'s ``inference``) name a
+    backend or 'auto'; :mod:`.backends` resolves each once for the device and says why a named one
+    cannot serve it. The PBR baseline is always drawn by the GL compositor.
+
+    Stages of a student frame (:meth:`render_student`), each owned by one module: skinning both
+    hands (:mod:`.hand_model`) -> environment lights (:mod:`.environment`) -> proxy visibility
+    (:mod:`.raycast`) -> lighting features (:mod:`.features`) -> UV maps (:mod:`.uv_maps`) -> student
+    (:mod:`.inference`) -> composite (:mod:`.compositing`: :mod:`.compositor` GL or
+    :mod:`.compositor_nvdiffrast`), cameras as a batch (mono, stereo).
 
     Inside a host application (a VR frame loop owning the context and the swapchain images)::
 
@@ -135,23 +156,42 @@ class Engine:
     restored after every call (:mod:`.gl_state`).
     """
 
-    def __init__(self, asset=None, *, ctx=None, shadow_map_size: int = 1024, device="cpu",
-                 raycast_backend: str = "auto"):
+    def __init__(self, asset=None, *, ctx=None, shadow_map_size: int = 1024, device="auto",
+                 raycast: str = "auto", compositor: str = "auto"):
         path = Path(asset) if asset is not None else default_asset_path()
         self.asset = HandAsset.load(path)
-        self.device = torch.device(device)
+        self.device = backends.resolve_device(device)
         self.models = {side: HandModel(self.asset, side, device=self.device) for side in ("right", "left")}
-        self.compositor = Compositor(ctx, shadow_map_size=shadow_map_size)
-        tex = load_asset_textures(path.parent)
-        self.drawables = {}
-        for side, model in self.models.items():
-            a = model.asset
-            self.drawables[side] = self.compositor.add_hand(a.render_vertices, a.render_faces, a.render_uvs,
-                                                            a.render_uv_faces, name=side, **tex)
+        self._asset_textures = load_asset_textures(path.parent)
+        self._ctx, self._shadow_map_size = ctx, shadow_map_size
+        self._gl = None
+        self.compositor_backend = backends.resolve("compositor", compositor, self.device)
+        if self.compositor_backend == "gl":
+            self.hand_compositor = self.compositor
+        else:
+            from .compositor_nvdiffrast import NvdiffrastCompositor
+
+            self.hand_compositor = NvdiffrastCompositor(self.device)
+            self.hand_compositor.attach_hands(self.models, self._asset_textures)
         self._proxy_faces = {side: m.proxy_faces for side, m in self.models.items()}
-        self.raycaster = raycast.get_backend(raycast_backend)
-        self.raycast_backend = self.raycaster.name
+        self.raycast_backend = backends.resolve("raycast", raycast, self.device)
+        self.raycaster = raycast_module.get_backend(self.raycast_backend)
         self._uv = {}
+        self._student_backends = {}
+
+    @property
+    def compositor(self) -> Compositor:
+        """The GL compositor (the PBR baseline's, and the student's with ``compositor='gl'``),
+        made on first use with the hands attached (:attr:`drawables`)."""
+        if self._gl is None:
+            self._gl = Compositor(self._ctx, shadow_map_size=self._shadow_map_size)
+            self._gl.attach_hands(self.models, self._asset_textures)
+        return self._gl
+
+    @property
+    def drawables(self) -> dict:
+        """{side: HandDrawable} of the GL compositor."""
+        return self.compositor.hand_drawables
 
     def uv_rasterizer(self, resolution: int) -> UVRasterizer:
         """Texel -> proxy (triangle, barycentrics) for the shared atlas at ``resolution`` (cached)."""
@@ -161,7 +201,8 @@ class Engine:
         return self._uv[resolution]
 
     def vertex_features(self, scene: Scene, env: EnvironmentMap, view_origin, *, n_lights: int = 64,
-                        sources=("vis",), posed: dict | None = None, translucency=None, **feature_kw) -> dict:
+                        sources=("vis",), posed: dict | None = None, translucency=None, timer=None,
+                        **feature_kw) -> dict:
         """Per-proxy-vertex lighting features (the part of :meth:`lighting_features` before the UV
         gather) for one or both ``sources``: 'vis' (visibility ray cast against both hands'
         proxies) and 'novis' (visibility = 1 for every vertex and light: no ray casting).
@@ -170,47 +211,51 @@ class Engine:
         adds the ``transmit_*`` channels (:mod:`.translucency`, a second ray cast through the
         hands); 'novis' casts no rays, so its ``transmit_*`` channels are 0.
 
-        ``posed`` optionally gives {side: HandOutput} with proxy vertices already skinned.
+        ``posed`` optionally gives {side: HandOutput} with proxy vertices already skinned;
+        ``timer`` a :class:`~relit_hands.stages.StageTimer` to mark the stages on (else one of its own).
         Returns ``{'vis': [H,Vp,C], 'novis': [H,Vp,C] (those asked for), 'energy': [3], 'names':
-        [C], 'visibility': bool [H,Vp,N] or None, 'light_dirs', 'light_rgb', 'timings_ms'}``.
+        [C], 'visibility': bool [H,Vp,N] or None, 'light_dirs', 'light_rgb', 'timings_ms'}``, the
+        tensors on the engine's device.
         """
-        t = {}
-        t0 = time.perf_counter()
+        own = timer is None
+        timer = StageTimer(self.device) if own else timer
         sides = [h.side for h in scene.hands]
         with torch.no_grad():
             if posed is None:
                 posed = self.pose(scene, meshes=("proxy",))
             proxies = torch.stack([posed[s].proxy_vertices[0] for s in sides])
-        t1 = time.perf_counter()
-        t["skinning_proxy"] = (t1 - t0) * 1e3
+        timer.mark("skinning")
         faces = [self._proxy_faces[s] for s in sides]
         normals = torch.stack([vertex_normals(proxies[i], faces[i]) for i in range(len(sides))])
         dirs, rgb = env.directional_lights(n_lights)
-        t2 = time.perf_counter()
-        t["lights"] = (t2 - t1) * 1e3
+        timer.mark("lights")
         out = {"light_dirs": dirs, "light_rgb": rgb, "visibility": None}
         vis = trans = None
         if "vis" in sources:
-            vis = raycast.proxy_visibility(proxies, normals, faces, dirs, backend=self.raycaster)
+            vis = raycast_module.proxy_visibility(proxies, normals, faces, dirs, backend=self.raycaster)
             out["visibility"] = vis
             if translucency:
                 trans = proxy_transmittance(proxies, normals, faces, dirs, mean_free_paths=translucency,
                                             backend=self.raycaster, scene_built=True)["transmittance"]
-        t3 = time.perf_counter()
-        t["raycast"] = (t3 - t2) * 1e3 if vis is not None else 0.0  # 'novis' alone casts no rays
+        if vis is not None:
+            timer.mark("raycast")
+        else:
+            timer.skipped("raycast")  # 'novis' alone casts no rays
         origin = np.asarray(view_origin, np.float64)
+        dev = proxies.device
         for src in sources:
             if src not in ("vis", "novis"):
                 raise ValueError(f"feature source must be 'vis' or 'novis', got {src!r}")
-            v = vis if src == "vis" else torch.ones(proxies.shape[0], proxies.shape[1], len(dirs), dtype=torch.bool)
+            v = vis if src == "vis" else torch.ones(proxies.shape[0], proxies.shape[1], len(dirs), dtype=torch.bool,
+                                                    device=dev)
             if translucency:
-                T = trans if src == "vis" else torch.zeros(*v.shape, len(translucency))
+                T = trans if src == "vis" else torch.zeros(*v.shape, len(translucency), device=dev)
                 feature_kw.update(transmittance=T, mean_free_paths=tuple(translucency))
             feats, energy, names = lighting_features(proxies, normals, v, dirs, rgb, origin, **feature_kw)
             out[src] = feats
-            out["energy"], out["names"] = torch.as_tensor(energy), list(names)
-        t["features"] = (time.perf_counter() - t3) * 1e3
-        out["timings_ms"] = t
+            out["energy"], out["names"] = torch.as_tensor(energy, device=dev), list(names)
+        timer.mark("features")
+        out["timings_ms"] = timer.result() if own else None
         return out
 
     def lighting_features(self, scene: Scene, env: EnvironmentMap, view_origin, *, n_lights: int = 64,
@@ -218,20 +263,16 @@ class Engine:
         """Skin the proxies, ray cast visibility of ``n_lights`` environment lights against both
         hands, compute per-vertex features seen from ``view_origin`` [3] (world; for stereo the
         midpoint of the eyes) and gather them into UV maps of ``resolution``."""
-        t0 = time.perf_counter()
-        vf = self.vertex_features(scene, env, view_origin, n_lights=n_lights, **feature_kw)
-        t = dict(vf["timings_ms"])
-        t4 = time.perf_counter()
+        timer = StageTimer(self.device)
+        vf = self.vertex_features(scene, env, view_origin, n_lights=n_lights, timer=timer, **feature_kw)
         uv = self.uv_rasterizer(resolution)
         # the left proxy's faces are the right's with two columns swapped (mirroring); the UV
         # lookup's barycentrics follow the right hand's corner order, so gather with those faces
         maps = uv.gather(vf["vis"], self.asset.proxy_faces)
-        t5 = time.perf_counter()
-        t["uv_gather"] = (t5 - t4) * 1e3
-        t["total"] = (t5 - t0) * 1e3
+        timer.mark("uv_gather")
         return FeatureFrame(maps=maps, mask=uv.mask, energy=vf["energy"], names=vf["names"],
                             sides=[h.side for h in scene.hands], visibility=vf["visibility"],
-                            light_dirs=vf["light_dirs"], light_rgb=vf["light_rgb"], timings_ms=t)
+                            light_dirs=vf["light_dirs"], light_rgb=vf["light_rgb"], timings_ms=timer.result())
 
     # ---------------------------------------------------------------------------------
     def pose(self, scene: Scene, meshes=("render",)) -> dict:
@@ -276,59 +317,62 @@ class Engine:
         if shading not in SHADINGS:
             raise ValueError(f"shading must be one of {SHADINGS}, got {shading!r}")
         _check_frame_args(width, height, exposure_ev, camera is None and target is None)
-        t = {}
-        t0 = time.perf_counter()
+        timer = StageTimer(self.device)
         posed = self.pose(scene)
-        t1 = time.perf_counter()
-        t["skinning"] = (t1 - t0) * 1e3
+        timer.mark("skinning")
         sides = [h.side for h in scene.hands]
         if shading == "uv_texture":
             missing = [s for s in sides if not radiance_textures or s not in radiance_textures]
             if missing:
                 raise ValueError(f"shading='uv_texture' needs radiance_textures[{missing[0]!r}]")
-        self._upload(posed, sides, radiance_textures if shading == "uv_texture" else None)
-        t2 = time.perf_counter()
-        t["normals_upload"] = (t2 - t1) * 1e3
+        gl = self.compositor
+        vertices = {s: posed[s].render_vertices[0] for s in sides}
+        gl.upload_hands(sides, self._host_vertices(vertices, sides))
+        if shading == "uv_texture":
+            for s in sides:
+                self.drawables[s].set_radiance_texture(radiance_textures[s])
+        timer.mark("normals_upload")
         if camera is None:
             if target is not None:
-                width, height = self.compositor.target_size(target)
-            camera = self._framing(posed, sides, width, height, scene.view_direction)
-        out = self.compositor.render([self.drawables[s] for s in sides], env, camera, shading=shading,
-                                     exposure_ev=exposure_ev, tonemap=tonemap, background=background,
-                                     shadows=shadows, return_linear=return_linear, readback=readback,
-                                     target=target)
-        t3 = time.perf_counter()
-        t["composite"] = (t3 - t2) * 1e3
-        t["total"] = (t3 - t0) * 1e3
+                width, height = gl.target_size(target)
+            camera = self._framing(vertices, width, height, scene.view_direction)
+        out = gl.render([self.drawables[s] for s in sides], env, camera, shading=shading,
+                        exposure_ev=exposure_ev, tonemap=tonemap, background=background,
+                        shadows=shadows, return_linear=return_linear, readback=readback, target=target)
+        timer.mark("composite")
         return Frame(image=out["rgb"], mask=out["mask"], hand_id=out["hand_id"], camera=camera, sides=sides,
-                     timings_ms=in_stage_order(t, PBR_STAGES), linear=out.get("linear"))
+                     timings_ms=timer.result(PBR_STAGES), linear=out.get("linear"), vertices=vertices,
+                     composite_ms=out["timings_ms"])
 
     # ---------------------------------------------------------------------------------
     # Shared by the PBR / UV-texture path and the student path
 
-    def _upload(self, posed: dict, sides: list, radiance_textures: dict | None = None) -> None:
-        """Posed render vertices (and radiance textures) to the GPU; the drawable computes the
-        area-weighted vertex normals itself (one sparse product, faster than a torch pass here)."""
-        for side in sides:
-            self.drawables[side].update_vertices(posed[side].render_vertices[0].numpy())
-            if radiance_textures is not None:
-                self.drawables[side].set_radiance_texture(radiance_textures[side])
+    @staticmethod
+    def _host_vertices(vertices: dict, sides: list) -> dict:
+        """{side: [V, 3]} on the host for the GL compositor: as they are on a CPU engine, one
+        counted copy (:func:`~relit_hands.compositing.to_host`) from a CUDA one."""
+        if all(vertices[s].device.type == "cpu" for s in sides):
+            return vertices
+        flat = to_host(torch.cat([vertices[s].reshape(-1) for s in sides]))
+        return {s: p.reshape(-1, 3) for s, p in zip(sides, flat.split([vertices[s].numel() for s in sides]))}
 
     @staticmethod
-    def _framing(posed: dict, sides: list, width: int, height: int, direction) -> Camera:
-        pts = torch.cat([posed[s].render_vertices[0] for s in sides]).numpy()
+    def _framing(vertices: dict, width: int, height: int, direction) -> Camera:
+        pts = to_host(torch.cat([v.detach().float() for v in vertices.values()])).numpy()
         return framing_camera(pts, width, height, direction=direction)
 
     # ---------------------------------------------------------------------------------
     # Neural student path
-    def student_backend(self, student=None, *, backend: str = "auto"):
-        """Resolve ``student`` to an :class:`~relit_hands.inference.InferenceBackend` (cached).
+    def student_backend(self, student=None, *, inference: str = "auto"):
+        """Resolve ``student`` to an :class:`~relit_hands.inference.InferenceBackend` on the engine's
+        device (cached).
 
         None: the shipped default model (``relit_hands/models/student/student.safetensors``) through
-        ``backend``; a :class:`~relit_hands.student.StudentLoadError` naming the file if it is
-        missing or unreadable (render the PBR baseline with :meth:`render` instead). A path: that
-        weights file through ``backend``. An ``InferenceBackend``: used as is. A
-        :class:`~relit_hands.student.StudentNet`: wrapped in the torch backend."""
+        ``inference`` (a backend name or 'auto', resolved by :mod:`.backends`); a
+        :class:`~relit_hands.student.StudentLoadError` naming the file if it is missing or unreadable
+        (render the PBR baseline with :meth:`render` instead). A path: that weights file. An
+        ``InferenceBackend``: used as is. A :class:`~relit_hands.student.StudentNet`: wrapped in the
+        torch backend."""
         from .inference import InferenceBackend, TorchBackend, make_backend
         from .student import StudentLoadError, StudentNet, default_student_path
 
@@ -336,131 +380,124 @@ class Engine:
             return student
         if isinstance(student, StudentNet):
             return TorchBackend(student, device=str(self.device))
-        cache = self.__dict__.setdefault("_student_backends", {})
         if student is None:
             student = default_student_path()
             if not student.is_file():
                 raise StudentLoadError(f"{student}: no trained default student installed (train one with "
                                        f"`relit-hands train-student ... --install-default`, README: Student); "
                                        f"the PBR baseline needs none (Engine.render, --shading pbr)")
-        key = (str(Path(student).resolve()), backend)
-        if key not in cache:
-            be = make_backend(backend, student)
+        kind = backends.resolve("inference", inference, self.device)
+        key = (str(Path(student).resolve()), kind)
+        if key not in self._student_backends:
+            be = make_backend(kind, student, device=self.device.type)
             wrong = asset_mismatch((getattr(be, "meta", None) or {}).get("asset"), self.asset)
             if wrong:
                 raise StudentLoadError(f"{student}: this student was {wrong}")
-            cache[key] = be
-        return cache[key]
+            self._student_backends[key] = be
+        return self._student_backends[key]
 
     def render_student(self, scene: Scene, env: EnvironmentMap, cameras=None, *, student=None,
-                       backend: str = "auto", n_lights: int = 64, resolution: int | None = None,
+                       inference: str = "auto", n_lights: int = 64, resolution: int | None = None,
                        exposure_ev: float = 0.0, tonemap: str = "aces", background: str = "env",
                        return_linear: bool = False, width: int = 1280, height: int = 720,
                        readback: str | None = None, targets=None) -> "StudentFrame":
-        """Render ``scene`` with the neural student: ONE feature + student pass, then one
-        composite per camera (``shading='uv_texture'``).
+        """Render ``scene`` with the neural student: ONE feature + student pass, then the
+        compositor draws every camera (``Engine(compositor=...)``: GL or nvdiffrast).
 
         ``cameras``: a :class:`Camera`, a list of one or two (stereo: left eye, right eye), or None
         (one framing camera of ``width`` x ``height``). The lighting features are computed for
         the view origin = the camera centre, or the midpoint of the two eye centres for stereo
         (see :mod:`.features` on why one texture serves both eyes), so both eyes see the same
-        textures from different viewpoints. ``student``: see :meth:`student_backend`;
-        ``resolution`` (UV R) defaults to the model's and must match it. ``env`` carries its
-        rotation (:meth:`EnvironmentMap.rotate`).
+        textures from different viewpoints. ``student``: see :meth:`student_backend` (``inference``
+        names its backend); ``resolution`` (UV R) defaults to the model's and must match it. ``env``
+        carries its rotation (:meth:`EnvironmentMap.rotate`).
 
-        Returns a :class:`StudentFrame`: ``frames`` (one :class:`Frame` per camera),
-        ``textures`` {side: float32 [R, R, 3] linear HDR radiance}, ``timings_ms`` per stage
-        (skinning, lights, raycast, features, uv_gather, student, textures, upload, composite
-        = the sum over views, total) and the backend's name. ``readback``: as in :meth:`render`
-        ('rgb' skips the per-view mask / hand id / depth read-back, which the bench does).
+        Returns a :class:`StudentFrame`: ``frames`` (one :class:`Frame` per camera, each with the
+        posed vertices), ``textures`` {side: float32 [R, R, 3] linear HDR radiance; numpy on a CPU
+        engine, a device tensor on CUDA}, ``timings_ms`` per stage (:class:`~relit_hands.stages.StageTimings`:
+        skinning, lights, raycast, features, uv_gather, student, textures, upload (GL only),
+        composite = all views, then composite_per_view and total) and the backend's name.
+        ``readback``: as in :meth:`render` ('rgb' skips the per-view mask / hand id / depth read-back,
+        which the bench does).
 
         ``targets``: draw each view into the host's own framebuffer / texture instead of reading it
-        back (as ``target`` in :meth:`render`): one per camera (stereo: [left eye, right eye]), or
-        one target for a single camera; with ``cameras`` None the framing camera takes the first
-        target's size. The targets are checked (type, size, dtype: ValueError naming
+        back (as ``target`` in :meth:`render`; GL compositor): one per camera (stereo: [left eye, right
+        eye]), or one target for a single camera; with ``cameras`` None the framing camera takes the
+        first target's size. The targets are checked (type, size, dtype: ValueError naming
         ``targets[i]``) before the feature and student passes run.
+
+        Data stays on the engine's device from skinning to the textures; the GL compositor copies
+        textures + vertices to the host once, the nvdiffrast compositor not at all
+        (:func:`~relit_hands.compositing.to_host`).
         """
         from .student import environment_code, scene_centre, select_channels, variant_feature_source
 
         _check_frame_args(width, height, exposure_ev, cameras is None and targets is None)
-        t_start = time.perf_counter()
-        be = self.student_backend(student, backend=backend)
+        timer = StageTimer(self.device)
+        be = self.student_backend(student, inference=inference)
         R = be.resolution
         if resolution is not None and int(resolution) != R:
             raise ValueError(f"resolution={resolution} but the student was trained at R={R}")
         sides = [h.side for h in scene.hands]
-        t = {}
-        t0 = time.perf_counter()
+        comp = self.hand_compositor
         posed = self.pose(scene, meshes=("render", "proxy"))  # with each hand's shape
-        t["skinning"] = (time.perf_counter() - t0) * 1e3
+        vertices = {s: posed[s].render_vertices[0] for s in sides}
         if targets is not None and not isinstance(targets, (list, tuple)):
             targets = [targets]
         if cameras is None:
             if targets:
                 width, height = self.compositor.target_size(targets[0], "targets[0]")
-            cameras = [self._framing(posed, sides, width, height, scene.view_direction)]
+            cameras = [self._framing(vertices, width, height, scene.view_direction)]
         elif isinstance(cameras, Camera):
             cameras = [cameras]
         cameras = list(cameras)
         if not 1 <= len(cameras) <= 2 or not all(isinstance(c, Camera) for c in cameras):
             raise ValueError("cameras must be a Camera or a list of one or two Cameras (stereo)")
-        if targets is None:
-            targets = [None] * len(cameras)
-        elif len(targets) != len(cameras):
-            raise ValueError(f"targets: one per camera, got {len(targets)} for {len(cameras)} camera(s)")
-        else:
+        if targets is not None:
+            if len(targets) != len(cameras):
+                raise ValueError(f"targets: one per camera, got {len(targets)} for {len(cameras)} camera(s)")
+            if comp is not self.compositor:
+                raise ValueError("targets are GL framebuffers / textures: use Engine(compositor='gl')")
             for i, (tgt, cam) in enumerate(zip(targets, cameras)):
-                self.compositor.target_format(tgt, (cam.width, cam.height), f"targets[{i}]")
+                comp.target_format(tgt, (cam.width, cam.height), f"targets[{i}]")
         origin = np.mean([c.center for c in cameras], 0)
         # features (per proxy vertex) -> UV maps
         source = variant_feature_source(be.variant)
         vf = self.vertex_features(scene, env, origin, n_lights=n_lights, sources=(source,), posed=posed,
-                                  translucency=mean_free_paths_of(be.feature_names or ()))
-        for k in ("lights", "raycast", "features"):
-            t[k] = vf["timings_ms"][k]
-        t["skinning"] += vf["timings_ms"]["skinning_proxy"]
-        t1 = time.perf_counter()
+                                  translucency=mean_free_paths_of(be.feature_names or ()), timer=timer)
         uv = self.uv_rasterizer(R)
         maps = uv.gather(vf[source], self.asset.proxy_faces)
         maps = select_channels(maps, vf["names"], be.feature_names or vf["names"])
         code = None
-        if be.needs_code:
-            code = torch.from_numpy(environment_code(env.sh_coefficients(), vf["energy"].numpy(), origin,
-                                                     scene_centre(scene)))[None].expand(len(sides), -1)
-        t2 = time.perf_counter()
-        t["uv_gather"] = (t2 - t1) * 1e3
+        if be.needs_code:  # host: SH of the map + energy (the sum of the lights, host numbers) -> 30 floats
+            e_host = np.asarray(vf["light_rgb"], np.float64).sum(0)
+            code = torch.from_numpy(environment_code(env.sh_coefficients(), e_host, origin, scene_centre(scene)))
+            code = code[None].expand(len(sides), -1).to(self.device)
+        timer.mark("uv_gather")
         out = be.run(maps, code)
-        if out.is_cuda:
-            torch.cuda.synchronize()
-        t3 = time.perf_counter()
-        t["student"] = (t3 - t2) * 1e3
-        rad = (out.float() * vf["energy"].to(out.device).reshape(1, 3, 1, 1)).permute(0, 2, 3, 1).cpu()
-        textures = {s: np.ascontiguousarray(rad[i].numpy()) for i, s in enumerate(sides)}
-        t4 = time.perf_counter()
-        t["textures"] = (t4 - t3) * 1e3
-        self._upload(posed, sides, textures)
-        t5 = time.perf_counter()
-        t["upload"] = (t5 - t4) * 1e3
-        frames, per_view = [], []
-        for cam, tgt in zip(cameras, targets):
-            tc = time.perf_counter()
-            o = self.compositor.render([self.drawables[s] for s in sides], env, cam, shading="uv_texture",
-                                       exposure_ev=exposure_ev, tonemap=tonemap, background=background,
-                                       shadows=False, return_linear=return_linear, readback=readback,
-                                       target=tgt)
-            per_view.append((time.perf_counter() - tc) * 1e3)
-            frames.append(Frame(image=o["rgb"], mask=o["mask"], hand_id=o["hand_id"], camera=cam, sides=sides,
-                                timings_ms={"composite": per_view[-1]}, linear=o.get("linear")))
-        t6 = time.perf_counter()
-        t["composite"] = sum(per_view)
-        t["composite_per_view"] = per_view
-        t["total"] = (t6 - t_start) * 1e3
-        return StudentFrame(frames=frames, textures=textures, timings_ms=in_stage_order(t, STUDENT_STAGES),
-                            backend=be.name, variant=be.variant, view_origin=origin, energy=vf["energy"].numpy(),
+        timer.mark("student")
+        rad = (out.float() * vf["energy"].to(out.device).reshape(1, 3, 1, 1)).permute(0, 2, 3, 1)  # [H, R, R, 3]
+        timer.mark("textures")
+        views = comp.composite_textures(sides, vertices, rad, env, cameras, exposure_ev=exposure_ev, tonemap=tonemap,
+                                        background=background, return_linear=return_linear, readback=readback,
+                                        targets=targets, timer=timer)
+        per_view = [v["timings_ms"].get("total") for v in views]   # GL: each view's own wall time
+        t = timer.result(comp.student_stages, extra={"composite_per_view": per_view})
+        if None in per_view:  # nvdiffrast draws the views in one batch
+            t["composite_per_view"] = [t["composite"] / len(views)] * len(views)
+        frames = [Frame(image=v["rgb"], mask=v["mask"], hand_id=v["hand_id"], camera=cam, sides=sides,
+                        timings_ms={"composite": ms}, linear=v.get("linear"), vertices=vertices,
+                        composite_ms=v["timings_ms"], device_image=v.get("device_image"))
+                  for v, cam, ms in zip(views, cameras, t["composite_per_view"])]
+        textures = {s: (rad[i].contiguous().numpy() if rad.device.type == "cpu" else rad[i]) for i, s in enumerate(sides)}
+        return StudentFrame(frames=frames, textures=textures, timings_ms=t, backend=be.name, variant=be.variant,
+                            view_origin=origin, energy=vf["energy"].numpy() if rad.device.type == "cpu" else vf["energy"],
                             resolution=R)
 
     def release(self):
-        self.compositor.release()
+        if self._gl is not None:
+            self._gl.release()
+            self._gl = None
 
 
 @dataclass
@@ -470,7 +507,9 @@ class StudentFrame:
     frames: one :class:`Frame` per camera (stereo: [left eye, right eye]); textures: {side:
     float32 [R, R, 3]} linear HDR radiance (shared by every view); timings_ms: per stage;
     backend: the inference backend's name; variant: the student's variant; view_origin [3]: where
-    the features were computed from; energy [3]; resolution R."""
+    the features were computed from; energy [3] (what the student's output was multiplied by);
+    resolution R. ``textures`` and ``energy`` are numpy on a CPU engine and tensors on the CUDA
+    device otherwise (nothing is copied to the host for them)."""
 
     frames: list
     textures: dict

@@ -90,10 +90,10 @@ class VRHands:
     ``env``: the lighting; ``calibrate``: good frames per hand whose bone lengths make its shape
     (0: never shape the hands); ``smoothing``: One Euro filters on the tracked joints."""
 
-    def __init__(self, engine: Engine, env: EnvironmentMap, *, student=None, backend: str = "auto",
+    def __init__(self, engine: Engine, env: EnvironmentMap, *, student=None, inference: str = "auto",
                  n_lights: int = 64, smoothing: bool = True, calibrate: int = 30, exposure_ev: float = 0.0):
         self.engine, self.env = engine, env
-        self.student, self.backend, self.n_lights, self.exposure_ev = student, backend, n_lights, exposure_ev
+        self.student, self.inference, self.n_lights, self.exposure_ev = student, inference, n_lights, exposure_ev
         self.calibrate = int(calibrate)
         self.retargeters = {}
         for side in SIDES:
@@ -138,7 +138,7 @@ class VRHands:
         if not hands:
             return StepResult(None, None, status, t)
         scene = Scene(hands, name="openxr")
-        frame = self.engine.render_student(scene, self.env, cameras, student=self.student, backend=self.backend,
+        frame = self.engine.render_student(scene, self.env, cameras, student=self.student, inference=self.inference,
                                            n_lights=self.n_lights, exposure_ev=self.exposure_ev, targets=targets,
                                            readback=readback if targets is None else None)
         t.update({k: v for k, v in frame.timings_ms.items() if not isinstance(v, list)})
@@ -219,7 +219,7 @@ def run_synthetic(args, engine: Engine | None = None) -> dict:
         engine = Engine(ctx=host_ctx, shadow_map_size=256)
     try:
         env = EnvironmentMap.from_name_or_path(args.env).rotate(args.yaw)
-        vr = VRHands(engine, env, student=args.model, backend=args.backend, n_lights=args.lights,
+        vr = VRHands(engine, env, student=args.model, inference=args.inference, n_lights=args.lights,
                      calibrate=args.calibrate)
         src = SyntheticXR(engine, frames=args.frames, noise=args.noise, seed=args.seed, drop_frame=args.drop_frame)
         ctx = engine.compositor.ctx
@@ -253,7 +253,7 @@ def run_synthetic(args, engine: Engine | None = None) -> dict:
             "eye_size": [w, h],
             "fov_rad": QUEST_LIKE_FOV,
             "ipd_m": IPD,
-            "backend": engine.student_backend(args.model, backend=args.backend).name,
+            "backend": engine.student_backend(args.model, inference=args.inference).name,
             "raycast_backend": engine.raycast_backend,
             "held_frames": held,
             "dropped_frame": src.drop_frame,
@@ -383,7 +383,7 @@ def run_openxr(args) -> dict:
 
         engine = Engine(ctx=ctx)
         env = EnvironmentMap.from_name_or_path(args.env).rotate(args.yaw)
-        vr = VRHands(engine, env, student=args.model, backend=args.backend, n_lights=args.lights,
+        vr = VRHands(engine, env, student=args.model, inference=args.inference, n_lights=args.lights,
                      calibrate=args.calibrate)
         running, frames, rows, t_start = False, 0, [], time.perf_counter()
         while args.frames <= 0 or frames < args.frames:
@@ -482,7 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--env", default="studio")
     ap.add_argument("--yaw", type=float, default=0.0)
     ap.add_argument("--model", help="student weights (.safetensors); default: the shipped model")
-    ap.add_argument("--backend", default="auto")
+    ap.add_argument("--inference", default="auto", help="student inference backend: auto | torch | onnxruntime | tensorrt")
     ap.add_argument("--lights", type=int, default=64)
     ap.add_argument("--calibrate", type=int, default=30, help="good frames per hand whose bone lengths make its shape")
     ap.add_argument("--noise", type=float, default=1.5, help="synthetic: tracker noise, mm / deg")

@@ -1,7 +1,7 @@
 """Render two hands with the neural student (one camera) and print the per-stage timings.
 
     python examples/render_student.py --scene clasp --env sky_sun --yaw 160 --out student.png
-    python examples/render_student.py --model runs/student_vis/student.safetensors --backend onnxruntime
+    python examples/render_student.py --model runs/student_vis/student.safetensors --inference onnxruntime
 
 Without ``--model`` the engine uses the shipped default student
 (``relit_hands/models/student/student.safetensors``); until one has been trained it runs a
@@ -22,7 +22,7 @@ def main(argv=None):
     ap.add_argument("--env", default="sky_sun")
     ap.add_argument("--yaw", type=float, default=160.0)
     ap.add_argument("--model", help="student weights (.safetensors); default: the shipped model")
-    ap.add_argument("--backend", default="auto", choices=("auto", "torch", "onnxruntime", "tensorrt"))
+    ap.add_argument("--inference", default="auto", choices=("auto", "torch", "onnxruntime", "tensorrt"))
     ap.add_argument("--lights", type=int, default=64)
     ap.add_argument("--size", default="1280x720")
     ap.add_argument("--out", default="student.png")
@@ -34,7 +34,7 @@ def main(argv=None):
     scene = scene_preset(args.scene)                                    # two posed hands (+ root transforms)
     env = EnvironmentMap.from_name_or_path(args.env).rotate(args.yaw)   # environment + rotation
     camera = engine.default_camera(scene, w, h)
-    frame = engine.render_student(scene, env, camera, student=args.model, backend=args.backend,
+    frame = engine.render_student(scene, env, camera, student=args.model, inference=args.inference,
                                   n_lights=args.lights)
     write_png(args.out, frame.image)
     print(f"wrote {args.out}  backend {frame.backend}, variant {frame.variant}, UV {frame.resolution}^2, "

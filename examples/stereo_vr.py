@@ -24,7 +24,7 @@ def main(argv=None):
     ap.add_argument("--ipd", type=float, default=0.064, help="interpupillary distance (metres)")
     ap.add_argument("--eye-size", default="960x1080", help="per-eye WxH")
     ap.add_argument("--model", help="student weights (.safetensors); default: the shipped model")
-    ap.add_argument("--backend", default="auto")
+    ap.add_argument("--inference", default="auto", help="student inference backend: auto | torch | onnxruntime | tensorrt")
     ap.add_argument("--out", default="stereo.png")
     args = ap.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -35,7 +35,7 @@ def main(argv=None):
     env = EnvironmentMap.from_name_or_path(args.env).rotate(args.yaw)
     head = engine.default_camera(scene, w, h, fov_y_deg=60.0)
     left, right = head.stereo_pair(args.ipd)
-    frame = engine.render_student(scene, env, [left, right], student=args.model, backend=args.backend)
+    frame = engine.render_student(scene, env, [left, right], student=args.model, inference=args.inference)
     sbs = frame.side_by_side()                                  # [h, 2w, 3]: left eye | right eye
     write_png(args.out, sbs)
     diff = np.abs(frame.frames[0].image.astype(int) - frame.frames[1].image.astype(int)).mean()

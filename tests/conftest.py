@@ -8,7 +8,7 @@ from relit_hands.environment import EnvironmentMap
 @pytest.fixture(scope="session")
 def engine():
     """One headless Engine (Embree ray casting) for the feature, student-data and student tests."""
-    e = Engine(raycast_backend="embree")
+    e = Engine(raycast="embree")
     yield e
     e.release()
 

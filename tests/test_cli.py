@@ -54,7 +54,7 @@ def test_render_student_and_pbr_shading(tmp_path):
     w = save_student(tmp_path / "s.safetensors", StudentNet.for_variant("vis", resolution=64, base=8, levels=3,
                                                                          static_channels=4))
     out = tmp_path / "st.png"
-    assert main(["render", "--scene", "shadow", "--shading", "student", "--student", str(w), "--backend", "torch",
+    assert main(["render", "--scene", "shadow", "--shading", "student", "--student", str(w), "--inference", "torch",
                  "--lights", "32", "--size", "96x96", "--background", "none", "--out", str(out)]) == 0
     s = json.loads(out.with_suffix(".json").read_text())
     assert s["shading"] == "student" and s["student"]["variant"] == "vis" and s["student"]["resolution"] == 64

@@ -54,10 +54,10 @@ def test_gpu_check_cpu_side(tmp_path):
     assert r["cpu_reference"]["status"] == "pass"
     assert r["student_onnxruntime_cpu"]["status"] in ("pass", "skipped")
     assert r["visibility_cpu"]["status"] in ("pass", "skipped")
-    gpu = ("visibility_cuda", "features_cuda", "uv_maps_cuda", "student_cuda", "gpu_frame")
+    gpu = ("visibility_cuda", "features_cuda", "uv_maps_cuda", "student_cuda", "frame_cuda")
     if not torch.cuda.is_available():
         assert all(r[k] == {"status": "skipped", "reason": "no CUDA"} for k in gpu), r
-        assert "check gpu_frame: skipped: no CUDA" in p.stdout
+        assert "check frame_cuda: skipped: no CUDA" in p.stdout
     assert (tmp_path / "check_gl.png").is_file()
 
 
@@ -77,4 +77,4 @@ def test_gpu_check_dry_run_exercises_the_comparisons(tmp_path):
     c = r["checks"]
     assert c["features_cuda"]["status"] == c["uv_maps_cuda"]["status"] == c["student_cuda"]["status"] == "pass", c
     assert c["features_cuda"]["max_abs_diff"] == 0.0
-    assert c["gpu_frame"]["reason"] == c["visibility_cuda"]["reason"] == "no CUDA (dry run)"
+    assert c["frame_cuda"]["reason"] == c["visibility_cuda"]["reason"] == "no CUDA (dry run)"

@@ -21,7 +21,7 @@ def host():
         ctx = create_headless_context()
     except RuntimeError as exc:
         pytest.skip(f"no EGL OpenGL context: {exc}")
-    engine = Engine(ctx=ctx, shadow_map_size=256, raycast_backend="embree")
+    engine = Engine(ctx=ctx, shadow_map_size=256, raycast="embree")
     yield ctx, engine
     engine.release()
     with ctx:  # a host releases its context after making it not current (leaving `with ctx:` does)

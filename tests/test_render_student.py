@@ -115,5 +115,5 @@ def test_a_student_of_another_asset_is_refused(engine, env, tmp_path):
                      StudentNet.for_variant("novis", resolution=128, base=8, levels=3, static_channels=4),
                      {"asset": "hand_v2"})
     with pytest.raises(StudentLoadError, match="'hand_v2'.*'hand'"):
-        engine.render_student(scene_preset("flat"), env, student=p, backend="torch", n_lights=32,
+        engine.render_student(scene_preset("flat"), env, student=p, inference="torch", n_lights=32,
                               width=64, height=48)

@@ -64,7 +64,7 @@ def test_fibonacci_sphere_home_and_the_light_stage_rig(n):
 def test_asset_builder_uses_the_models_area_weighted_vertex_normals():
     from relit_hands.hand_model import vertex_normals
     from relit_hands.tools import build_hand_asset
-    from relit_hands.uv_maps import synthetic_uv_sphere
+    from synthetic import synthetic_uv_sphere
     assert build_hand_asset.vertex_normals is vertex_normals
     v, f, _, _ = synthetic_uv_sphere(n_lat=12, n_lon=24)
     v = v.astype(np.float64) * np.array([1.0, 0.6, 0.3])  # an ellipsoid: area weighting matters
@@ -109,11 +109,12 @@ def test_student_feature_names_are_the_feature_builders():
 # ------------------------------------------------------------------ stages
 
 def test_tools_and_viewer_take_the_stage_lists_from_the_engine():
-    from relit_hands.gpu_frame import GpuFrameRenderer
+    from relit_hands.compositor import Compositor
+    from relit_hands.compositor_nvdiffrast import NvdiffrastCompositor
     from relit_hands.tools import bench
     from relit_hands.viewer.scheduling import STAGES as VIEWER_STAGES
-    assert bench.STUDENT_STAGES is STUDENT_STAGES and bench.PBR_STAGES is PBR_STAGES
-    assert GpuFrameRenderer.stage_names("student") == GPU_STUDENT_STAGES == tuple(
+    assert bench.PBR_STAGES is PBR_STAGES and Compositor.student_stages is STUDENT_STAGES
+    assert NvdiffrastCompositor.student_stages == GPU_STUDENT_STAGES == tuple(
         s for s in STUDENT_STAGES if s != "upload")
     assert VIEWER_STAGES == ("skinning", "normals_upload", "composite.env_prepare", "composite.shadows",
                              "composite.draw", "composite.readback", "viewer_post", "worker_total")
@@ -127,6 +128,6 @@ def test_frames_time_the_stages_in_order(engine, env):
     cam = engine.default_camera(scene, 64, 48)
     f = engine.render(scene, env, cam, readback="rgb")
     assert list(f.timings_ms) == [*PBR_STAGES, "total"]
-    assert list(engine.compositor.last_timings) == [*COMPOSITE_STAGES, "total"]
+    assert list(f.composite_ms) == [*COMPOSITE_STAGES, "total"]
     sf = engine.render_student(scene, env, cam, n_lights=32, readback="rgb")
     assert list(sf.timings_ms) == [*STUDENT_STAGES, "composite_per_view", "total"]

@@ -28,8 +28,10 @@ cores, load average before/after; versions: torch, onnxruntime, moderngl, GL ren
 settings; per configuration: per-stage stats, end-to-end stats, fps and the per-frame values)
 and ``bench.png`` (stacked per-stage medians per configuration + the frame-time trace).
 
-``--compositor cuda`` runs the whole frame on the GPU through :mod:`relit_hands.gpu_frame`
-(nvdiffrast; no host round trip) instead of the OpenGL compositor.
+Every configuration is one :class:`~relit_hands.engine.Engine` on ``--device`` with the backends
+``--raycast`` / ``--inference`` / ``--compositor`` (:mod:`relit_hands.backends`):
+``--device cuda --compositor nvdiffrast`` keeps the whole frame on the GPU (no host round trip).
+On CUDA the stage timings are CUDA events (the GPU's timeline).
 """
 from __future__ import annotations
 
@@ -40,11 +42,12 @@ import os
 import platform
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from ..stages import PBR_STAGES, STUDENT_STAGES
+from ..stages import PBR_STAGES
 from ..validation import ArgumentError, OutputSet, finite_float, int_range
 from .cli import parse_size
 
@@ -62,7 +65,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
     ap.add_argument("--hands", type=int, choices=(1, 2), default=2)
     ap.add_argument("--resolution", "-r", type=int_range(16, 2048), default=256, help="UV resolution R of the student (default 256)")
     ap.add_argument("--lights", "-n", type=int_range(32, 1024), default=64, help="environment lights N (default 64)")
-    ap.add_argument("--raycast", default="auto", choices=("auto", "embree", "torch", "triton"),
+    ap.add_argument("--raycast", default="auto", choices=("auto", "embree", "grid", "torch", "triton"),
                     help="ray-casting backend (auto: triton on CUDA, else embree)")
     ap.add_argument("--inference", default="auto", choices=("auto", "torch", "onnxruntime", "tensorrt"),
                     help="student inference backend")
@@ -81,10 +84,10 @@ def add_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
                     help="untrained stand-in's base width (default: StudentNet's, 32); ignored with --student")
     ap.add_argument("--levels", type=int_range(1, 8), default=None, help="untrained stand-in's levels (default 4)")
     ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                    help="where inference (and with --compositor cuda the whole frame) runs")
-    ap.add_argument("--compositor", choices=("gl", "cuda"), default="gl",
-                    help="gl: OpenGL (EGL) compositor, images read back to the host; cuda: the GPU fast path "
-                         "(relit_hands.gpu_frame, nvdiffrast), frame stays on the GPU")
+                    help="where every stage of the frame runs (auto: CUDA when usable)")
+    ap.add_argument("--compositor", choices=("auto", "gl", "nvdiffrast"), default="auto",
+                    help="gl: OpenGL (EGL) compositor, images read back to the host; nvdiffrast: CUDA only, "
+                         "the frame stays on the GPU (auto: nvdiffrast on CUDA when installed, else gl)")
     ap.add_argument("--readback", choices=("all", "rgb", "none"), default="rgb",
                     help="what the GL compositor reads back per view: all (image + mask/hand id/depth), "
                          "rgb (the image only; default), none (image left in the GL texture, as a viewer/VR "
@@ -155,7 +158,7 @@ def cameras_for(engine, scenes, size, stereo: bool) -> list:
     pts = []
     for sc in (scenes[0], scenes[len(scenes) // 2]):
         posed = engine.pose(sc)
-        pts.append(torch.cat([o.render_vertices[0] for o in posed.values()]).numpy())
+        pts.append(torch.cat([o.render_vertices[0] for o in posed.values()]).cpu().numpy())
     cam = framing_camera(np.concatenate(pts), size[0], size[1], direction=scenes[0].view_direction)
     return cam.stereo_pair(IPD_M) if stereo else [cam]
 
@@ -233,29 +236,16 @@ class _Runner:
         if args.threads:
             torch.set_num_threads(int(args.threads))
         self.args = args
-        self.cuda = torch.cuda.is_available() and args.device in ("auto", "cuda")
-        if args.device == "cuda" and not torch.cuda.is_available():
-            raise ValueError("--device cuda: no CUDA device is available")
-        self.device = "cuda" if self.cuda else "cpu"
-        if args.compositor == "cuda" and not self.cuda:
-            raise ValueError("--compositor cuda needs a CUDA device")
         from ..engine import Engine
         from ..environment import EnvironmentMap
 
-        need_gl = args.compositor == "gl" or args.compare or args.shading == "pbr"  # PBR is GL only
-        self.engine = Engine(raycast_backend=args.raycast) if need_gl else None
+        self.engine = Engine(device=args.device, raycast=args.raycast, compositor=args.compositor)
+        self.device = self.engine.device.type
         total = args.warmup + args.frames
         self.scenes = pose_animation(args.hands, total, args.scene_layout)
         env0 = EnvironmentMap.from_name_or_path(args.env)
         self.envs = [env0.rotate(args.deg_per_frame * i) for i in range(total)]
-        self.gpu = None
-        if args.compositor == "cuda":
-            from ..gpu_frame import GpuFrameRenderer
-
-            self.gpu = GpuFrameRenderer(raycast_backend=args.raycast)
-            self.cameras = self.gpu.cameras_for(self.scenes, args.size, args.stereo)
-        else:
-            self.cameras = cameras_for(self.engine, self.scenes, args.size, args.stereo)
+        self.cameras = cameras_for(self.engine, self.scenes, args.size, args.stereo)
 
     # -- students
     def student_backend(self, variant: str):
@@ -300,10 +290,9 @@ class _Runner:
     # -- one configuration
     def run_config(self, name: str, shading: str, variant, progress=None) -> dict:
         a = self.args
-        meta = {"shading": shading, "variant": variant, "views": len(self.cameras),
-                "raycast_backend": (self.gpu.raycast_backend if self.gpu is not None
-                                    else self.engine.raycast_backend) if shading == "student" else None,
-                "compositor": "cuda" if (self.gpu is not None and shading == "student") else "gl"}
+        meta = {"shading": shading, "variant": variant, "views": len(self.cameras), "device": self.device,
+                "raycast_backend": self.engine.raycast_backend if shading == "student" else None,
+                "compositor": self.engine.compositor_backend if shading == "student" else "gl"}
         be = None
         if shading == "student":
             be, info = self.student_backend(variant)
@@ -313,17 +302,13 @@ class _Runner:
         for i in range(total):
             scene, env = self.scenes[i], self.envs[i]
             t0 = time.perf_counter()
-            if self.gpu is not None and shading == "student":
-                t = self.gpu.render(scene, env, self.cameras, student=be if shading == "student" else None,
-                                    shading=shading, n_lights=a.lights)
-                stage_names = self.gpu.stage_names(shading)
-            elif shading == "student":
+            if shading == "student":
                 f = self.engine.render_student(scene, env, self.cameras, student=be, n_lights=a.lights,
                                                readback=a.readback)
-                t = f.timings_ms
-                stage_names = STUDENT_STAGES
+                t, views = f.timings_ms, f.frames
+                stage_names = self.engine.hand_compositor.student_stages
             else:
-                t = self._pbr(scene, env)
+                t, views = self._pbr(scene, env)
                 stage_names = PBR_STAGES
             wall = (time.perf_counter() - t0) * 1e3
             if i >= a.warmup:
@@ -332,7 +317,7 @@ class _Runner:
                 rec["end_to_end"] = sum(rec.values())  # == wall unless a clock quirk made 'other' negative
                 frames.append(rec)
                 if meta["compositor"] == "gl":
-                    gl.append(dict(self.engine.compositor.last_timings))
+                    gl.append(dict(views[-1].composite_ms))
             if progress:
                 progress(name, i, total)
         rec = summarise(name, frames, stage_names, meta)
@@ -344,17 +329,17 @@ class _Runner:
         """The PBR baseline for every camera: skinning + upload once, one composite per view."""
         eng = self.engine
         f = eng.render(scene, env, self.cameras[0], shading="pbr", readback=self.args.readback)
-        t = dict(f.timings_ms)
+        t, views = dict(f.timings_ms), [f]
         for cam in self.cameras[1:]:
             tc = time.perf_counter()
-            eng.compositor.render([eng.drawables[h.side] for h in scene.hands], env, cam, shading="pbr",
-                                  readback=self.args.readback)
+            o = eng.compositor.render([eng.drawables[h.side] for h in scene.hands], env, cam, shading="pbr",
+                                      readback=self.args.readback)
             t["composite"] += (time.perf_counter() - tc) * 1e3
-        return t
+            views.append(replace(f, composite_ms=o["timings_ms"]))
+        return t, views
 
     def close(self):
-        if self.engine is not None:
-            self.engine.release()
+        self.engine.release()
 
 
 # ------------------------------------------------------------------------------ output

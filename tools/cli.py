@@ -139,7 +139,7 @@ def cmd_render(args) -> int:
     scene = _build_scene(args)
     env = _load_env(args.env, args.yaw, args.pitch, args.env_exposure)
     t0 = time.perf_counter()
-    engine = Engine(asset=_render_asset(args))
+    engine = Engine(asset=_render_asset(args), device=args.device, raycast=args.raycast, compositor=args.compositor)
     t_init = (time.perf_counter() - t0) * 1e3
     w, h = args.size
     extra = {}
@@ -147,7 +147,7 @@ def cmd_render(args) -> int:
         from ..student import StudentLoadError, default_student_path
 
         try:
-            sf = engine.render_student(scene, env, student=args.student, backend=args.backend,
+            sf = engine.render_student(scene, env, student=args.student, inference=args.inference,
                                        n_lights=args.lights, exposure_ev=args.exposure, tonemap=args.tonemap,
                                        background=args.background, return_linear=True, width=w, height=h)
         except StudentLoadError as e:
@@ -329,7 +329,7 @@ def cmd_features(args) -> int:
     outputs.check(out.with_suffix(".json"), "summary")
     scene = _build_scene(args)
     env = _load_env(args.env, args.yaw, args.pitch, 0.0)
-    engine = Engine(raycast_backend=args.backend)
+    engine = Engine(device=args.device, raycast=args.raycast)
     w, h = args.size
     camera = engine.default_camera(scene, w, h)
     sheet, ff = feature_sheet(engine, scene, env, camera, n_lights=args.lights, resolution=args.resolution,
@@ -347,7 +347,7 @@ def cmd_features(args) -> int:
     outputs.commit()
     t = ff.timings_ms
     print(f"wrote {out} ({len(ff.names)} channels, {args.lights} lights, R={args.resolution}, "
-          f"{engine.raycast_backend}); skinning {t['skinning_proxy']:.1f} ms, ray casting {t['raycast']:.1f} ms, "
+          f"{engine.raycast_backend}); skinning {t['skinning']:.1f} ms, ray casting {t['raycast']:.1f} ms, "
           f"features {t['features']:.1f} ms, UV gather {t['uv_gather']:.1f} ms")
     return 0
 
@@ -437,6 +437,20 @@ def cmd_tool(args) -> int:
     return _tool_module(args.tool_module).run_from_args(args, args.argv)
 
 
+def add_backend_options(p, *, inference: bool = False, compositor: bool = False) -> None:
+    """The engine's device and backend flags, named the same in every command (relit_hands.backends)."""
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                   help="where every stage runs (auto: CUDA when usable, else the CPU)")
+    p.add_argument("--raycast", default="auto", choices=("auto", "embree", "grid", "torch", "triton"),
+                   help="ray-casting backend (auto: triton on CUDA, embree on the CPU)")
+    if inference:
+        p.add_argument("--inference", default="auto", choices=("auto", "torch", "onnxruntime", "tensorrt"),
+                       help="student inference backend (auto: tensorrt, else torch on CUDA; onnxruntime on the CPU)")
+    if compositor:
+        p.add_argument("--compositor", default="auto", choices=("auto", "gl", "nvdiffrast"),
+                       help="last stage of a student frame (auto: nvdiffrast on CUDA when installed, else gl)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = OneLineParser(prog="relit-hands", description="Real-time relightable two-hand renderer.")
     ap.add_argument("--debug", action="store_true", help="show tracebacks for errors")
@@ -452,7 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--asset", metavar="NAME_OR_DIR",
                    help="hand asset: a shipped name (hand, hand_v2), an asset folder or its right_hand.npz; "
                         "default: the --student's own asset, else the shipped default")
-    r.add_argument("--backend", default="auto", help="student inference backend: auto | torch | onnxruntime | tensorrt")
+    add_backend_options(r, inference=True, compositor=True)
     r.add_argument("--lights", type=int_range(32, 1024), default=64,
                    help="directional lights of the student's features (N, 32..1024)")
     r.add_argument("--no-shadows", action="store_true", help="disable the dominant-light shadow maps")
@@ -486,7 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_scene_options(fe, scene="shadow", env="sky_sun", yaw=160.0, exposure=False)
     fe.add_argument("--lights", type=int_range(32, 1024), default=256, help="environment lights N (32..1024)")
     fe.add_argument("--resolution", type=int, default=256, choices=(128, 256, 512, 1024), help="UV map size R")
-    fe.add_argument("--backend", default="auto", help="ray casting backend: auto, embree, torch, triton")
+    add_backend_options(fe)
     fe.add_argument("--size", type=parse_size, default=(512, 512), help="camera image size for the view direction")
     fe.add_argument("--tile", type=int_range(16, 2048), default=256)
     fe.add_argument("--out", default="features.png")

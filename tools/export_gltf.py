@@ -25,7 +25,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
     add_scene_options(ap, "export", exposure_help="exposure (EV) applied before tone mapping the textures (-30..30)")
     ap.add_argument("--student", metavar="FILE", help="student weights (.safetensors); default: the shipped model")
-    ap.add_argument("--backend", default="auto", help="student inference backend: auto | torch | onnxruntime | tensorrt")
+    ap.add_argument("--inference", default="auto", help="student inference backend: auto | torch | onnxruntime | tensorrt")
     ap.add_argument("--lights", type=int_range(32, 1024), default=64,
                     help="directional lights of the student's features (N, 32..1024)")
     ap.add_argument("--resolution", type=int_range(16, 4096),
@@ -58,7 +58,7 @@ def run_from_args(args, command: str | None = None) -> int:
     t_init = (time.perf_counter() - t0) * 1e3
     try:
         camera = engine.default_camera(scene, *CAMERA_SIZE)
-        sf = engine.render_student(scene, env, camera, student=args.student, backend=args.backend,
+        sf = engine.render_student(scene, env, camera, student=args.student, inference=args.inference,
                                    n_lights=args.lights, resolution=args.resolution, readback="none")
         t1 = time.perf_counter()
         data, info = build_glb(engine, scene, sf, exposure_ev=args.exposure, tonemap=args.tonemap,

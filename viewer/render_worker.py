@@ -250,13 +250,12 @@ class _Renderer:
             a = img[..., 3:4].astype(np.float32) / 255.0
             img = (img[..., :3] * a + back * (1.0 - a) + 0.5).astype(np.uint8)
         img = np.ascontiguousarray(img[..., :3])
-        posed = self.engine.pose(scene, meshes=("render", "proxy"))
-        verts = {s: posed[s].render_vertices[0].numpy().astype(np.float32) for s in posed}
+        verts = {s: v.detach().cpu().numpy().astype(np.float32) for s, v in frames[0].vertices.items()}
         if req.wireframe:
-            img = self.draw_wireframe(img, frames[0].hand_id, cam, scene, posed)
+            img = self.draw_wireframe(img, frames[0].hand_id, cam, scene)
         t_end = time.perf_counter()
         timings = dict(frames[0].timings_ms)
-        comp = self.engine.compositor.last_timings or {}
+        comp = frames[-1].composite_ms or {}
         for k in COMPOSITE_STAGES:
             if k in comp:
                 timings["composite." + k] = comp[k]
@@ -276,12 +275,13 @@ class _Renderer:
             out["linear"] = lin
         return out
 
-    def draw_wireframe(self, img, hand_id, cam, scene, posed):
+    def draw_wireframe(self, img, hand_id, cam, scene):
         """Front-facing proxy edges of each hand, clipped to that hand's pixels (hidden-line look)."""
         import cv2
 
         out = img.copy()
         eye = cam.center
+        posed = self.engine.pose(scene, meshes=("proxy",))  # the wireframe draws the proxy meshes
         for i, h in enumerate(scene.hands):
             pv = posed[h.side].proxy_vertices[0].numpy().astype(np.float64)
             f = self.proxy_faces[h.side]
