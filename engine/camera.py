@@ -29,6 +29,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.spatial.transform import Rotation
 
 __all__ = ["Camera"]
 
@@ -93,14 +94,6 @@ def _xr_fov(fov) -> np.ndarray:
     if np.any(np.abs(a) >= math.pi / 2):
         raise ValueError(f"from_openxr: fov angles must lie in (-pi/2, pi/2), got {a.tolist()}")
     return a
-
-
-def _quat_matrix(q: np.ndarray) -> np.ndarray:
-    """Unit quaternion (x, y, z, w) -> 3x3 rotation matrix (column vectors)."""
-    x, y, z, w = q
-    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-                     [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-                     [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
 
 
 @dataclass
@@ -206,7 +199,7 @@ class Camera:
                              f"angleUp={up}, angleDown={down}); need right > left and up > down, within (-pi/2, pi/2)")
         fx, fy = width / (tr - tl), height / (tu - td)
         K = np.array([[fx, 0.0, -fx * tl], [0.0, fy, fy * tu], [0.0, 0.0, 1.0]])
-        R = np.diag([1.0, -1.0, -1.0]) @ _quat_matrix(q).T
+        R = np.diag([1.0, -1.0, -1.0]) @ Rotation.from_quat(np.asarray(q, np.float64)).as_matrix().T
         return cls(K=K, R=R, t=-R @ p, width=width, height=height)
 
     # ------------------------------------------------------------------ properties

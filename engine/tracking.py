@@ -169,11 +169,10 @@ _ANAT_TO_XR = np.diag([-1.0, 1.0, -1.0])  # [f a t] -> OpenXR [X Y Z] = [-f a -t
 
 def quat_to_matrix(q: np.ndarray) -> np.ndarray:
     """Quaternions ``[..., 4]`` (x, y, z, w; normalised here) -> rotation matrices ``[..., 3, 3]``."""
-    q = q / _norm(q)
-    x, y, z, w = q[..., 0], q[..., 1], q[..., 2], q[..., 3]
-    return np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w),
-                     2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w),
-                     2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], -1).reshape(*q.shape[:-1], 3, 3)
+    from scipy.spatial.transform import Rotation
+
+    q = np.asarray(q, np.float64)
+    return Rotation.from_quat(q.reshape(-1, 4)).as_matrix().reshape(*q.shape[:-1], 3, 3)
 
 
 def matrix_to_quat(R: np.ndarray) -> np.ndarray:

@@ -233,24 +233,21 @@ def cmd_info(args) -> int:
         ctx.release()
     except Exception as e:  # report, do not fail: info is a diagnostic tool
         info["opengl"] = {"error": str(e)}
-    backends = {}
-    try:
-        from .. import raycast
+    from .. import backends as registry
+    from ..student import default_student_path
 
-        backends["raycast"] = {"available": raycast.available_backends(), "auto": raycast.resolve_backend("auto")}
-    except Exception as e:  # noqa: BLE001
-        backends["raycast"] = f"unavailable: {e}"
-    try:
-        from .. import inference
-        from ..student import default_student_path
-
-        avail = inference.available_backends()
-        backends["inference"] = {"available": [k for k, v in avail.items() if v is True],
-                                 "unavailable": {k: v for k, v in avail.items() if v is not True}}
-        path = default_student_path()
-        info["default_student"] = str(path) if path.is_file() else None
-    except Exception as e:  # noqa: BLE001
-        backends["inference"] = f"unavailable: {e}"
+    dev = registry.resolve_device("auto")
+    backends = {"device": str(dev)}
+    for kind in registry.KINDS:  # the engine's device, every backend kind resolved for it, with reasons
+        try:
+            avail = registry.availability(kind, dev)
+            backends[kind] = {"available": [k for k, v in avail.items() if v is True],
+                              "unavailable": {k: v for k, v in avail.items() if v is not True},
+                              "auto": registry.resolve(kind, "auto", dev)}
+        except Exception as e:  # noqa: BLE001 - report, do not fail: info is a diagnostic tool
+            backends[kind] = f"unavailable: {e}"
+    path = default_student_path()
+    info["default_student"] = str(path) if path.is_file() else None
     info["backends"] = backends
     if args.json:
         print(json.dumps(info, indent=1))
@@ -266,17 +263,14 @@ def cmd_info(args) -> int:
               + (info["cuda"]["device"] if info["cuda"]["available"] else "not available"))
         gl = info["opengl"]
         print("OpenGL:    " + (f"{gl['renderer']} ({gl['version']})" if "renderer" in gl else gl["error"]))
-        rc = backends.get("raycast")
-        if isinstance(rc, dict):
-            print(f"ray casting: {', '.join(rc['available'])} (auto: {rc['auto']})")
-        else:
-            print(f"ray casting: {rc}")
-        inf = backends.get("inference")
-        if isinstance(inf, dict):
-            print(f"inference:   {', '.join(inf['available'])}"
-                  + "".join(f"; {k}: {v}" for k, v in inf["unavailable"].items()))
-        else:
-            print(f"inference:   {inf}")
+        print(f"engine device (auto): {backends['device']}")
+        for kind, label in (("raycast", "ray casting"), ("inference", "inference"), ("compositor", "compositor")):
+            b = backends.get(kind)
+            if isinstance(b, dict):
+                print(f"{label + ':':<13}{', '.join(b['available'])} (auto: {b['auto']})"
+                      + "".join(f"; {k}: {v}" for k, v in b["unavailable"].items()))
+            else:
+                print(f"{label + ':':<13}{b}")
         print("student:     " + (info.get("default_student") or
                                   "no trained default model installed (PBR baseline; see README: train-student)"))
     return 0

@@ -221,10 +221,10 @@ class TexelConditioning:
         self.uvs = torch.as_tensor(a.render_uvs, dtype=torch.float32)
         self.valid = torch.from_numpy(self.rasterizer.valid.copy())
         self.mask = torch.from_numpy(self.rasterizer.mask.copy())
-        name = raycast_backend
-        if name == "auto":
-            name = "embree" if raycast.EmbreeRayCaster.is_available() else "torch"
-        self.caster = raycast.get_backend(name)
+        from relit_hands.backends import resolve
+
+        # the conditioning's geometry is built on the CPU (offline training and relighting)
+        self.caster = raycast.get_backend(resolve("raycast", raycast_backend, "cpu"))
 
     # ----------------------------------------------------------------------------------
     def _tangent_frames(self, verts: torch.Tensor):

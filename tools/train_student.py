@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from relit_hands.hand_model import asset_reference
-from relit_hands.image_io import linear_to_srgb
+from relit_hands.color import to_uint8, tone_map
 from relit_hands.validation import NonFiniteError, OutputFolder, finite_float, int_range, write_text_atomic
 
 # torch and the student modules are imported inside the functions: the CLI builds this parser for
@@ -169,9 +169,8 @@ def _stats(ds, n_items=16):
 
 
 def _tonemap(x, peak):
-    y = np.clip(x / max(peak, 1e-8), 0, None)
-    y = y / (1 + y) * 2.0
-    return (linear_to_srgb(y) * 255 + 0.5).astype(np.uint8)
+    """Validation picture: radiance / ``peak``, the compositor's ACES + sRGB, 8 bits."""
+    return to_uint8(tone_map(x / max(peak, 1e-8), 0.0, "aces"))
 
 
 def _val_image(rows, path):
