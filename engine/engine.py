@@ -476,7 +476,7 @@ class Engine:
         timer.mark("uv_gather")
         out = be.run(maps, code)
         timer.mark("student")
-        rad = (out.float() * vf["energy"].to(out.device).reshape(1, 3, 1, 1)).permute(0, 2, 3, 1)  # [H, R, R, 3]
+        rad = (out.float() * vf["energy"].to(out.device).reshape(1, 3, 1, 1)).permute(0, 2, 3, 1).contiguous()  # [H,R,R,3]
         timer.mark("textures")
         views = comp.composite_textures(sides, vertices, rad, env, cameras, exposure_ev=exposure_ev, tonemap=tonemap,
                                         background=background, return_linear=return_linear, readback=readback,

@@ -197,7 +197,7 @@ def test_student_with_transmit_inputs_gets_them_at_run_time(tmp_path):
     engine = Engine()
     try:
         sf = engine.render_student(scene_preset("shadow"), EnvironmentMap.from_name_or_path("sky_sun").rotate(160, 0),
-                                   student=str(path), backend="torch", n_lights=32, width=96, height=64)
+                                   student=str(path), inference="torch", n_lights=32, width=96, height=64)
         assert sf.image.shape == (64, 96, 3) and np.isfinite(sf.image).all()
     finally:
         engine.release()
