@@ -40,11 +40,12 @@ class StudentRenderer:
     """Harness renderer: ``(frame, camera, env) -> Frame`` (hands only, linear radiance)."""
 
     def __init__(self, engine, variant: str, n_lights: int = 64):
-        from ..inference import make_backend
         from ..student import StudentLoadError
 
         self.engine, self.n_lights = engine, n_lights
-        self.backend = make_backend(os.environ.get("RELIT_HANDS_STUDENT_BACKEND", "auto"), student_weights(variant))
+        # the engine's own resolution (its device, the registry, the asset check)
+        self.backend = engine.student_backend(student_weights(variant),
+                                              inference=os.environ.get("RELIT_HANDS_STUDENT_BACKEND", "auto"))
         if self.backend.variant != variant:
             raise StudentLoadError(f"{student_weights(variant)}: holds a {self.backend.variant} student, "
                                    f"expected {variant}")

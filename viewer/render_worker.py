@@ -90,7 +90,7 @@ class _Renderer:
         from ..engine import SHADINGS, Engine
 
         t0 = time.perf_counter()
-        self.engine = Engine()
+        self.engine = Engine(compositor="gl")  # the viewer reads hand ids (picking, wireframe) and masks
         self.init_ms = (time.perf_counter() - t0) * 1e3
         self.shadings = SHADINGS
         self.student, self.student_error = self._load_student()
