@@ -6,7 +6,7 @@ over the environment, for a batch of cameras (mono: one; stereo: the eye pair)::
     compositor.attach_hands(models, asset_textures)          # once: each hand's render mesh
     views = compositor.composite_textures(sides, vertices, textures, env, cameras, timer=timer)
 
-Backends (:data:`COMPOSITORS`; :func:`relit_hands.backends.resolve` picks one for a device):
+Backends ('gl', 'nvdiffrast'; :func:`relit_hands.backends.resolve` picks one for a device):
 
 * ``'gl'`` -- :class:`relit_hands.compositor.Compositor`: OpenGL 3.3 through moderngl, on a headless
   EGL context or the host application's own (the viewer's, a VR frame loop's). Runs on every
@@ -26,9 +26,7 @@ from abc import ABC, abstractmethod
 
 import torch
 
-__all__ = ["HandCompositor", "COMPOSITORS", "TRANSFERS", "to_host", "compositor_availability"]
-
-COMPOSITORS = ("gl", "nvdiffrast")
+__all__ = ["HandCompositor", "TRANSFERS", "to_host", "to_host_together", "compositor_availability"]
 
 
 class _TransferCounter:
@@ -52,6 +50,17 @@ def to_host(x: torch.Tensor) -> torch.Tensor:
     if x.device.type != "cpu":
         TRANSFERS.device_bytes += x.numel() * x.element_size()
     return x.detach().cpu()
+
+
+def to_host_together(tensors: list) -> list:
+    """``tensors`` on the CPU in ONE counted copy (:func:`to_host`): unchanged when they are
+    already there, else flattened into one device buffer, copied once and split back (same shapes,
+    float32)."""
+    if all(t.device.type == "cpu" for t in tensors):
+        to_host(tensors[0])  # no copy: counted as the frame's one hand-off
+        return [t.detach() for t in tensors]
+    flat = to_host(torch.cat([t.detach().float().reshape(-1) for t in tensors]))
+    return [p.reshape(t.shape) for p, t in zip(flat.split([t.numel() for t in tensors]), tensors)]
 
 
 def compositor_availability(device) -> dict:

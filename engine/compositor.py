@@ -113,12 +113,11 @@ from __future__ import annotations
 import time
 
 import numpy as np
-import torch
 
 from . import environment as _environment
 from . import gl_context as _gl_context
 from .camera import Camera
-from .compositing import HandCompositor, to_host
+from .compositing import HandCompositor, to_host_together
 from .environment_gl import EnvironmentGL
 from .gl_context import _check_image, _gl_current, _mat_bytes, create_headless_context, load_shader
 from .gl_state import GLStateGuard, made_current
@@ -260,28 +259,22 @@ class Compositor(HandCompositor):
                                                       a.render_uv_faces, name=side, **textures)
 
     def upload_hands(self, sides, vertices: dict, textures=None) -> None:
-        """Posed vertices {side: [V, 3] tensor or array} (and radiance textures [len(sides), R, R, 3]
-        host tensor) to the drawables of ``sides``; each drawable computes its normals itself."""
+        """Posed vertices {side: [V, 3] host tensor or array} (and radiance textures, one [R, R, 3]
+        per side in ``sides`` order, arrays or host tensors) to the drawables of ``sides``; each
+        drawable computes its normals itself."""
         for i, side in enumerate(sides):
             v = vertices[side]
             self.hand_drawables[side].update_vertices(v.numpy() if hasattr(v, "numpy") else v)
             if textures is not None:
-                self.hand_drawables[side].set_radiance_texture(textures[i].numpy())
+                self.hand_drawables[side].set_radiance_texture(textures[i])
 
     def composite_textures(self, sides, vertices, textures, env, cameras, *, exposure_ev=0.0, tonemap="aces",
                            background="env", return_linear=False, readback=None, targets=None, timer=None):
         """:meth:`HandCompositor.composite_textures`: the textures (and, from a CUDA device, the posed
         vertices with them) cross to the host in one copy (:func:`~relit_hands.compositing.to_host`)
         and are uploaded (stage 'upload'); every camera is one :meth:`render` ('composite')."""
-        tex = textures.float()
-        if tex.device.type == "cpu":
-            tex, verts = to_host(tex), {s: vertices[s] for s in sides}
-        else:  # one copy for the textures and the posed vertices together
-            flat = to_host(torch.cat([tex.reshape(-1)] + [vertices[s].float().reshape(-1) for s in sides]))
-            parts = flat.split([tex.numel()] + [vertices[s].numel() for s in sides])
-            tex = parts[0].reshape(tex.shape)
-            verts = {s: p.reshape(-1, 3) for s, p in zip(sides, parts[1:])}
-        self.upload_hands(sides, verts, tex)
+        tex, *verts = to_host_together([textures.float()] + [vertices[s] for s in sides])
+        self.upload_hands(sides, dict(zip(sides, verts)), tex)
         if timer is not None:
             timer.mark("upload")
         targets = [None] * len(cameras) if targets is None else targets

@@ -22,7 +22,7 @@ import torch
 from .camera import Camera
 from . import backends
 from . import raycast as raycast_module
-from .compositing import to_host
+from .compositing import to_host, to_host_together
 from .compositor import Compositor
 from .environment import EnvironmentMap
 from .features import lighting_features
@@ -327,10 +327,8 @@ class Engine:
                 raise ValueError(f"shading='uv_texture' needs radiance_textures[{missing[0]!r}]")
         gl = self.compositor
         vertices = {s: posed[s].render_vertices[0] for s in sides}
-        gl.upload_hands(sides, self._host_vertices(vertices, sides))
-        if shading == "uv_texture":
-            for s in sides:
-                self.drawables[s].set_radiance_texture(radiance_textures[s])
+        gl.upload_hands(sides, self._host_vertices(vertices, sides),
+                        [radiance_textures[s] for s in sides] if shading == "uv_texture" else None)
         timer.mark("normals_upload")
         if camera is None:
             if target is not None:
@@ -353,8 +351,7 @@ class Engine:
         counted copy (:func:`~relit_hands.compositing.to_host`) from a CUDA one."""
         if all(vertices[s].device.type == "cpu" for s in sides):
             return vertices
-        flat = to_host(torch.cat([vertices[s].reshape(-1) for s in sides]))
-        return {s: p.reshape(-1, 3) for s, p in zip(sides, flat.split([vertices[s].numel() for s in sides]))}
+        return dict(zip(sides, to_host_together([vertices[s] for s in sides])))
 
     @staticmethod
     def _framing(vertices: dict, width: int, height: int, direction) -> Camera:
