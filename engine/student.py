@@ -31,6 +31,18 @@ arithmetic in the graph)::
      out = softplus(conv3x3(d_0 -> 3)) * A + softplus(conv3x3(d_0 -> 1)) (one grey channel added
      to R, G and B, broadcast): the skin's surface reflection is not tinted by the albedo, and
      without this channel the network must learn it as a per-texel 1/A]
+    [light head (``light_head=True``, with the albedo prior): the decoder also predicts per-texel
+     non-negative weights w = softplus(conv3x3(d_0)) and adds
+       A * sum_g w_g,rgb * F_g,rgb   (diffuse-like groups g: diffuse_vis, diffuse_novis, transmit_*)
+       + sum_l w_l * F_l,rgb         (specular lobes l: spec_a*, one grey weight each)
+     where F are the raw energy-normalised feature maps (not the normalised network input). For
+     fixed weights the output is linear in each light's contribution, as light transport is, so
+     the network learns *how* this texel responds (subsurface colour, shadow softness, gloss)
+     and the features carry *how much* light arrives: an environment unlike the training ones
+     changes F, not what the network must extrapolate. Starts as a Lambertian A / pi x
+     diffuse_vis skin with a faint specular; the selections and sums are fixed 1x1 convolutions
+     (non-persistent buffers derived from the feature names), so the graph stays Conv / Mul /
+     Add / Softplus]
 
 with ``c_i = base * min(2^i, 4)`` (32, 64, 128, 128, 128 for base 32, levels 4). Full-resolution
 work is kept to three 3x3 convolutions (plus the output one): at R = 256 every level costs about
@@ -80,7 +92,7 @@ from .features import feature_names
 __all__ = [
     "StudentNet", "StudentLoadError", "VARIANTS", "FEATURE_NAMES", "variant_feature_names",
     "variant_feature_source", "select_channels", "environment_code", "CODE_IN", "save_student",
-    "load_student", "default_student_path", "FORMAT_VERSION", "model_meta",
+    "load_student", "default_student_path", "FORMAT_VERSION", "model_meta", "light_head_groups",
 ]
 
 FORMAT_VERSION = 1
@@ -155,6 +167,30 @@ def environment_code(sh, energy, view_origin, centre) -> np.ndarray:
     return np.concatenate([(sh / e[None]).reshape(-1), d]).astype(np.float32)
 
 
+#: Feature-name prefixes of light-linear channels the light head weights (the rest -- ao, normals --
+#: only feed the network): diffuse-like groups are tinted by the albedo, specular lobes are not.
+DIFFUSE_PREFIXES = ("diffuse_vis", "diffuse_novis", "transmit_")
+SPECULAR_PREFIXES = ("spec_a",)
+
+
+def light_head_groups(names: Sequence[str]) -> dict:
+    """The rgb groups of ``names`` the light head combines: ``{'diffuse': [prefix, ...],
+    'specular': [prefix, ...]}`` in channel order, each prefix having ``_r``, ``_g`` and ``_b``."""
+    names = list(names)
+    groups = {"diffuse": [], "specular": []}
+    for n in names:
+        if not n.endswith("_r"):
+            continue
+        prefix = n[:-2]
+        if not all(f"{prefix}_{c}" in names for c in "gb"):
+            continue
+        if prefix.startswith(DIFFUSE_PREFIXES):
+            groups["diffuse"].append(prefix)
+        elif prefix.startswith(SPECULAR_PREFIXES):
+            groups["specular"].append(prefix)
+    return groups
+
+
 def _conv(cin, cout, stride=1):
     return nn.Conv2d(cin, cout, 3, stride=stride, padding=1)
 
@@ -172,7 +208,7 @@ class StudentNet(nn.Module):
     def __init__(self, in_channels: int, base: int = 32, levels: int = 4, static_channels: int = 8,
                  resolution: int = 256, variant: str = "vis", code_dim: int = 64,
                  feature_names: Optional[Sequence[str]] = None, slope: float = 0.2,
-                 albedo_prior: bool = False, specular_channel: bool = False):
+                 albedo_prior: bool = False, specular_channel: bool = False, light_head: bool = False):
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
@@ -189,6 +225,15 @@ class StudentNet(nn.Module):
             raise ValueError("specular_channel needs albedo_prior (without it the 3 outputs are already untinted)")
         self.specular_channel = bool(specular_channel)
         self.feature_names = list(feature_names) if feature_names is not None else None
+        self.light_head = bool(light_head)
+        if self.light_head:
+            if not albedo_prior:
+                raise ValueError("light_head needs albedo_prior (its diffuse terms are albedo x weight x feature)")
+            if self.feature_names is None:
+                raise ValueError("light_head needs feature_names (it picks the radiometric channels by name)")
+            self.head_groups = light_head_groups(self.feature_names)
+            if not (self.head_groups["diffuse"] or self.head_groups["specular"]):
+                raise ValueError(f"light_head: no radiometric feature channels among {self.feature_names}")
         ch = [base * min(2 ** i, 4) for i in range(levels + 1)]
         self.channels = ch
         self.register_buffer("in_scale", torch.ones(1, in_channels, 1, 1))
@@ -213,6 +258,8 @@ class StudentNet(nn.Module):
         self.merge = nn.ModuleList([_conv(2 * ch[i], ch[i]) for i in range(levels)])
         self.out = _conv(ch[0], 3)
         self.out_specular = _conv(ch[0], 1) if self.specular_channel else None
+        if self.light_head:
+            self._build_light_head(ch[0])
         if self.albedo_prior:  # filled by set_albedo (training) or from the weights file (loading)
             self.register_buffer("albedo", torch.full((1, 3, R, R), 0.4))
         else:
@@ -230,9 +277,77 @@ class StudentNet(nn.Module):
         if self.albedo is not None:
             self._init_out_bias()
 
+    def _build_light_head(self, c0: int):
+        """Fixed 1x1 selection / expansion / summation convolutions (non-persistent buffers, derived
+        from the feature names) and the learned weight convolution (module docstring)."""
+        gd, gs = self.head_groups["diffuse"], self.head_groups["specular"]
+        names = self.feature_names
+        nd, ns = len(gd), len(gs)
+        # two convolutions, not one sliced in two: the graph keeps to Conv (no Slice)
+        self.head_diffuse = _conv(c0, 3 * nd) if nd else None
+        self.head_specular = _conv(c0, ns) if ns else None
+
+        def pick(groups):  # [3G, C, 1, 1]: rows = (group, colour), picks that feature channel
+            w = torch.zeros(3 * len(groups), len(names), 1, 1)
+            for g, prefix in enumerate(groups):
+                for k, c in enumerate("rgb"):
+                    w[3 * g + k, names.index(f"{prefix}_{c}"), 0, 0] = 1.0
+            return w
+
+        def colour_sum(n):  # [3, 3n, 1, 1]: sums the n groups of each colour
+            w = torch.zeros(3, 3 * n, 1, 1)
+            for g in range(n):
+                for k in range(3):
+                    w[k, 3 * g + k, 0, 0] = 1.0
+            return w
+
+        expand = torch.zeros(3 * ns, ns, 1, 1)  # one grey weight per specular lobe -> r, g, b
+        for g in range(ns):
+            expand[3 * g:3 * g + 3, g, 0, 0] = 1.0
+        self.register_buffer("head_pick_diffuse", pick(gd), persistent=False)
+        self.register_buffer("head_sum_diffuse", colour_sum(nd), persistent=False)
+        self.register_buffer("head_pick_specular", pick(gs), persistent=False)
+        self.register_buffer("head_expand_specular", expand, persistent=False)
+        self.register_buffer("head_sum_specular", colour_sum(ns), persistent=False)
+
+    def _init_light_head(self):
+        """Start as a Lambertian x albedo skin with a faint specular: diffuse_vis (or, for the novis
+        variant, diffuse_novis) weighted 1/pi, every other diffuse-like group 0.02 / pi, each specular
+        lobe 0.01; and the residual term of ``out`` near 0 (0.002 of the average light)."""
+        gd, gs = self.head_groups["diffuse"], self.head_groups["specular"]
+        main = "diffuse_vis" if "diffuse_vis" in gd else (gd[0] if gd else None)
+        with torch.no_grad():
+            for conv, bias in ((self.head_diffuse, [(1.0 if g == main else 0.02) / math.pi for g in gd for _ in "rgb"]),
+                               (self.head_specular, [0.01] * len(gs))):
+                if conv is not None:
+                    nn.init.normal_(conv.weight, std=1e-3)
+                    conv.bias.copy_(torch.tensor([math.log(math.expm1(b)) for b in bias]))
+        nn.init.constant_(self.out.bias, math.log(math.expm1(0.002)))
+
+    def _light_head(self, d: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
+        """sum_g w_g(x) * A(x) * F_g(x) over diffuse-like groups (per-colour weights) + sum_l
+        w_l(x) * F_l(x) over specular lobes (grey weights); F are the raw (energy-normalised)
+        feature maps, so the output stays linear in each light's contribution for fixed weights."""
+        out = None
+        if self.head_diffuse is not None:
+            w = F.softplus(self.head_diffuse(d))
+            diff = F.conv2d(w * F.conv2d(maps, self.head_pick_diffuse.to(maps.dtype)),
+                            self.head_sum_diffuse.to(maps.dtype))
+            out = diff * self.albedo.to(maps.dtype)
+        if self.head_specular is not None:
+            w = F.softplus(self.head_specular(d))
+            spec = F.conv2d(F.conv2d(w, self.head_expand_specular.to(maps.dtype))
+                            * F.conv2d(maps, self.head_pick_specular.to(maps.dtype)),
+                            self.head_sum_specular.to(maps.dtype))
+            out = spec if out is None else out + spec
+        return out
+
     def _init_out_bias(self):
         """softplus(b) * mean albedo = 0.05 (the untrained prediction of the module docstring)."""
         if self.albedo.is_meta:  # shapes-only build (load_student checks a file against it)
+            return
+        if self.light_head:
+            self._init_light_head()
             return
         m = float(self.albedo.mean().clamp_min(1e-3))
         nn.init.constant_(self.out.bias, math.log(math.expm1(0.05 / m)))
@@ -284,6 +399,8 @@ class StudentNet(nn.Module):
         if self.albedo is None:
             return out
         out = out * self.albedo.to(out.dtype)
+        if self.light_head:
+            out = out + self._light_head(d, maps)
         return out + F.softplus(self.out_specular(d)) if self.out_specular is not None else out
 
     def config(self) -> dict:
@@ -291,7 +408,8 @@ class StudentNet(nn.Module):
                 "static_channels": self.static_channels, "resolution": self.resolution,
                 "variant": self.variant, "code_dim": self.code_dim, "slope": self.slope,
                 "feature_names": self.feature_names, "albedo_prior": self.albedo_prior,
-                **({"specular_channel": True} if self.specular_channel else {})}
+                **({"specular_channel": True} if self.specular_channel else {}),
+                **({"light_head": True} if self.light_head else {})}
 
     @classmethod
     def for_variant(cls, variant: str, resolution: int = 256, available=FEATURE_NAMES, **kw) -> "StudentNet":
@@ -440,7 +558,8 @@ def load_student(path, device="cpu") -> tuple[StudentNet, dict]:
     def build():
         return StudentNet(**kw, feature_names=meta.get("feature_names"), slope=meta.get("slope", 0.2),
                           albedo_prior=bool(meta.get("albedo_prior", False)),
-                          specular_channel=bool(meta.get("specular_channel", False)))
+                          specular_channel=bool(meta.get("specular_channel", False)),
+                          light_head=bool(meta.get("light_head", False)))
 
     try:
         with torch.device("meta"):  # shapes only: nothing is allocated before they match the file

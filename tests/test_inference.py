@@ -131,6 +131,31 @@ def test_specular_channel_student_exports_and_roundtrips(tmp_path):
         StudentNet.for_variant("vis", resolution=64, base=8, levels=3, specular_channel=True)
 
 
+def test_light_head_student_exports_and_roundtrips(tmp_path):
+    """The light head's fixed selections and sums are 1x1 convolutions: the graph keeps the
+    TensorRT-friendly operators and ONNX Runtime matches torch; the switch travels in the file."""
+    from relit_hands.hand_model import HandAsset
+    from relit_hands.student import load_student
+
+    torch.manual_seed(0)
+    m = StudentNet.for_variant("vis", resolution=64, base=8, levels=3, static_channels=4, albedo_prior=True,
+                               light_head=True)
+    m.set_albedo(HandAsset.load().albedo_map(64))
+    with torch.no_grad():
+        m.head_diffuse.weight.normal_(std=0.1)
+        m.head_specular.weight.normal_(std=0.1)
+    x, _ = inputs(m.eval(), 2)
+    path = export_onnx(m, tmp_path / "h.onnx")
+    assert {n.op_type for n in onnx.load(str(path)).graph.node} <= TRT_OPS
+    a = TorchBackend(m).run(x, None)
+    b = OnnxRuntimeBackend(path, model_meta(m), threads=1).run(x, None)
+    assert float((a - b).abs().max()) < 1e-3 * float(a.max() - a.min())
+    m2, meta = load_student(save_student(tmp_path / "h.safetensors", m))
+    assert meta["light_head"] is True
+    with torch.no_grad():
+        torch.testing.assert_close(m(x), m2(x), rtol=1e-5, atol=1e-7)
+
+
 def test_make_backend_from_file(tmp_path):
     m = varied("vis")
     p = save_student(tmp_path / "s.safetensors", m)

@@ -70,6 +70,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--specular-channel", action=argparse.BooleanOptionalAction, default=False,
                    help="add one grey output channel, not tinted by the albedo prior (student.py; "
                         "measured in the README, not yet used for the shipped students)")
+    p.add_argument("--light-head", action=argparse.BooleanOptionalAction, default=False,
+                   help="predict per-texel weights of the light-linear feature channels instead of "
+                        "radiance alone (student.py: the output stays linear in each light)")
     p.add_argument("--translucency", action=argparse.BooleanOptionalAction, default=True,
                    help="use the set's transmit_* channels when it has them (make-student-set --translucency); "
                         "--no-translucency trains a student that skips the second ray cast at run time "
@@ -310,7 +313,7 @@ def train(args, command: str | None = None) -> dict:
         model = StudentNet(len(names), base=args.base, levels=args.levels, static_channels=args.static_channels,
                            resolution=R, variant=args.variant, code_dim=args.code_dim, feature_names=names,
                            albedo_prior=args.albedo_prior,
-                           specular_channel=args.specular_channel)
+                           specular_channel=args.specular_channel, light_head=args.light_head)
         if args.albedo_prior:
             model.set_albedo(train_ds.asset.albedo_map(R))
         mean, std, tau = _stats(train_ds)
