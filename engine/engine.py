@@ -129,8 +129,8 @@ class Engine:
     """Renders one or two posed hands under an HDR environment: one pipeline, one device.
 
     ``Engine(asset=None, *, ctx=None, shadow_map_size=1024, device='auto', raycast='auto',
-    compositor='auto')``: ``asset`` is a path to a right-hand npz (textures beside it) or None for
-    the shipped asset; ``ctx`` an existing moderngl context (the viewer's), else a headless EGL
+    compositor='auto')``: ``asset`` is a path to a right-hand npz (textures beside it), an asset
+    folder holding ``right_hand.npz`` and its textures, or None for the shipped asset; ``ctx`` an existing moderngl context (the viewer's), else a headless EGL
     one is created when the GL compositor is first needed. ``device``: 'auto' (CUDA when usable,
     else the CPU), 'cpu' or 'cuda' -- every stage's tensors live there, from skinning to the
     student's textures. ``raycast`` / ``compositor`` (and ``render_student``'s ``inference``) name a
@@ -159,6 +159,8 @@ class Engine:
     def __init__(self, asset=None, *, ctx=None, shadow_map_size: int = 1024, device="auto",
                  raycast: str = "auto", compositor: str = "auto"):
         path = Path(asset) if asset is not None else default_asset_path()
+        if path.is_dir():  # an asset folder (a shipped one, make-phone-video's, personalize's)
+            path = path / "right_hand.npz"
         self.asset = HandAsset.load(path)
         self.device = backends.resolve_device(device)
         self.models = {side: HandModel(self.asset, side, device=self.device) for side in ("right", "left")}

@@ -208,8 +208,12 @@ class HandAsset:
 
     @classmethod
     def load(cls, path: Optional[os.PathLike | str] = None) -> "HandAsset":
-        """Load an asset npz (no pickles).  Default: the shipped right hand."""
+        """Load an asset npz (no pickles), or the ``right_hand.npz`` of an asset folder (a shipped
+        asset's, or one written by ``make-phone-video`` / ``personalize``).  Default: the shipped
+        right hand."""
         path = Path(path) if path is not None else default_asset_path()
+        if path.is_dir():
+            path = path / "right_hand.npz"
         if not path.is_file():
             raise FileNotFoundError(f"hand asset not found: {path}")
         with np.load(path, allow_pickle=False) as z:

@@ -418,6 +418,7 @@ TOOL_COMMANDS = {
     "seam-measure": ("seam_measure", "how much a renderer's image jumps along UV chart borders (student vs PBR)"),
     "export-gltf": ("export_gltf", "one frame's posed, relit hands as glTF 2.0 (.glb): meshes + tone-mapped textures"),
     "make-light-library": ("light_library", "seeded library of HDR training environments with train/val/test splits"),
+    "make-phone-video": ("phone_video", "synthetic phone video of a new person's hand (frames, 2D keypoints, masks, ground truth)"),
 }
 
 
