@@ -419,6 +419,8 @@ TOOL_COMMANDS = {
     "export-gltf": ("export_gltf", "one frame's posed, relit hands as glTF 2.0 (.glb): meshes + tone-mapped textures"),
     "make-light-library": ("light_library", "seeded library of HDR training environments with train/val/test splits"),
     "make-phone-video": ("phone_video", "synthetic phone video of a new person's hand (frames, 2D keypoints, masks, ground truth)"),
+    "personalize": ("personalize", "your own relightable hand from a phone video / calibrated views (shape, pose, albedo)"),
+    "personalize-eval": ("personalize_eval", "a personalised hand against make-phone-video's ground truth (albedo, vertices, keypoints)"),
 }
 
 
