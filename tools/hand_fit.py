@@ -74,8 +74,9 @@ batch): ``root`` (global rotation + translation, keypoints only, wide robust sca
 (+ finger angles, silhouette terms on) -> ``shape`` (+ log shape) -> ``displacement`` (+
 displacement coefficients). During the steps the displaced samples move along the *base* rest
 normals (:meth:`HandFitModel.rest`; < 0.1 mm from the baked geometry, which uses the shaped normals).
-Measured on 2 CPU cores: 38 frames at 160 px, 6 s for all stages; cost grows about linearly with
-frames x views. Fitted ("training") frames share the shape. Every ``holdout_every``-th frame (default
+Measured on the project's 2-core CPU machine (shared with other jobs): 38 frames at 160 px, about
+28 s for all stages; 98 frames at 256 px, about 50 s; the cost grows about linearly with frames x
+views (mask sizes matter little). Fitted ("training") frames share the shape. Every ``holdout_every``-th frame (default
 10: 10 %) is held out: after the training frames are done, the held-out frames are fitted with the
 shape and displacements frozen (stages root then pose; no temporal term, so nothing of them leaks
 into the training frames) -- their 3-D keypoint error measures how well the fitted hand explains
