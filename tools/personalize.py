@@ -654,7 +654,7 @@ def _finish(part: _Partial, out: Path, cap: CaptureInputs, data, geometry, gset,
     (asset_dir / FOLDER_MARKER).write_text(json.dumps({"written_by": SUMMARY_MARKER, "kind": FOLDER_KIND}) + "\n")
     # a final check that the folder loads as an asset
     HandAsset.load(asset_dir)
-    pv._move_into_place(asset_dir, out)
+    pv.move_into_place(asset_dir, out)
     shutil.rmtree(part.path, ignore_errors=True)
     return summary
 

@@ -816,7 +816,7 @@ def _rounded(a, digits: int) -> list:
     return np.round(np.asarray(a, np.float64), digits).tolist()
 
 
-def _move_into_place(tmp: Path, out: Path) -> None:
+def move_into_place(tmp: Path, out: Path) -> None:
     """Move the finished capture ``tmp`` to ``out``: a rename when ``out`` is missing or empty,
     else entry by entry (same-named entries replaced; outputs of an earlier phone capture that
     this one lacks removed; other files kept)."""
@@ -901,7 +901,7 @@ def make_phone_video(out, *, frames: int = 100, resolution: int = 256, spp: int 
                                   variant=variant, progress=progress, command=command, t_start=t_start,
                                   out_name=str(out))
         (tmp / FOLDER_MARKER).write_text(json.dumps({"written_by": SUMMARY_MARKER, "kind": FOLDER_KIND}) + "\n")
-        _move_into_place(tmp, out)
+        move_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
