@@ -30,6 +30,7 @@ from .hand_model import HandAsset, HandModel, asset_mismatch, default_asset_path
 from .image_io import read_png
 from .scene import Scene
 from .stages import PBR_STAGES, StageTimer, StageTimings
+from .key_lights import add_key_light_maps, key_light_indices, key_light_maps, texel_key_lights
 from .translucency import mean_free_paths_of, proxy_transmittance
 from .uv_maps import UVRasterizer
 
@@ -204,7 +205,7 @@ class Engine:
 
     def vertex_features(self, scene: Scene, env: EnvironmentMap, view_origin, *, n_lights: int = 64,
                         sources=("vis",), posed: dict | None = None, translucency=None, timer=None,
-                        **feature_kw) -> dict:
+                        key_lights: int = 0, key_resolution: int | None = None, **feature_kw) -> dict:
         """Per-proxy-vertex lighting features (the part of :meth:`lighting_features` before the UV
         gather) for one or both ``sources``: 'vis' (visibility ray cast against both hands'
         proxies) and 'novis' (visibility = 1 for every vertex and light: no ray casting).
@@ -213,6 +214,11 @@ class Engine:
         adds the ``transmit_*`` channels (:mod:`.translucency`, a second ray cast through the
         hands); 'novis' casts no rays, so its ``transmit_*`` channels are 0.
 
+        ``key_lights`` K > 0 (with ``key_resolution`` R): the K brightest lights' part of the
+        'vis' diffuse_vis / spec_* channels is cast per UV texel instead of per vertex
+        (:mod:`.key_lights`): it is left out of ``out['vis']`` and returned as ``out['key']``
+        (:func:`~relit_hands.key_lights.texel_key_lights`); :meth:`feature_maps` adds it back
+        after the gather. 'novis' is unaffected (nothing to sharpen without visibility).
         ``posed`` optionally gives {side: HandOutput} with proxy vertices already skinned;
         ``timer`` a :class:`~relit_hands.stages.StageTimer` to mark the stages on (else one of its own).
         Returns ``{'vis': [H,Vp,C], 'novis': [H,Vp,C] (those asked for), 'energy': [3], 'names':
@@ -233,6 +239,11 @@ class Engine:
         timer.mark("lights")
         out = {"light_dirs": dirs, "light_rgb": rgb, "visibility": None}
         vis = trans = None
+        key_idx = None
+        if key_lights and "vis" in sources:
+            if not key_resolution:
+                raise ValueError("key_lights needs key_resolution (the UV resolution of the texel rays)")
+            key_idx = key_light_indices(rgb, key_lights)
         if "vis" in sources:
             vis = raycast_module.proxy_visibility(proxies, normals, faces, dirs, backend=self.raycaster)
             out["visibility"] = vis
@@ -253,12 +264,37 @@ class Engine:
             if translucency:
                 T = trans if src == "vis" else torch.zeros(*v.shape, len(translucency), device=dev)
                 feature_kw.update(transmittance=T, mean_free_paths=tuple(translucency))
-            feats, energy, names = lighting_features(proxies, normals, v, dirs, rgb, origin, **feature_kw)
+            excl = key_idx if src == "vis" else None
+            feats, energy, names = lighting_features(proxies, normals, v, dirs, rgb, origin, exclude_lights=excl,
+                                                     **feature_kw)
             out[src] = feats
             out["energy"], out["names"] = torch.as_tensor(energy, device=dev), list(names)
+        if key_idx is not None:
+            out["key"] = texel_key_lights(self.raycaster, self.uv_rasterizer(int(key_resolution)), proxies, normals,
+                                          self.asset.proxy_faces, dirs, rgb, out["energy"], len(key_idx),
+                                          indices=key_idx)
+            out["key"]["roughness"] = tuple(feature_kw.get("roughness", (0.2, 0.4, 0.7)))
+            out["key"]["view_origin"] = origin
+            out["key"]["proxy_vertices"], out["key"]["proxy_normals"] = proxies, normals
         timer.mark("features")
         out["timings_ms"] = timer.result() if own else None
         return out
+
+    def feature_maps(self, vf: dict, source: str, resolution: int) -> torch.Tensor:
+        """UV feature maps [H,C,R,R] of :meth:`vertex_features`' ``vf[source]``: the barycentric
+        gather, plus the key lights' per-texel part when ``vf`` has one (source 'vis')."""
+        uv = self.uv_rasterizer(resolution)
+        # the left proxy's faces are the right's with two columns swapped (mirroring); the UV
+        # lookup's barycentrics follow the right hand's corner order, so gather with those faces
+        maps = uv.gather(vf[source], self.asset.proxy_faces)
+        key = vf.get("key")
+        if key is not None and source == "vis":
+            if key["points"].shape[-1] != resolution:
+                raise ValueError(f"key lights were cast at R={key['points'].shape[-1]}, maps asked at R={resolution}")
+            km = key_light_maps(key["points"], key["normals"], key["visibility"], key["dirs"], key["rgb_n"],
+                                key["view_origin"], key["roughness"])
+            maps = add_key_light_maps(maps, vf["names"], km, key["roughness"])
+        return maps
 
     def lighting_features(self, scene: Scene, env: EnvironmentMap, view_origin, *, n_lights: int = 64,
                           resolution: int = 256, **feature_kw) -> FeatureFrame:
@@ -266,11 +302,11 @@ class Engine:
         hands, compute per-vertex features seen from ``view_origin`` [3] (world; for stereo the
         midpoint of the eyes) and gather them into UV maps of ``resolution``."""
         timer = StageTimer(self.device)
+        if feature_kw.get("key_lights"):
+            feature_kw.setdefault("key_resolution", resolution)
         vf = self.vertex_features(scene, env, view_origin, n_lights=n_lights, timer=timer, **feature_kw)
-        uv = self.uv_rasterizer(resolution)
-        # the left proxy's faces are the right's with two columns swapped (mirroring); the UV
-        # lookup's barycentrics follow the right hand's corner order, so gather with those faces
-        maps = uv.gather(vf["vis"], self.asset.proxy_faces)
+        uv = self.uv_rasterizer(resolution)  # FeatureFrame carries its mask
+        maps = self.feature_maps(vf, "vis", resolution)
         timer.mark("uv_gather")
         return FeatureFrame(maps=maps, mask=uv.mask, energy=vf["energy"], names=vf["names"],
                             sides=[h.side for h in scene.hands], visibility=vf["visibility"],
@@ -373,7 +409,8 @@ class Engine:
         ``InferenceBackend``: used as is. A :class:`~relit_hands.student.StudentNet`: wrapped in the
         torch backend."""
         from .inference import InferenceBackend, TorchBackend, make_backend
-        from .student import StudentLoadError, StudentNet, default_student_path
+        from .hand_model import asset_reference
+        from .student import StudentLoadError, StudentNet, default_student_path, load_student, read_student_meta
 
         if isinstance(student, InferenceBackend):
             return student
@@ -388,10 +425,21 @@ class Engine:
         kind = backends.resolve("inference", inference, self.device)
         key = (str(Path(student).resolve()), kind)
         if key not in self._student_backends:
-            be = make_backend(kind, student, device=self.device.type)
-            wrong = asset_mismatch((getattr(be, "meta", None) or {}).get("asset"), self.asset)
+            ref = read_student_meta(student).get("asset")
+            wrong = asset_mismatch(ref if isinstance(ref, str) else None, self.asset, same_layout=True)
             if wrong:
                 raise StudentLoadError(f"{student}: this student was {wrong}")
+            mine = asset_reference(self.asset.source or None)
+            if (ref or asset_reference(None)) != mine:
+                # another asset on the model's layout (a personalised hand): its albedo replaces the
+                # one the student was trained with (the albedo prior multiplies every output)
+                model, meta = load_student(student)
+                if model.albedo is not None:
+                    model.set_albedo(self.asset.albedo_map(model.resolution), init_bias=False)
+                    meta = dict(meta, albedo_of=mine)
+                be = make_backend(kind, model=model, meta=meta, device=self.device.type)
+            else:
+                be = make_backend(kind, student, device=self.device.type)
             self._student_backends[key] = be
         return self._student_backends[key]
 
@@ -463,9 +511,9 @@ class Engine:
         # features (per proxy vertex) -> UV maps
         source = variant_feature_source(be.variant)
         vf = self.vertex_features(scene, env, origin, n_lights=n_lights, sources=(source,), posed=posed,
-                                  translucency=mean_free_paths_of(be.feature_names or ()), timer=timer)
-        uv = self.uv_rasterizer(R)
-        maps = uv.gather(vf[source], self.asset.proxy_faces)
+                                  translucency=mean_free_paths_of(be.feature_names or ()), timer=timer,
+                                  key_lights=be.key_lights, key_resolution=R)
+        maps = self.feature_maps(vf, source, R)
         maps = select_channels(maps, vf["names"], be.feature_names or vf["names"])
         code = None
         if be.needs_code:  # host: SH of the map + energy (the sum of the lights, host numbers) -> 30 floats

@@ -110,11 +110,15 @@ def lighting_features(vertices, normals, visibility, light_dirs, light_rgb, view
                       roughness: Sequence[float] = (0.2, 0.4, 0.7), *,
                       include_normal: bool = True, include_view: bool = False,
                       normalize: str = "rgb", transmittance=None,
-                      mean_free_paths: Sequence[float] = ()) -> Tuple[torch.Tensor, torch.Tensor, List[str]]:
+                      mean_free_paths: Sequence[float] = (),
+                      exclude_lights=None) -> Tuple[torch.Tensor, torch.Tensor, List[str]]:
     """Per-vertex lighting features; see the module docstring for every formula.
 
     ``transmittance`` [H,V,N,M] (:func:`relit_hands.translucency.proxy_transmittance`) adds the
     ``transmit_*`` channels, one RGB triple per entry of ``mean_free_paths`` (metres, names only).
+    ``exclude_lights`` (indices [K] or bool [N]) leaves those lights out of ``diffuse_vis`` and
+    ``spec_*`` only (their per-texel part is added after the UV gather, :mod:`.key_lights`);
+    ``energy``, ``ao`` and the other channels still count every light.
 
     Returns ``(features [H,V,C] float32, energy [3] float32, channel_names)``.
     Accepts ``[V,3]`` / ``[V,N]`` single-hand inputs too (then ``features`` is ``[1,V,C]``).
@@ -145,7 +149,12 @@ def lighting_features(vertices, normals, visibility, light_dirs, light_rgb, view
 
     nl = torch.einsum("hvk,nk->hvn", n, w)                                 # [H,V,N]
     cos = nl.clamp_min(0.0)
-    cv = cos * vis
+    cv_all = cos * vis
+    cv = cv_all
+    if exclude_lights is not None:
+        keep = torch.ones(w.shape[0], dtype=torch.float32, device=dev)
+        keep[torch.as_tensor(exclude_lights, device=dev)] = 0.0
+        cv = cv_all * keep
     feats = [torch.einsum("hvn,nc->hvc", cv, En),                          # diffuse_vis
              torch.einsum("hvn,nc->hvc", cos, En)]                         # diffuse_novis
 
@@ -160,7 +169,7 @@ def lighting_features(vertices, normals, visibility, light_dirs, light_rgb, view
         s = ggx_distribution(nh2, a2) * smith_visibility(cos, nv, a2) * cv  # cos & V folded in
         feats.append(torch.einsum("hvn,nc->hvc", s, En))
 
-    num = torch.einsum("hvn,n->hv", cv, lumE)
+    num = torch.einsum("hvn,n->hv", cv_all, lumE)
     den = torch.einsum("hvn,n->hv", cos, lumE)
     ao = torch.where(den > 1e-30 + 1e-12 * float(lumE.abs().sum()), num / den.clamp_min(1e-30),
                      torch.ones_like(den))

@@ -29,6 +29,7 @@ the right hand's output.  (MANO's own left-hand files follow the same mirror rel
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -45,6 +46,7 @@ __all__ = [
     "asset_reference",
     "asset_path",
     "asset_mismatch",
+    "layout_id",
     "HandModel",
     "HandOutput",
     "mirror_pose",
@@ -109,17 +111,37 @@ def asset_path(reference: Optional[str]) -> Path:
     return path
 
 
-def asset_mismatch(model_ref: Optional[str], asset) -> Optional[str]:
+def layout_id(asset) -> str:
+    """Identity of an asset's UV layout and mesh topology (sha1 prefix of the proxy and render UVs
+    and faces): assets with equal ids -- a shipped asset and a person fitted from it
+    (``relit-hands personalize``) -- share every UV-space map and network input."""
+    h = hashlib.sha1()
+    for name in ("proxy_uvs", "proxy_uv_faces", "proxy_faces", "render_uvs", "render_uv_faces", "render_faces"):
+        h.update(np.ascontiguousarray(getattr(asset, name)).tobytes())
+    return h.hexdigest()[:16]
+
+
+def asset_mismatch(model_ref: Optional[str], asset, *, same_layout: bool = False) -> Optional[str]:
     """None when a model made for ``model_ref`` (its recorded :func:`asset_reference`; None = the
     shipped default, as for models made before references were recorded) fits ``asset`` (a
     :class:`HandAsset`, an Engine-like object with ``.asset``, or a path); else a sentence naming
-    both, for the caller's error."""
-    src = getattr(getattr(asset, "asset", asset), "source", asset)
+    both, for the caller's error. ``same_layout``: another asset with the model's UV layout and
+    topology (:func:`layout_id`) fits too (the student, whose albedo the engine swaps; not the
+    teacher, which learned its asset's appearance)."""
+    a = getattr(asset, "asset", asset)
+    src = getattr(a, "source", a)
     want, have = model_ref or asset_reference(None), asset_reference(src or None)
     if want == have:
         return None
+    if same_layout:
+        try:
+            mine = a if isinstance(a, HandAsset) else HandAsset.load(asset_path(have))
+            if layout_id(HandAsset.load(asset_path(want))) == layout_id(mine):
+                return None
+        except (OSError, ValueError):
+            pass
     return (f"made for hand asset {want!r}, but this renders {have!r} (a UV-space model only fits its "
-            f"own atlas: Engine(asset=...) with the model's asset)")
+            f"own atlas{' and topology' if same_layout else ''}: Engine(asset=...) with the model's asset)")
 
 
 # ----------------------------------------------------------------------------------------

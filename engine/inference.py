@@ -205,6 +205,11 @@ class InferenceBackend:
         return list(self.meta.get("feature_names") or [])
 
     @property
+    def key_lights(self) -> int:
+        """How many brightest lights the model's inputs take per texel (:mod:`relit_hands.key_lights`; 0: none)."""
+        return int(self.meta.get("key_lights", 0) or 0)
+
+    @property
     def needs_code(self) -> bool:
         return self.variant == "bottleneck"
 

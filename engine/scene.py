@@ -311,16 +311,20 @@ def load_hand_file(path, side: str | None = None) -> HandState:
     return _hand_from_dict(raw, side, path)
 
 
-def load_scene_file(path) -> Scene:
-    raw = _load_raw(path)
+def scene_from_dict(raw: dict, where="scene", name: str = "custom") -> Scene:
+    """A :class:`Scene` from :meth:`Scene.to_dict`'s form (or one hand's dict); errors name ``where``."""
     if "hands" in raw:
         try:
             view = tuple(_vector(raw.get("view_direction", (0.0, 0.25, 1.0)), 3, "view_direction"))
-            return Scene([_hand_from_dict(h, None, path) for h in raw["hands"]],
-                         name=str(raw.get("name", Path(path).stem))[:200], view_direction=view)
+            return Scene([_hand_from_dict(h, None, where) for h in raw["hands"]],
+                         name=str(raw.get("name", name))[:200], view_direction=view)
         except ValueError as e:
-            raise PoseFileError(f"{path}: {e}") from None
-    return Scene([_hand_from_dict(raw, None, path)], name=Path(path).stem)
+            raise PoseFileError(f"{where}: {e}") from None
+    return Scene([_hand_from_dict(raw, None, where)], name=name)
+
+
+def load_scene_file(path) -> Scene:
+    return scene_from_dict(_load_raw(path), path, Path(path).stem)
 
 
 def save_scene_file(scene: Scene, path) -> None:

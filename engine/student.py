@@ -69,6 +69,10 @@ Variants (the paper's comparison; all three share the network, the loss and the 
   divided by that colour's energy, plus the unit direction from the hands to the camera), tiled
   over the bottleneck grid and concatenated there (DRAM-style conditioning).
 
+Key lights (``key_lights=K``, metadata only; :mod:`.key_lights`): the model was trained on
+features whose diffuse_vis / spec_* part of the K brightest lights is cast per UV texel (sharp
+shadows), so the engine computes its inputs that way. The network itself is unchanged.
+
 Files: :func:`save_student` / :func:`load_student` -- safetensors (tensors) + JSON metadata in the
 safetensors header (key ``relit_hands_student``): variant, architecture, resolution, the model's
 input feature names and which feature computation they come from, the input normalisation, the
@@ -208,7 +212,8 @@ class StudentNet(nn.Module):
     def __init__(self, in_channels: int, base: int = 32, levels: int = 4, static_channels: int = 8,
                  resolution: int = 256, variant: str = "vis", code_dim: int = 64,
                  feature_names: Optional[Sequence[str]] = None, slope: float = 0.2,
-                 albedo_prior: bool = False, specular_channel: bool = False, light_head: bool = False):
+                 albedo_prior: bool = False, specular_channel: bool = False, light_head: bool = False,
+                 key_lights: int = 0):
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
@@ -226,6 +231,9 @@ class StudentNet(nn.Module):
         self.specular_channel = bool(specular_channel)
         self.feature_names = list(feature_names) if feature_names is not None else None
         self.light_head = bool(light_head)
+        self.key_lights = int(key_lights)
+        if not 0 <= self.key_lights <= 64:
+            raise ValueError(f"key_lights must be 0 .. 64, got {key_lights}")
         if self.light_head:
             if not albedo_prior:
                 raise ValueError("light_head needs albedo_prior (its diffuse terms are albedo x weight x feature)")
@@ -355,14 +363,16 @@ class StudentNet(nn.Module):
             nn.init.normal_(self.out_specular.weight, std=1e-3)
             nn.init.constant_(self.out_specular.bias, math.log(math.expm1(0.002)))
 
-    def set_albedo(self, albedo):
-        """The albedo prior ``[3, R, R]`` (linear, :meth:`HandAsset.albedo_map`); re-initialises the
-        output bias so the untrained prediction stays ~0.05."""
+    def set_albedo(self, albedo, init_bias: bool = True):
+        """The albedo prior ``[3, R, R]`` (linear, :meth:`HandAsset.albedo_map`); with ``init_bias``
+        (before training) re-initialises the output bias so the untrained prediction stays ~0.05;
+        ``init_bias=False`` swaps the albedo of a trained model (a person on the same layout)."""
         if self.albedo is None:
             raise ValueError("this student was built without albedo_prior")
         a = torch.as_tensor(albedo, dtype=torch.float32).reshape(1, 3, self.resolution, self.resolution)
         self.albedo.copy_(a)
-        self._init_out_bias()
+        if init_bias:
+            self._init_out_bias()
 
     @property
     def code_in(self) -> int:
@@ -409,7 +419,8 @@ class StudentNet(nn.Module):
                 "variant": self.variant, "code_dim": self.code_dim, "slope": self.slope,
                 "feature_names": self.feature_names, "albedo_prior": self.albedo_prior,
                 **({"specular_channel": True} if self.specular_channel else {}),
-                **({"light_head": True} if self.light_head else {})}
+                **({"light_head": True} if self.light_head else {}),
+                **({"key_lights": self.key_lights} if self.key_lights else {})}
 
     @classmethod
     def for_variant(cls, variant: str, resolution: int = 256, available=FEATURE_NAMES, **kw) -> "StudentNet":
@@ -514,6 +525,9 @@ def check_student_meta(meta: dict, path) -> dict:
     if names is not None and (not isinstance(names, list) or not all(isinstance(n, str) for n in names)
                               or len(names) > 512):
         raise StudentLoadError(f"{path}: student metadata feature_names must be a list of names")
+    kl = meta.get("key_lights", 0)
+    if isinstance(kl, bool) or not isinstance(kl, int) or not 0 <= kl <= 64:
+        raise StudentLoadError(f"{path}: student metadata key_lights={kl!r} is outside 0 .. 64")
     slope = meta.get("slope", 0.2)
     if isinstance(slope, bool) or not isinstance(slope, (int, float)) or not 0 <= slope <= 1:
         raise StudentLoadError(f"{path}: student metadata slope={slope!r} is outside 0 .. 1")
@@ -559,7 +573,7 @@ def load_student(path, device="cpu") -> tuple[StudentNet, dict]:
         return StudentNet(**kw, feature_names=meta.get("feature_names"), slope=meta.get("slope", 0.2),
                           albedo_prior=bool(meta.get("albedo_prior", False)),
                           specular_channel=bool(meta.get("specular_channel", False)),
-                          light_head=bool(meta.get("light_head", False)))
+                          light_head=bool(meta.get("light_head", False)), key_lights=int(meta.get("key_lights", 0)))
 
     try:
         with torch.device("meta"):  # shapes only: nothing is allocated before they match the file

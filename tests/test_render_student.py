@@ -117,3 +117,37 @@ def test_a_student_of_another_asset_is_refused(engine, env, tmp_path):
     with pytest.raises(StudentLoadError, match="'hand_v2'.*'hand'"):
         engine.render_student(scene_preset("flat"), env, student=p, inference="torch", n_lights=32,
                               width=64, height=48)
+
+
+def test_a_person_on_the_students_layout_renders_with_their_albedo(env, tmp_path):
+    """A personalised asset (hand_v2's layout and topology, its own albedo) renders through a
+    student trained on hand_v2: the albedo prior is swapped for the person's, so the textures
+    change exactly by the albedo ratio (same geometry, same features)."""
+    import shutil
+
+    from PIL import Image
+
+    from relit_hands.engine import Engine
+    from relit_hands.hand_model import HandAsset, asset_path
+    from relit_hands.student import save_student
+
+    person = tmp_path / "person"
+    shutil.copytree(asset_path("hand_v2").parent, person)
+    alb = np.asarray(Image.open(person / "albedo.png").convert("RGB")).astype(np.float32)
+    Image.fromarray((alb * np.array([0.5, 1.0, 0.8])).astype(np.uint8)).save(person / "albedo.png")
+    torch.manual_seed(0)
+    m = StudentNet.for_variant("vis", resolution=64, base=8, levels=3, static_channels=4, albedo_prior=True)
+    m.set_albedo(HandAsset.load(asset_path("hand_v2")).albedo_map(64))
+    p = save_student(tmp_path / "v2.safetensors", m, {"asset": "hand_v2"})
+    scene = scene_preset("flat")
+    tex = {}
+    for name, src in (("v2", asset_path("hand_v2")), ("person", person)):
+        e = Engine(asset=src, raycast="embree")
+        f = e.render_student(scene, env, student=p, inference="torch", n_lights=32, width=64, height=48)
+        tex[name] = f.textures["right"]
+        e.release()
+    a_v2 = HandAsset.load(asset_path("hand_v2")).albedo_map(64).permute(1, 2, 0).numpy()
+    a_p = HandAsset.load(person / "right_hand.npz").albedo_map(64).permute(1, 2, 0).numpy()
+    ok = a_v2 > 0.02
+    assert np.allclose(tex["person"][ok], (tex["v2"] * a_p / np.maximum(a_v2, 1e-6))[ok], rtol=1e-3, atol=1e-6)
+    assert not np.allclose(tex["person"], tex["v2"])

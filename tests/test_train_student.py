@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -93,3 +94,38 @@ def test_cli_variant_choices_match_the_network():
     from relit_hands.tools import train_student
 
     assert train_student.VARIANTS == VARIANTS
+
+
+def test_init_from_fine_tunes_on_a_key_light_set(sset, tmp_path):
+    """--init-from starts a new run from trained weights; a set recomputed with --key-lights makes
+    a student that records key_lights, and the engine renders it with per-texel key lights."""
+    from relit_hands.scene import scene_preset
+    from relit_hands.environment import EnvironmentMap
+
+    base = tmp_path / "base"
+    assert cli_main(["train-student", "--data", str(sset), "--out", str(base), "--steps", "10", "--val-every", "10",
+                     "--ckpt-every", "10"] + TINY) == 0
+    kset = tmp_path / "kset"
+    assert cli_main(["recompute-features", "--data", str(sset), "--out", str(kset), "--key-lights", "2",
+                     "--no-progress"]) == 0
+    w0, m0 = load_student(base / "student.safetensors")
+    out = tmp_path / "ft"
+    assert cli_main(["train-student", "--data", str(kset), "--out", str(out), "--steps", "10", "--val-every", "10",
+                     "--ckpt-every", "10", "--init-from", str(base / "student.safetensors")] + TINY) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["initialised_from"] == str(base / "student.safetensors")
+    model, meta = load_student(out / "student.safetensors")
+    assert meta["key_lights"] == 2 and meta["loss_tau"] == m0["loss_tau"]
+    assert torch.equal(model.in_scale, w0.in_scale)                      # the normalisation is kept
+    e = Engine(raycast="embree")
+    f = e.render_student(scene_preset("shadow"), EnvironmentMap.from_name_or_path("sky_sun"),
+                         student=str(out / "student.safetensors"), n_lights=32, width=96, height=64)
+    assert all(np.isfinite(t).all() for t in f.textures.values())
+    e.release()
+    # a student of another variant, or resuming with a set of other key lights, is refused
+    r = cli_main(["train-student", "--data", str(kset), "--out", str(tmp_path / "bad"), "--variant", "novis",
+                  "--steps", "2", "--init-from", str(base / "student.safetensors")] + TINY, capsys=True)
+    assert r.returncode != 0 and "vis student, not novis" in r.stderr
+    r = cli_main(["train-student", "--data", str(sset), "--out", str(out), "--steps", "12", "--resume"] + TINY,
+                 capsys=True)
+    assert r.returncode != 0 and "key_lights=2" in r.stderr

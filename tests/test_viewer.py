@@ -267,3 +267,19 @@ def test_headless_mode_without_a_display(tmp_path):
     assert summary["frames_rendered"] >= 1
     # the UI panels are drawn around the engine's image: the left panel is not the 3-D view
     assert shot[:, :40].std() > 5
+
+
+def test_viewer_opens_another_asset_and_names_a_missing_one(tmp_path):
+    """``view --asset``: the engine renders that asset (the summary names it; without a student of
+    its layout the student mode says why and PBR is shown); a missing asset is one line, exit 2."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    r = subprocess.run([sys.executable, "-m", "relit_hands.tools.cli", "view", "--headless", "--frames", "3",
+                        "--size", "480x300", "--render-scale", "0.5", "--asset", "hand_v2"],
+                       env=env, cwd=tmp_path, capture_output=True, text=True, timeout=150)
+    assert r.returncode == 0, r.stderr + r.stdout
+    summary = json.loads((tmp_path / "relit_hands_viewer.json").read_text())
+    assert summary["asset"] == "hand_v2" and summary["frames_rendered"] >= 1
+    r = subprocess.run([sys.executable, "-m", "relit_hands.tools.cli", "view", "--headless", "--frames", "1",
+                        "--asset", str(tmp_path / "nope")], env=env, cwd=tmp_path, capture_output=True, text=True,
+                       timeout=150)
+    assert r.returncode == 2 and "nope" in r.stderr and "Traceback" not in r.stderr

@@ -346,6 +346,25 @@ def cmd_features(args) -> int:
     return 0
 
 
+def _view_asset(args):
+    """The viewer's hand asset, checked before the window opens: ``--asset``, else the ``--student``'s
+    own (its metadata), else None (the shipped default). A missing or unreadable one is a user error."""
+    from ..hand_model import HandAsset, asset_path
+    from ..student import read_student_meta
+
+    if args.student:
+        meta = read_student_meta(args.student)  # StudentLoadError (a ValueError) naming the file
+    if args.asset:
+        path = asset_path(args.asset)
+    elif args.student:
+        ref = meta.get("asset")
+        path = asset_path(ref if isinstance(ref, str) else None)
+    else:
+        return None
+    HandAsset.load(path)
+    return path
+
+
 def cmd_view(args) -> int:
     """The desktop viewer (``relit_hands.viewer``); headless without a display or with --headless."""
     from ..environment import EnvironmentMap
@@ -357,6 +376,7 @@ def cmd_view(args) -> int:
     # the render worker and screenshot another one)
     scene_preset(args.scene)
     EnvironmentMap.from_name_or_path(args.env)
+    asset = _view_asset(args)
     headless = args.headless or not display_available()
     if headless and not args.headless:
         print("relit-hands view: no display found (DISPLAY unset): running headless", file=sys.stderr)
@@ -375,13 +395,13 @@ def cmd_view(args) -> int:
         frames = 60
     try:
         app = ViewerApp(headless=headless, size=args.size, scene=args.scene, env=args.env,
-                        render_scale=args.render_scale, max_fps=args.max_fps)
+                        render_scale=args.render_scale, max_fps=args.max_fps, asset=asset, student=args.student)
     except RuntimeError as e:
         if headless:
             raise
         print(f"relit-hands view: {e}; running headless instead", file=sys.stderr)
         app = ViewerApp(headless=True, size=args.size, scene=args.scene, env=args.env,
-                        render_scale=args.render_scale, max_fps=args.max_fps)
+                        render_scale=args.render_scale, max_fps=args.max_fps, asset=asset, student=args.student)
         headless = True
     try:
         script = ScriptPlayer(app, actions, Path(args.script).parent, confine=True) if actions is not None else None
@@ -412,6 +432,7 @@ TOOL_COMMANDS = {
     "eval": ("evaluate", "compare renderers with the path-traced held-out frames of a capture"),
     "train-teacher": ("train_teacher", "train the OLAT teacher on a light-stage capture"),
     "make-student-set": ("relight", "write the student's training set with the OLAT teacher"),
+    "recompute-features": ("student_features", "a student set's features again with new options (e.g. --key-lights), the teacher's targets kept"),
     "train-student": ("train_student", "train the UV student (vis | novis | bottleneck) on a teacher-made set"),
     "bench": ("bench", "headless benchmark: per-stage ms, end-to-end fps, JSON + PNG chart"),
     "compare-assets": ("asset_compare", "hand assets side by side: UV charts, seams, stretch, PBR renders"),
@@ -507,6 +528,12 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("view", help="desktop viewer: pose hands, rotate environments, compare shading modes")
     v.add_argument("--scene", default="clasp", help="two-hand scene or single-hand pose preset to open with")
     v.add_argument("--env", default="studio", help="shipped environment name or .hdr/.exr path")
+    v.add_argument("--asset", metavar="NAME_OR_DIR",
+                   help="hand asset: a shipped name (hand, hand_v2), an asset folder (e.g. from relit-hands "
+                        "personalize) or its right_hand.npz; default: the --student's own asset, else the shipped one")
+    v.add_argument("--student", metavar="FILE",
+                   help="student weights for the 'student' shading mode (default: the shipped model); a student "
+                        "of the asset's UV layout relights a personalised asset with its own albedo")
     v.add_argument("--size", type=parse_size, default=(1600, 900), help="window size WxH (logical pixels)")
     v.add_argument("--headless", action="store_true",
                    help="no window: the UI renders offscreen (EGL); implied when there is no display")

@@ -236,7 +236,7 @@ class StudentEnvironments:
 def make_student_set(teacher_path, out, *, poses: int = 16, envs=None, rotations: int = 4,
                      n_lights: int = 512, feature_lights: int = 64, capture=None, exclude_radius: float = 0.1,
                      val_fraction: float = 0.1, jitter: float = 0.15, seed: int = 0, chunk: int = 32,
-                     light_library=None, envs_per_pose: int = 6, translucency=(),
+                     light_library=None, envs_per_pose: int = 6, translucency=(), key_lights: int = 0,
                      progress: bool = True, command: str | None = None, overwrite: bool = False) -> dict:
     """Write the student set (module docstring); returns the summary dict (also summary.json).
     ``out`` must be new, empty or an earlier student set (re-running replaces its files; a
@@ -244,7 +244,8 @@ def make_student_set(teacher_path, out, *, poses: int = 16, envs=None, rotations
     :class:`~relit_hands.validation.OutputFolder`.
     ``light_library``: a :class:`~.light_library.LightLibrary`, a folder or ``"gen:COUNT"``;
     ``translucency``: mean free paths (metres) of the ``transmit_*`` feature channels
-    (:mod:`relit_hands.translucency`; empty: none)."""
+    (:mod:`relit_hands.translucency`; empty: none); ``key_lights``: the K brightest feature lights
+    cast per texel (:mod:`relit_hands.key_lights`; 0: none)."""
     from tqdm import tqdm
 
     from relit_hands.tools.capture import Capture
@@ -299,13 +300,14 @@ def make_student_set(teacher_path, out, *, poses: int = 16, envs=None, rotations
         split = "val" if pi >= poses - n_val else "train"
         for e, (env, (en, yaw, pitch)) in enumerate(zip(rot_envs, tags)):
             vf = proxy_vertex_features(engine, scene, env, origin, n_lights=feature_lights, sources=("vis", "novis"),
-                                       translucency=translucency)
+                                       translucency=translucency, key_lights=key_lights,
+                                       key_resolution=cond.resolution)
             feature_names = vf["names"]
             sid = f"{len(samples):06d}"
             f = f"samples/{sid}.npz"
             write_atomic(out / f, lambda p: write_sample(
                 p, vertex_features=vf["vis"], vertex_features_novis=vf["novis"], energy=vf["energy"],
-                env_sh=env.sh_coefficients(), target=tex[e]))
+                env_sh=env.sh_coefficients(), target=tex[e], key=vf.get("key")))
             samples.append({"id": sid, "split": split, "scene": scene.to_dict(),
                             "env": {"id": en, "yaw_deg": yaw, "pitch_deg": pitch},
                             "view_origin": [float(x) for x in origin], "file": f, "pose_index": pi})
@@ -316,14 +318,14 @@ def make_student_set(teacher_path, out, *, poses: int = 16, envs=None, rotations
                    generator=f"relit-hands make-student-set (OLAT teacher {teacher_path}, shared basis of "
                              f"{n_lights} Fibonacci directional lights)",
                    feature_kwargs={"roughness": [0.2, 0.4, 0.7], "include_normal": True, "normalize": "rgb"},
-                   extra={"teacher": {"path": str(teacher_path), "n_lights": n_lights,
+                   extra={"key_lights": int(key_lights), "teacher": {"path": str(teacher_path), "n_lights": n_lights,
                                       "step": meta.get("step"), "capture": meta.get("capture")},
                           "excluded": {"capture": str(capture) if capture else None,
                                        "heldout_scenes": len(heldout), "radius_rad_rms": exclude_radius,
                                        "rejected_draws": rejected}})
     summary = {"tool": "relit-hands make-student-set", "command": command, "out": str(out), "samples": len(samples),
                "poses": poses, **environments.describe(), "rotations": rotations, "n_lights_teacher": n_lights,
-               "feature_lights": feature_lights, "translucency_mfp_m": list(translucency),
+               "feature_lights": feature_lights, "translucency_mfp_m": list(translucency), "key_lights": int(key_lights),
                "resolution": cond.resolution,
                "splits": {s: sum(1 for x in samples if x["split"] == s) for s in ("train", "val")},
                "heldout_poses_excluded_from": str(capture) if capture else None, "rejected_draws": rejected,
@@ -349,6 +351,9 @@ def add_arguments(p):
     p.add_argument("--translucency", action="store_true",
                    help="add the transmit_* feature channels (light crossing the hand from behind; "
                         "a second ray cast): students trained on the set then compute them at run time")
+    p.add_argument("--key-lights", type=int_range(0, 64), default=0,
+                   help="cast the K brightest feature lights per UV texel (sharp shadows of a sun or a window; "
+                        "relit_hands.key_lights); students trained on the set do the same at run time")
     p.add_argument("--rotations", type=int_range(1, 1024), default=4, help="random rotations per environment and pose")
     p.add_argument("--n-lights", type=int_range(256, 16384), default=512, help="teacher directional lights (256..16384)")
     p.add_argument("--feature-lights", type=int_range(32, 1024), default=64,
@@ -375,7 +380,7 @@ def run_from_args(args, command: str | None = None) -> int:
                          exclude_radius=args.exclude_radius, val_fraction=args.val_fraction, seed=args.seed,
                          light_library=args.light_library, envs_per_pose=args.envs_per_pose,
                          translucency=DEFAULT_MEAN_FREE_PATHS if args.translucency else (),
-                         progress=not args.no_progress, command=command,
+                         key_lights=args.key_lights, progress=not args.no_progress, command=command,
                          overwrite=getattr(args, "overwrite", False))
     print(json.dumps(s, indent=1))
     return 0

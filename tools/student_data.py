@@ -15,6 +15,12 @@ Format (full description: docs/student_dataset.md), one folder::
                       env_sh                 float32 [9, 3]      env SH, WORLD frame (rotation applied)
                       target                 float16 [H, 3, R, R] linear HDR radiance textures
                                                                  (float32 accepted too)
+                    with ``"key_lights": K > 0`` in the manifest (:mod:`relit_hands.key_lights`),
+                    vertex_features leaves the K brightest lights out of diffuse_vis / spec_*, and:
+                      key_visibility         uint8 [H, K, ceil(R*R/8)] per-texel visibility bits
+                      key_dirs, key_rgb_n    float32 [K, 3]  directions; RGB / energy
+                      proxy_vertices, proxy_normals  float32 [H, Vp, 3]  world, metres
+                    the dataset adds the key lights' per-texel part back after the gather.
 
 Hands are in the order of the sample's ``scene.hands``. Per-vertex features (Vp ~ 1k) instead of
 maps ([C, R, R] = 19 x 65k) keep a sample ~40x smaller; the :class:`StudentDataset` gathers them
@@ -73,9 +79,22 @@ def asset_uv_rasterizer(asset: HandAsset, resolution: int) -> UVRasterizer:
 
 # ----------------------------------------------------------------------- writing
 
-def write_sample(path, *, vertex_features, vertex_features_novis, energy, env_sh, target) -> None:
+def key_light_arrays(key: dict) -> dict:
+    """The sample arrays of the key lights (module docstring) from ``Engine.vertex_features``' ``out['key']``."""
+    from ..key_lights import pack_visibility
+
+    def f32(x):
+        return np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x, np.float32)
+
+    return {"key_visibility": pack_visibility(key["visibility"]), "key_dirs": f32(key["dirs"]),
+            "key_rgb_n": f32(key["rgb_n"]), "proxy_vertices": f32(key["proxy_vertices"]),
+            "proxy_normals": f32(key["proxy_normals"])}
+
+
+def write_sample(path, *, vertex_features, vertex_features_novis, energy, env_sh, target, key=None) -> None:
     """One sample npz in the documented dtypes (see the module docstring). Raises if the target
-    does not fit float16 (radiance > 65504 or non-finite) -- then store it as float32."""
+    does not fit float16 (radiance > 65504 or non-finite) -- then store it as float32. ``key``:
+    ``Engine.vertex_features``' ``out['key']`` for a set with key lights."""
     tgt = np.asarray(target.detach().cpu() if isinstance(target, torch.Tensor) else target, np.float32)
     if not np.isfinite(tgt).all():
         raise StudentDatasetError(f"{path}: target contains NaN/inf")
@@ -90,7 +109,8 @@ def write_sample(path, *, vertex_features, vertex_features_novis, energy, env_sh
     np.savez_compressed(path, vertex_features=f16(vertex_features),
                         vertex_features_novis=f16(vertex_features_novis),
                         energy=np.asarray(energy, np.float32).reshape(3),
-                        env_sh=np.asarray(env_sh, np.float32).reshape(9, 3), target=tgt_store)
+                        env_sh=np.asarray(env_sh, np.float32).reshape(9, 3), target=tgt_store,
+                        **(key_light_arrays(key) if key is not None else {}))
 
 
 def write_manifest(root, *, resolution: int, n_lights: int, feature_names, samples: list, generator: str,
@@ -174,6 +194,8 @@ class StudentDataset(torch.utils.data.Dataset):
         self._uv = None
         self._cache: "OrderedDict[int, dict]" = OrderedDict()
         self._cache_n = int(cache_samples)
+        self.key_lights = int(self.manifest.get("key_lights", 0) or 0)
+        self.roughness = tuple(self.manifest.get("feature_kwargs", {}).get("roughness", (0.2, 0.4, 0.7)))
 
     @property
     def uv(self) -> UVRasterizer:
@@ -197,7 +219,10 @@ class StudentDataset(torch.utils.data.Dataset):
         p = self.root / s["file"]
         try:
             with np.load(p, allow_pickle=False) as z:
-                d = {k: z[k] for k in ("vertex_features", "vertex_features_novis", "energy", "env_sh", "target")}
+                keys = ["vertex_features", "vertex_features_novis", "energy", "env_sh", "target"]
+                if self.key_lights:
+                    keys += ["key_visibility", "key_dirs", "key_rgb_n", "proxy_vertices", "proxy_normals"]
+                d = {k: z[k] for k in keys}
         except FileNotFoundError:
             raise StudentDatasetError(f"{p}: sample file not found") from None
         except (OSError, ValueError, KeyError) as e:
@@ -219,6 +244,24 @@ class StudentDataset(torch.utils.data.Dataset):
     def _gather(self, vf: np.ndarray) -> torch.Tensor:
         return self.uv.gather(torch.from_numpy(vf.astype(np.float32)), self.asset.proxy_faces, contiguous=True)[0]
 
+    def _key_maps(self, d: dict, si: int, hi: int) -> torch.Tensor:
+        """The key lights' per-texel part [3 + 3 len(roughness), R, R] of hand ``hi`` of sample ``si``."""
+        from ..key_lights import key_light_maps, texel_surface, unpack_visibility
+
+        pts, nrm = texel_surface(self.uv, torch.from_numpy(d["proxy_vertices"][hi:hi + 1]),
+                                 torch.from_numpy(d["proxy_normals"][hi:hi + 1]), self.asset.proxy_faces)
+        vis = unpack_visibility(d["key_visibility"][hi:hi + 1], self.resolution)
+        return key_light_maps(pts, nrm, vis, torch.from_numpy(d["key_dirs"]), torch.from_numpy(d["key_rgb_n"]),
+                              self.samples[si]["view_origin"], self.roughness)[0]
+
+    def _vis_maps(self, d: dict, si: int, hi: int) -> torch.Tensor:
+        m = self._gather(d["vertex_features"][hi:hi + 1])
+        if self.key_lights:
+            from ..key_lights import add_key_light_maps
+
+            m = add_key_light_maps(m[None], self.feature_names, self._key_maps(d, si, hi)[None], self.roughness)[0]
+        return m
+
     def __getitem__(self, i: int) -> dict:
         si, hi, side = self.items[i]
         d = self._load(si)
@@ -227,11 +270,13 @@ class StudentDataset(torch.utils.data.Dataset):
         item = {"env_code": torch.from_numpy(d["env_code"]), "target": tgt, "energy": energy,
                 "mask": self.mask, "sample": si, "hand": hi, "side": side}
         if self.variant is None:
-            item["maps"] = self._gather(d["vertex_features"][hi:hi + 1])
+            item["maps"] = self._vis_maps(d, si, hi)
             item["maps_novis"] = self._gather(d["vertex_features_novis"][hi:hi + 1])
         else:
-            key = "vertex_features" if variant_feature_source(self.variant) == "vis" else "vertex_features_novis"
-            m = self._gather(d[key][hi:hi + 1])
+            if variant_feature_source(self.variant) == "vis":
+                m = self._vis_maps(d, si, hi)
+            else:
+                m = self._gather(d["vertex_features_novis"][hi:hi + 1])
             item["inputs"] = select_channels(m[None], self.feature_names, self.input_names)[0]
         return item
 

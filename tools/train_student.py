@@ -86,6 +86,10 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int_range(0, 1024), default=0, help="torch CPU threads (0: leave torch's default)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/latest.json")
+    p.add_argument("--init-from", metavar="WEIGHTS", default=None,
+                   help="start a new run from a trained student's weights (same variant and input channels; its "
+                        "input normalisation and loss scale are kept): fine-tuning on a new set, e.g. one "
+                        "made with --key-lights")
     p.add_argument("--overwrite", action="store_true",
                    help="write into a non-empty --out folder that is not a train-student run (never the data set)")
     p.add_argument("--install-default", action="store_true",
@@ -300,6 +304,9 @@ def train(args, command: str | None = None) -> dict:
         if list(meta.get("feature_names") or names) != names:
             raise ValueError(f"--resume: the run's model reads {len(meta['feature_names'])} feature channels, these "
                              f"options give {len(names)} (--translucency / --no-translucency as in the run)")
+        if int(meta.get("key_lights", 0)) != train_ds.key_lights:
+            raise ValueError(f"--resume: the run's model was trained with key_lights={meta.get('key_lights', 0)}, "
+                             f"{args.data} has key_lights={train_ds.key_lights}")
         state = torch.load(ck / info["state"], map_location="cpu", weights_only=True)
         start_step = int(state["step"])
         tau = float(meta["loss_tau"])
@@ -307,13 +314,25 @@ def train(args, command: str | None = None) -> dict:
             with open(out / "train_log.csv") as f:
                 rows = [{k: (float(v) if v not in ("",) else None) for k, v in r.items()} for r in csv.DictReader(f)]
             rows = [dict(r, step=int(r["step"])) for r in rows if int(r["step"]) <= start_step]
+    elif args.init_from:
+        if args.resume and main_rank:
+            print(f"train-student: --resume but no {latest}; starting from --init-from", file=sys.stderr)
+        model, imeta = load_student(args.init_from)
+        if imeta["variant"] != args.variant:
+            raise ValueError(f"--init-from {args.init_from}: a {imeta['variant']} student, not {args.variant}")
+        if list(imeta.get("feature_names") or []) != names:
+            raise ValueError(f"--init-from {args.init_from}: reads channels {imeta.get('feature_names')}, "
+                             f"this set and these options give {names}")
+        model.key_lights = train_ds.key_lights
+        tau = float(imeta["loss_tau"])
     else:
         if args.resume and main_rank:
             print(f"train-student: --resume but no {latest}; starting fresh", file=sys.stderr)
         model = StudentNet(len(names), base=args.base, levels=args.levels, static_channels=args.static_channels,
                            resolution=R, variant=args.variant, code_dim=args.code_dim, feature_names=names,
                            albedo_prior=args.albedo_prior,
-                           specular_channel=args.specular_channel, light_head=args.light_head)
+                           specular_channel=args.specular_channel, light_head=args.light_head,
+                           key_lights=train_ds.key_lights)
         if args.albedo_prior:
             model.set_albedo(train_ds.asset.albedo_map(R))
         mean, std, tau = _stats(train_ds)
@@ -440,6 +459,7 @@ def train(args, command: str | None = None) -> dict:
             "command": command or "relit-hands train-student " + shlex.join(sys.argv[1:]),
             "variant": args.variant, "data": str(Path(args.data).resolve()), "resolution": R,
             "feature_names": names, "steps": args.steps, "resumed_from": start_step or None,
+            "initialised_from": str(args.init_from) if getattr(args, "init_from", None) else None,
             "batch_per_rank": args.batch, "world_size": world, "device": str(device), "lr": args.lr,
             "architecture": model.config(), "parameters": n_params, "loss_tau": tau,
             "first_train_loss": first_loss, "final_train_loss": rows[-1]["loss"] if rows else None,

@@ -54,7 +54,7 @@ class ViewerApp(ViewerInput, RequestScheduler, ViewerActions, ViewerPanels):
 
     def __init__(self, *, headless: bool = False, size=(1600, 900), scene="clasp", env="studio",
                  render_scale: float = 1.0, interact_scale: float = 0.5, max_fps: float = 60.0, idle_fps: float = 15.0,
-                 title: str = "Relit Hands"):
+                 title: str = "Relit Hands", asset=None, student=None):
         import moderngl
         from imgui_bundle import imgui, implot
 
@@ -106,7 +106,7 @@ class ViewerApp(ViewerInput, RequestScheduler, ViewerActions, ViewerPanels):
         self.input = None if self.headless else GlfwInput(self.window)
 
         self.state = ViewerState(scene, env)
-        self.worker = RenderWorker()
+        self.worker = RenderWorker(asset=asset, student=student)
         self.picker = Picker()
         self.frame = None  # newest frame result from the worker
         self.frame_tex = None
@@ -390,7 +390,7 @@ class ViewerApp(ViewerInput, RequestScheduler, ViewerActions, ViewerPanels):
             "engine_ms_median": float(np.median(eng)) if eng else None,
             "render_size": [fr["camera"]["width"], fr["camera"]["height"]] if fr else None,
             "last_timings_ms": fr["timings_ms"] if fr else None,
-            "renderer": self.info.get("renderer"), "errors": list(self.log_lines),
+            "renderer": self.info.get("renderer"), "asset": self.info.get("asset"), "errors": list(self.log_lines),
             "script": self.script.results if self.script is not None else None,
             "scene": self.state.scene.to_dict(),
             "angles_deg": {s: np.round(self.state.angles(s), 2).tolist() for s in self.state.sides()},

@@ -83,14 +83,16 @@ def camera_from_dict(d, scale: float = 1.0):
 class _Renderer:
     """Lives in the worker process: owns the Engine and caches environments."""
 
-    def __init__(self):
+    def __init__(self, asset=None, student=None):
         import torch
 
         torch.set_num_threads(1)  # 2-core machines: leave a core to the UI and to llvmpipe
         from ..engine import SHADINGS, Engine
 
         t0 = time.perf_counter()
-        self.engine = Engine(compositor="gl")  # the viewer reads hand ids (picking, wireframe) and masks
+        # the viewer reads hand ids (picking, wireframe) and masks: the GL compositor
+        self.engine = Engine(asset=asset, compositor="gl")
+        self.student_path = student
         self.init_ms = (time.perf_counter() - t0) * 1e3
         self.shadings = SHADINGS
         self.student, self.student_error = self._load_student()
@@ -102,7 +104,12 @@ class _Renderer:
         self.debug_modes = self._debug_modes()
         self._features = None  # (request id, FeatureFrame, proxy normals) of the last debug view
         ctx = self.engine.compositor.ctx
+        from ..hand_model import asset_reference
+
         self.info = {"renderer": ctx.info.get("GL_RENDERER", "?"), "gl_version": ctx.info.get("GL_VERSION", "?"),
+                     "asset": asset_reference(self.engine.asset.source or None),
+                     # a student of another asset on this layout relights it with this asset's albedo
+                     "student_albedo_of": self.student.meta.get("albedo_of") if self.student is not None else None,
                      "torch_device": str(self.engine.device), "engine_init_ms": self.init_ms,
                      "capabilities": self.capabilities()}
 
@@ -209,11 +216,11 @@ class _Renderer:
         return to_uint8(tone_map(rad, exposure_ev, tonemap))  # as the compositor's tone-mapping pass
 
     def _load_student(self):
-        """(inference backend of the shipped default student, None) or (None, why not)."""
+        """(inference backend of the --student or the shipped default student, None) or (None, why not)."""
         from ..student import StudentLoadError
 
         try:
-            return self.engine.student_backend(None), None
+            return self.engine.student_backend(self.student_path), None
         except (StudentLoadError, OSError) as e:
             return None, str(e)
 
@@ -298,13 +305,13 @@ class _Renderer:
         return out
 
 
-def _worker_main(req_q, res_q, parent_pid):
+def _worker_main(req_q, res_q, parent_pid, asset=None, student=None):
     try:
         os.nice(5)  # under CPU contention the UI process wins: input never waits for the engine
     except (AttributeError, OSError):
         pass
     try:
-        r = _Renderer()
+        r = _Renderer(asset, student)
         res_q.put({"type": "ready", **r.info})
     except Exception as e:  # noqa: BLE001 - reported to the UI, which shows it
         res_q.put({"type": "fatal", "message": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()})
@@ -347,11 +354,15 @@ def _worker_main(req_q, res_q, parent_pid):
 class RenderWorker:
     """UI-side handle: ``submit(request)`` never blocks; ``poll()`` returns finished results."""
 
-    def __init__(self):
+    def __init__(self, asset=None, student=None):
+        """``asset``: the hand asset (a shipped name, an asset folder or its npz; None: the default);
+        ``student``: student weights for the 'student' mode (None: the shipped default)."""
         ctx = mp.get_context("spawn")
         self.req_q = ctx.Queue()
         self.res_q = ctx.Queue()
-        self.proc = ctx.Process(target=_worker_main, args=(self.req_q, self.res_q, os.getpid()),
+        self.proc = ctx.Process(target=_worker_main, args=(self.req_q, self.res_q, os.getpid(),
+                                                           None if asset is None else str(asset),
+                                                           None if student is None else str(student)),
                                 name="relit-hands-render", daemon=True)
         self.proc.start()
         self.info: dict | None = None
