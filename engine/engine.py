@@ -417,7 +417,7 @@ class Engine:
         if isinstance(student, StudentNet):
             return TorchBackend(student, device=str(self.device))
         if student is None:
-            student = default_student_path()
+            student = default_student_path(asset=self.asset)
             if not student.is_file():
                 raise StudentLoadError(f"{student}: no trained default student installed (train one with "
                                        f"`relit-hands train-student ... --install-default`, README: Student); "

@@ -96,7 +96,7 @@ from .features import feature_names
 __all__ = [
     "StudentNet", "StudentLoadError", "VARIANTS", "FEATURE_NAMES", "variant_feature_names",
     "variant_feature_source", "select_channels", "environment_code", "CODE_IN", "save_student",
-    "load_student", "default_student_path", "FORMAT_VERSION", "model_meta", "light_head_groups",
+    "load_student", "default_student_path", "shipped_layout_name", "FORMAT_VERSION", "model_meta", "light_head_groups",
 ]
 
 FORMAT_VERSION = 1
@@ -431,16 +431,46 @@ class StudentNet(nn.Module):
 
 # ------------------------------------------------------------------------------ files
 
-def default_student_path(variant: str = "vis") -> Path:
+_LAYOUTS: dict = {}
+
+
+def shipped_layout_name(asset) -> Optional[str]:
+    """The shipped asset (``'hand'``, ``'hand_v2'``, ...: a folder of ``relit_hands/models`` with a
+    ``right_hand.npz``) whose UV layout and topology ``asset`` (a :class:`~relit_hands.hand_model.HandAsset`)
+    shares -- itself, or the asset a personalised hand was fitted from; None if none."""
+    from . import models  # noqa: F401
+    from .hand_model import HandAsset, asset_reference, layout_id
+
+    root = Path(models.__file__).resolve().parent
+    ref = asset_reference(getattr(asset, "source", None) or None)
+    names = sorted(p.parent.name for p in root.glob("*/right_hand.npz"))
+    if ref in names:
+        return ref
+    mine = layout_id(asset)
+    for name in names:
+        if name not in _LAYOUTS:
+            _LAYOUTS[name] = layout_id(HandAsset.load(root / name / "right_hand.npz"))
+        if _LAYOUTS[name] == mine:
+            return name
+    return None
+
+
+def default_student_path(variant: str = "vis", asset=None) -> Path:
     """Where a shipped model lives: ``relit_hands/models/student/student.safetensors`` for the
     default 'vis' student, ``student_{novis,bottleneck}.safetensors`` for the ablations (made by
-    ``relit-hands train-student --variant V ... --install-default``)."""
+    ``relit-hands train-student --variant V ... --install-default``). Those are for the default
+    asset 'hand'; with ``asset`` (a :class:`~relit_hands.hand_model.HandAsset`) on another shipped
+    layout NAME (:func:`shipped_layout_name`: hand_v2, or a person fitted from it) the file is
+    ``student[_{variant}]_NAME.safetensors``."""
     from . import models  # noqa: F401
 
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-    name = "student.safetensors" if variant == "vis" else f"student_{variant}.safetensors"
-    return Path(models.__file__).resolve().parent / "student" / name
+    stem = "student" if variant == "vis" else f"student_{variant}"
+    base = shipped_layout_name(asset) if asset is not None else None
+    if base and base != "hand":
+        stem += f"_{base}"
+    return Path(models.__file__).resolve().parent / "student" / f"{stem}.safetensors"
 
 
 def model_meta(model: StudentNet, **extra) -> dict:

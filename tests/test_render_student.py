@@ -77,7 +77,7 @@ def test_missing_default_student_is_a_clear_error(engine, env, tmp_path, monkeyp
     assert fr.image is sf.frames[0].image and fr.timings_ms["student"] == sf.timings_ms["student"]
     assert not any(isinstance(v, list) for v in fr.timings_ms.values())
     missing = tmp_path / "student.safetensors"
-    monkeypatch.setattr(student_mod, "default_student_path", lambda: missing)
+    monkeypatch.setattr(student_mod, "default_student_path", lambda *a, **k: missing)
     with pytest.raises(StudentLoadError, match="no trained default student"):
         engine.render_student(scene, env, n_lights=32, width=96, height=64)
 

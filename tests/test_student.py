@@ -205,3 +205,25 @@ def test_light_head_save_load_roundtrip(tmp_path):
     x = torch.rand(1, m.in_channels, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(m(x), m2(x), rtol=1e-5, atol=1e-7)
+
+
+def test_default_student_path_follows_the_assets_layout(tmp_path):
+    """The shipped student of an asset: student.safetensors for 'hand', student_hand_v2.safetensors
+    for hand_v2 and for a person fitted from it (same layout, another folder)."""
+    import shutil
+
+    from relit_hands.hand_model import HandAsset, asset_path
+    from relit_hands.student import default_student_path, shipped_layout_name
+
+    v1, v2 = HandAsset.load(asset_path("hand")), HandAsset.load(asset_path("hand_v2"))
+    person = tmp_path / "person"
+    shutil.copytree(asset_path("hand_v2").parent, person)
+    p = HandAsset.load(person / "right_hand.npz")
+    assert default_student_path().name == "student.safetensors"
+    assert default_student_path(asset=v1).name == "student.safetensors"
+    assert default_student_path(asset=v2).name == "student_hand_v2.safetensors"
+    assert default_student_path("novis", asset=p).name == "student_novis_hand_v2.safetensors"
+    assert shipped_layout_name(p) == "hand_v2"
+    moved = HandAsset.load(person / "right_hand.npz")
+    moved.proxy_uvs = moved.proxy_uvs[::-1].copy()           # another layout: no shipped student
+    assert shipped_layout_name(moved) is None

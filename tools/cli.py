@@ -155,7 +155,7 @@ def cmd_render(args) -> int:
         for side, tex in sf.textures.items():
             check_finite_image(tex, f"render (student {side}-hand texture)")
         frame = sf.as_frame()
-        extra = {"student": {"path": str(args.student or default_student_path()), "backend": sf.backend,
+        extra = {"student": {"path": str(args.student or default_student_path(asset=engine.asset)), "backend": sf.backend,
                              "variant": sf.variant, "resolution": sf.resolution, "lights": args.lights}}
     else:
         frame = engine.render(scene, env, shading=args.shading, exposure_ev=args.exposure, tonemap=args.tonemap,

@@ -69,7 +69,7 @@ def run_from_args(args, command: str | None = None) -> int:
     summary = {
         "command": command,
         "scene": scene.to_dict(), "env": env.name, "yaw_deg": args.yaw, "pitch_deg": args.pitch,
-        "student": {"path": str(args.student or default_student_path()), "backend": sf.backend,
+        "student": {"path": str(args.student or default_student_path(asset=engine.asset)), "backend": sf.backend,
                     "variant": sf.variant, "resolution": sf.resolution, "lights": args.lights},
         "camera": {"K": camera.K.tolist(), "R": camera.R.tolist(), "t": camera.t.tolist(),
                    "size": list(CAMERA_SIZE)},

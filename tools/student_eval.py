@@ -8,7 +8,7 @@ registers ``student`` (spatially aligned features with visibility, ours), ``stud
 environment as a global code). Weights: ``$RELIT_HANDS_STUDENT_VIS`` / ``_NOVIS`` /
 ``_BOTTLENECK`` if set, else the shipped model (:func:`~relit_hands.student.default_student_path`:
 ``student.safetensors``, ``student_novis.safetensors``, ``student_bottleneck.safetensors`` in
-``relit_hands/models/student/``). The inference backend is
+``relit_hands/models/student/``, with the suffix ``_hand_v2`` for a capture of asset v2). The inference backend is
 ``$RELIT_HANDS_STUDENT_BACKEND`` (default ``auto``). A missing weights file is a clear error when
 the renderer is used, not when the module is imported.
 """
@@ -22,14 +22,15 @@ from .eval_renderers import register_renderer
 RENDERERS = {"student": "vis", "student_novis": "novis", "student_bottleneck": "bottleneck"}
 
 
-def student_weights(variant: str) -> Path:
-    """Where the harness looks for a variant's weights (see the module docstring)."""
+def student_weights(variant: str, asset=None) -> Path:
+    """Where the harness looks for a variant's weights (see the module docstring); ``asset``: the
+    capture's hand asset (the shipped student of its layout, :func:`~relit_hands.student.default_student_path`)."""
     from ..student import StudentLoadError, default_student_path
 
     env = os.environ.get(f"RELIT_HANDS_STUDENT_{variant.upper()}")
     if env:
         return Path(env)
-    path = default_student_path(variant)
+    path = default_student_path(variant, asset=asset)
     if path.is_file():
         return path
     raise StudentLoadError(f"{path}: no trained {variant} student (train one with `relit-hands train-student "
@@ -44,10 +45,10 @@ class StudentRenderer:
 
         self.engine, self.n_lights = engine, n_lights
         # the engine's own resolution (its device, the registry, the asset check)
-        self.backend = engine.student_backend(student_weights(variant),
+        self.backend = engine.student_backend(student_weights(variant, engine.asset),
                                               inference=os.environ.get("RELIT_HANDS_STUDENT_BACKEND", "auto"))
         if self.backend.variant != variant:
-            raise StudentLoadError(f"{student_weights(variant)}: holds a {self.backend.variant} student, "
+            raise StudentLoadError(f"{student_weights(variant, engine.asset)}: holds a {self.backend.variant} student, "
                                    f"expected {variant}")
 
     def __call__(self, frame, camera, env):

@@ -95,7 +95,8 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--install-default", action="store_true",
                    help="copy the final model into relit_hands/models/student/: student.safetensors (the "
                         "default, for --variant vis) or student_{novis,bottleneck}.safetensors (the ablations "
-                        "the evaluation harness compares)")
+                        "the evaluation harness compares); for a set of another shipped asset NAME (hand_v2) "
+                        "with the suffix _NAME, which that asset and the people fitted from it load")
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -450,7 +451,7 @@ def train(args, command: str | None = None) -> dict:
         save_student(final, model, {**meta_extra, "step": args.steps})  # atomic (temporary name)
         installed = None
         if args.install_default:
-            dst = default_student_path(args.variant)
+            dst = default_student_path(args.variant, asset=train_ds.asset)
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(final, dst)
             installed = str(dst)
