@@ -441,6 +441,7 @@ TOOL_COMMANDS = {
     "make-light-library": ("light_library", "seeded library of HDR training environments with train/val/test splits"),
     "make-phone-video": ("phone_video", "synthetic phone video of a new person's hand (frames, 2D keypoints, masks, ground truth)"),
     "personalize": ("personalize", "your own relightable hand from a phone video / calibrated views (shape, pose, albedo)"),
+    "personalize-relight": ("personalize_relight", "a personalised hand relit by the student vs path-traced images of the true person (fit / base / true)"),
     "personalize-eval": ("personalize_eval", "a personalised hand against make-phone-video's ground truth (albedo, vertices, keypoints)"),
 }
 

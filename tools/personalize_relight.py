@@ -1,0 +1,216 @@
+r"""``relit-hands personalize-relight``: a personalised hand relit by the student, against path-traced
+images of the true person under lighting and views the fitter never saw.
+
+    relit-hands personalize-relight --fit my_hand/ --reference capture_b/ [--student W] [--out DIR]
+
+``--reference`` is a ``make-phone-video`` capture of the *same person* (same ``--person-seed`` and
+``--tone``) under another environment and another motion, typically with ``--views N`` calibrated
+cameras: its ``frames_linear/`` are the references, ``ground_truth/frames.json`` gives every
+frame's true pose and cameras, ``ground_truth/environment.json`` (+ ``environment.exr``) the map
+and its rotation, ``ground_truth/masks`` the true hand masks.
+
+Every reference image is rendered three times by the shipped student of the asset's layout
+(:func:`relit_hands.student.default_student_path`, or ``--student``) through
+:meth:`Engine.render_student` at the true pose and camera, under the true (rotated) map:
+
+* ``fit``: the personalised asset (``Engine(asset=--fit)``: its shape, displacements and albedo;
+  the student's albedo prior swapped for the person's, see :meth:`Engine.student_backend`);
+* ``base``: the un-personalised asset it was fitted from (``hand_v2``), what a user gets without
+  personalisation;
+* ``true``: the true person's asset (``ground_truth/asset``) -- the ceiling of this student: what
+  is left between ``true`` and the reference is the student's own error, not the fit's.
+
+Metrics over the reference's true hand mask (``ground_truth/masks``): linear HDR PSNR with one fixed
+peak for the whole reference (the evaluation harness's rule,
+:func:`~relit_hands.tools.eval_metrics.reference_settings`) and SSIM
+(:func:`~relit_hands.tools.eval_metrics.ssim_masked`), per image, mean and pooled. A pixel the
+rendered hand does not cover counts with the renderer's value there (black): a wrong silhouette
+costs what it costs in a composite.
+
+Writes ``report.json`` (every number), ``report.md`` and ``relit_grid.png`` (per image: reference |
+fit | base | true, tone-mapped with the same exposure) into ``--out`` (default
+``<fit>/relight_<reference name>``).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from relit_hands.validation import int_range
+
+__all__ = ["relight_evaluation"]
+
+RENDERERS = ("fit", "base", "true")
+
+
+def _reference_items(ref: Path, max_images: int | None):
+    from relit_hands.camera import Camera
+    from relit_hands.validation import read_json_file
+
+    gt = read_json_file(ref / "ground_truth" / "frames.json", what="--reference ground-truth frames")
+    items = []
+    for fr in gt["frames"]:
+        for v in fr["views"]:
+            stem = Path(v["image"]).with_suffix("")            # frames/[cam/]000000
+            rel = Path(*stem.parts[1:])
+            items.append({"frame": int(fr["frame"]), "camera": v["camera"],
+                          "pose": fr["pose"], "global_orient": fr["global_orient"], "transl": fr["transl"],
+                          "cam": Camera(K=np.array(v["K"]), R=np.array(v["R"]), t=np.array(v["t"]),
+                                        width=int(v["width"]), height=int(v["height"])),
+                          "linear": ref / "frames_linear" / rel.with_suffix(".exr"),
+                          "mask": ref / "ground_truth" / "masks" / rel.with_suffix(".png")})
+    if max_images is not None and len(items) > max_images:
+        keep = np.linspace(0, len(items) - 1, max_images).round().astype(int)
+        items = [items[i] for i in sorted(set(keep))]
+    return gt, items
+
+
+def _reference_env(ref: Path):
+    from relit_hands.environment import EnvironmentMap
+    from relit_hands.validation import read_json_file
+
+    info = read_json_file(ref / "ground_truth" / "environment.json", what="--reference environment")
+    env = EnvironmentMap.load(ref / "ground_truth" / info.get("file", "environment.exr"), strict=True)
+    env = env.with_exposure(float(info.get("exposure_ev", 0.0)))
+    return env.rotate(float(info.get("yaw_deg", 0.0))), info
+
+
+def relight_evaluation(fit_dir, reference, *, student=None, n_lights: int = 64, max_images: int | None = None,
+                       progress: bool = True) -> tuple[dict, np.ndarray]:
+    """``(report dict, grid image uint8)``: see the module docstring."""
+    from tqdm import tqdm
+
+    from relit_hands.color import tone_map, to_uint8
+    from relit_hands.engine import Engine
+    from relit_hands.hand_model import asset_path
+    from relit_hands.image_io import read_hdr_image, read_png
+    from relit_hands.scene import HandState, Scene
+
+    from .eval_metrics import psnr_linear, reference_settings, ssim_masked
+
+    fit_dir, ref = Path(fit_dir), Path(reference)
+    for p, what in ((fit_dir / "right_hand.npz", "--fit: the personalised asset"),
+                    (ref / "ground_truth" / "frames.json", "--reference: a make-phone-video capture")):
+        if not p.is_file():
+            raise FileNotFoundError(f"{p}: not found ({what})")
+    gt, items = _reference_items(ref, max_images)
+    env, env_info = _reference_env(ref)
+    assets = {"fit": fit_dir, "base": asset_path(gt.get("base_asset") or "hand_v2"),
+              "true": ref / "ground_truth" / (gt.get("asset") or "asset")}
+    engines = {k: Engine(asset=a, compositor="gl") for k, a in assets.items()}
+    t0 = time.time()
+    refs, masks, outs = [], [], {k: [] for k in RENDERERS}
+    try:
+        for k, e in engines.items():   # resolve (and check) the student before rendering anything
+            e.student_backend(student)
+        for it in tqdm(items, desc="personalize-relight", unit="img", disable=not progress):
+            scene = Scene([HandState("right", it["pose"], it["global_orient"], it["transl"])], name="relight")
+            refs.append(read_hdr_image(it["linear"]))
+            m = read_png(it["mask"])
+            masks.append((m[..., 0] if m.ndim == 3 else m) > 127)
+            for k, e in engines.items():
+                f = e.render_student(scene, env, it["cam"], student=student, n_lights=n_lights, background="none",
+                                     return_linear=True)
+                outs[k].append(np.asarray(f.frames[0].linear, np.float32)[..., :3])
+    finally:
+        for e in engines.values():
+            e.release()
+    hand = np.concatenate([r[m] for r, m in zip(refs, masks)])
+    settings = reference_settings(hand)
+    rows = []
+    for i, it in enumerate(items):
+        row = {"frame": it["frame"], "camera": it["camera"], "hand_pixels": int(masks[i].sum())}
+        for k in RENDERERS:
+            row[k] = {"psnr": psnr_linear(refs[i], outs[k][i], masks[i], settings.peak),
+                      "ssim": ssim_masked(refs[i], outs[k][i], masks[i], settings.peak)}
+        rows.append(row)
+    summary = {}
+    for k in RENDERERS:
+        mse = [np.mean(((outs[k][i] - refs[i])[masks[i]] / settings.peak) ** 2) for i in range(len(items))]
+        w = np.array([m.sum() for m in masks], np.float64)
+        summary[k] = {"psnr_mean": float(np.mean([r[k]["psnr"] for r in rows])),
+                      "psnr_pooled": float(-10 * np.log10(max(np.sum(np.array(mse) * w) / w.sum(), 1e-20))),
+                      "ssim_mean": float(np.mean([r[k]["ssim"] for r in rows]))}
+    summary["fit_minus_base_db"] = {"mean": summary["fit"]["psnr_mean"] - summary["base"]["psnr_mean"],
+                                    "pooled": summary["fit"]["psnr_pooled"] - summary["base"]["psnr_pooled"]}
+    be = engines["fit"].student_backend(student)
+    report = {"written_by": "relit-hands", "tool": "relit-hands personalize-relight",
+              "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+              "fit": str(fit_dir), "reference": str(ref), "assets": {k: str(v) for k, v in assets.items()},
+              "student": {"path": str(student) if student else "shipped default of the layout",
+                          "backend": be.name, "albedo_of": be.meta.get("albedo_of"),
+                          "key_lights": be.key_lights},
+              "environment": {k: env_info.get(k) for k in ("spec", "kind", "family", "seed", "split", "yaw_deg")},
+              "images": len(items), "n_lights": n_lights, "peak": settings.peak, "summary": summary, "rows": rows,
+              "wall_seconds": time.time() - t0}
+    # grid: reference | fit | base | true, one row per image (at most 6 rows)
+    pick = np.linspace(0, len(items) - 1, min(6, len(items))).round().astype(int)
+    ev = -np.log2(max(settings.peak, 1e-12)) - 0.5
+    tiles = []
+    for i in sorted(set(pick.tolist())):
+        row = [refs[i]] + [outs[k][i] for k in RENDERERS]
+        tiles.append(np.concatenate([to_uint8(tone_map(x, ev, "aces")) for x in row], 1))
+    return report, np.concatenate(tiles, 0)
+
+
+def _markdown(r: dict) -> str:
+    s = r["summary"]
+    lines = [f"# Personalised hand relit by the student: {Path(r['fit']).name} vs {Path(r['reference']).name}", "",
+             f"{r['images']} reference images (path-traced, the true person), environment "
+             f"{r['environment'].get('spec')}; student {r['student']['path']} ({r['student']['backend']}); "
+             f"hand pixels of the true masks, linear PSNR with one peak ({r['peak']:.4g}).", "",
+             "| asset rendered | PSNR mean (dB) | PSNR pooled (dB) | SSIM |", "|---|---:|---:|---:|"]
+    names = {"fit": "personalised (--fit)", "base": "un-personalised base", "true": "true person (ceiling)"}
+    for k in RENDERERS:
+        lines.append(f"| {names[k]} | {s[k]['psnr_mean']:.2f} | {s[k]['psnr_pooled']:.2f} | {s[k]['ssim_mean']:.4f} |")
+    d = s["fit_minus_base_db"]
+    lines += ["", f"Personalised minus base: {d['mean']:+.2f} dB mean, {d['pooled']:+.2f} dB pooled.", ""]
+    return "\n".join(lines)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--fit", required=True, metavar="FOLDER", help="a personalised asset folder (relit-hands personalize)")
+    p.add_argument("--reference", required=True, metavar="FOLDER",
+                   help="a make-phone-video capture of the same person under other light (e.g. --views 4)")
+    p.add_argument("--student", metavar="FILE", help="student weights (default: the shipped student of the layout)")
+    p.add_argument("--lights", type=int_range(32, 1024), default=64, help="feature lights N")
+    p.add_argument("--max-images", type=int_range(1, 100000), default=None, help="evaluate at most this many images")
+    p.add_argument("--out", metavar="FOLDER", help="report folder (default: <fit>/relight_<reference name>)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing report files relit-hands did not write")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def run_from_args(args, command: str | None = None) -> int:
+    from relit_hands.image_io import write_png
+    from relit_hands.validation import OutputSet, write_text_atomic
+
+    out = Path(args.out) if args.out else Path(args.fit) / f"relight_{Path(args.reference).resolve().name}"
+    outputs = OutputSet(inputs=[args.fit, args.reference, args.student], overwrite=args.overwrite)
+    files = {n: out / n for n in ("report.json", "report.md", "relit_grid.png")}
+    for n, p in files.items():
+        outputs.check(p, f"--out {n}")
+    report, grid = relight_evaluation(args.fit, args.reference, student=args.student, n_lights=args.lights,
+                                      max_images=args.max_images, progress=not args.no_progress)
+    report["command"] = command
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(files["report.json"], json.dumps(report, indent=1) + "\n")
+    write_text_atomic(files["report.md"], _markdown(report))
+    write_png(files["relit_grid.png"], grid)
+    print(_markdown(report))
+    return 0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="relit-hands personalize-relight", description=__doc__.splitlines()[0])
+    add_arguments(p)
+    return run_from_args(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
