@@ -103,26 +103,36 @@ def key_light_maps(points: torch.Tensor, normals: torch.Tensor, visibility: torc
     """The key lights' part of ``diffuse_vis`` and ``spec_a*`` per texel: ``[H, 3 + 3 len(roughness), R, R]``
     float32, channels diffuse_vis_{r,g,b} then spec_a{a}_{r,g,b} per roughness (the order of
     :func:`~relit_hands.features.feature_names`). ``dirs`` [K,3] unit towards the lights,
-    ``rgb_n`` [K,3] the lights' RGB divided by the frame's ``energy``; ``view_origin`` [3] world."""
+    ``rgb_n`` [K,3] the lights' RGB divided by the frame's ``energy``; ``view_origin`` [3] world.
+    Evaluated only on texels that see at least one key light (the rest are 0)."""
     dev = points.device
+    H, _, R, _ = points.shape
     d = torch.as_tensor(dirs, dtype=torch.float32, device=dev).reshape(-1, 3)
     En = torch.as_tensor(rgb_n, dtype=torch.float32, device=dev).reshape(-1, 3)
-    c = torch.as_tensor(np.asarray(view_origin, np.float32), device=dev).reshape(1, 3, 1, 1)
-    nl = torch.einsum("hkyx,lk->hlyx", normals, d)                          # [H,K,R,R]
-    cv = nl.clamp_min(0.0) * visibility.to(nl.dtype)
-    out = [torch.einsum("hlyx,lc->hcyx", cv, En)]
-    o = c - points
-    o = o / o.norm(dim=1, keepdim=True).clamp_min(1e-12)
-    no = (normals * o).sum(1, keepdim=True)                                 # [H,1,R,R]
-    nv = no.clamp(0.0, 1.0)
-    wo = torch.einsum("hkyx,lk->hlyx", o, d)
-    nh = ((nl + no) / torch.sqrt((2.0 + 2.0 * wo).clamp_min(1e-12))).clamp(0.0, 1.0)
-    nh2 = nh * nh
-    for a in roughness:
-        a2 = float(a) ** 2
-        s = ggx_distribution(nh2, a2) * smith_visibility(nl.clamp_min(0.0), nv, a2) * cv
-        out.append(torch.einsum("hlyx,lc->hcyx", s, En))
-    return torch.cat(out, 1)
+    K = d.shape[0]
+    C = 3 + 3 * len(roughness)
+    out = torch.zeros(H, R * R, C, dtype=torch.float32, device=dev)
+    vis = visibility.reshape(H, K, R * R)
+    h_i, t_i = vis.any(1).nonzero(as_tuple=True)
+    if h_i.numel():
+        p = points.reshape(H, 3, R * R)[h_i, :, t_i]                        # [M,3]
+        n = normals.reshape(H, 3, R * R)[h_i, :, t_i]
+        v = vis[h_i, :, t_i].to(torch.float32)                              # [M,K]
+        nl = n @ d.T                                                        # [M,K]
+        cos = nl.clamp_min(0.0)
+        cv = cos * v
+        cols = [cv @ En]
+        o = torch.as_tensor(np.asarray(view_origin, np.float32), device=dev).reshape(1, 3) - p
+        o = o / o.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        no = (n * o).sum(1, keepdim=True)                                   # [M,1]
+        nv = no.clamp(0.0, 1.0)
+        nh = ((nl + no) / torch.sqrt((2.0 + 2.0 * (o @ d.T)).clamp_min(1e-12))).clamp(0.0, 1.0)
+        nh2 = nh * nh
+        for a in roughness:
+            a2 = float(a) ** 2
+            cols.append((ggx_distribution(nh2, a2) * smith_visibility(cos, nv, a2) * cv) @ En)
+        out[h_i, t_i] = torch.cat(cols, 1)
+    return out.permute(0, 2, 1).reshape(H, C, R, R)
 
 
 def add_key_light_maps(maps: torch.Tensor, names: Sequence[str], key_maps: torch.Tensor,
