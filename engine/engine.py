@@ -447,7 +447,7 @@ class Engine:
                        inference: str = "auto", n_lights: int = 64, resolution: int | None = None,
                        exposure_ev: float = 0.0, tonemap: str = "aces", background: str = "env",
                        return_linear: bool = False, width: int = 1280, height: int = 720,
-                       readback: str | None = None, targets=None) -> "StudentFrame":
+                       readback: str | None = None, targets=None, seam_stitch: bool = True) -> "StudentFrame":
         """Render ``scene`` with the neural student: ONE feature + student pass, then the
         compositor draws every camera (``Engine(compositor=...)``: GL or nvdiffrast).
 
@@ -472,6 +472,11 @@ class Engine:
         eye]), or one target for a single camera; with ``cameras`` None the framing camera takes the
         first target's size. The targets are checked (type, size, dtype: ValueError naming
         ``targets[i]``) before the feature and student passes run.
+
+        ``seam_stitch``: make the student's textures continuous across the atlas's UV seams before
+        compositing (:func:`.seam_stitch.stitch_student_textures`; the operator is built once per layout
+        and R, about a second; its per-frame cost is counted in the 'textures' stage, and ``textures``
+        are the stitched ones); False draws the raw prediction.
 
         Data stays on the engine's device from skinning to the textures; the GL compositor copies
         textures + vertices to the host once, the nvdiffrast compositor not at all
@@ -524,6 +529,9 @@ class Engine:
         out = be.run(maps, code)
         timer.mark("student")
         rad = (out.float() * vf["energy"].to(out.device).reshape(1, 3, 1, 1)).permute(0, 2, 3, 1).contiguous()  # [H,R,R,3]
+        if seam_stitch:  # continuous across the UV seams (in shading space: radiance / the asset's albedo)
+            from .seam_stitch import stitch_student_textures
+            rad = stitch_student_textures(rad, self.asset)
         timer.mark("textures")
         views = comp.composite_textures(sides, vertices, rad, env, cameras, exposure_ev=exposure_ev, tonemap=tonemap,
                                         background=background, return_linear=return_linear, readback=readback,

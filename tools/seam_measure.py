@@ -20,7 +20,9 @@ can show as a crease or a colour step. Measured here:
 The CLI renders the student and the PBR baseline (whose textures are continuous across charts by
 construction) for each scene and environment and reports both gradient ratios; the student's
 ratio over PBR's factors out what the band's position on the hand (finger sides, creases) does
-to gradients on its own.
+to gradients on its own. The student is measured as ``Engine.render_student`` draws it, i.e. with
+its textures seam-stitched (:mod:`relit_hands.seam_stitch`); ``--no-seam-stitch`` measures the raw
+prediction.
 """
 from __future__ import annotations
 
@@ -88,8 +90,9 @@ def seam_ratio(image: np.ndarray, band: np.ndarray, interior: np.ndarray, refere
 
 
 def measure(scenes, envs, *, student=None, asset=None, resolution: int | None = None, band_px: int = 2,
-            size=(640, 480), n_lights: int = 64) -> dict:
-    """Gradient seam ratios of the student and of PBR for every (scene, environment)."""
+            size=(640, 480), n_lights: int = 64, seam_stitch: bool = True) -> dict:
+    """Gradient seam ratios of the student and of PBR for every (scene, environment).
+    ``seam_stitch``: as in :meth:`Engine.render_student` (False: the student's raw textures)."""
     from relit_hands.engine import Engine
     from relit_hands.environment import EnvironmentMap
     from relit_hands.scene import scene_preset
@@ -104,7 +107,7 @@ def measure(scenes, envs, *, student=None, asset=None, resolution: int | None = 
                 name, _, yaw = spec.partition("@")
                 env = EnvironmentMap.from_name_or_path(name).rotate(float(yaw or 0.0), 0.0)
                 sf = engine.render_student(scene, env, camera, student=student, n_lights=n_lights,
-                                           resolution=resolution, return_linear=True)
+                                           resolution=resolution, return_linear=True, seam_stitch=seam_stitch)
                 R = sf.resolution
                 band_tex = seam_band_texture(engine.asset.proxy_uvs, engine.asset.proxy_uv_faces, R, band_px)
                 band, interior = screen_band_masks(engine, scene, camera, band_tex)
@@ -117,7 +120,8 @@ def measure(scenes, envs, *, student=None, asset=None, resolution: int | None = 
         pb = np.array([r["pbr"] for r in rows])
         return {"rows": rows, "student_mean": float(st.mean()), "pbr_mean": float(pb.mean()),
                 "student_over_pbr_geomean": float(np.exp(np.mean(np.log(st / pb)))),
-                "asset": str(engine.asset.source), "band_px": band_px, "resolution": R, "size": list(size)}
+                "asset": str(engine.asset.source), "band_px": band_px, "resolution": R, "size": list(size),
+                "seam_stitch": bool(seam_stitch)}
     finally:
         engine.release()
 
@@ -130,6 +134,8 @@ def add_arguments(p):
                    help="NAME or NAME@YAW_DEGREES")
     p.add_argument("--band-px", type=int_range(1, 64), default=2,
                    help="band half-width in texels at the student's resolution (1..64)")
+    p.add_argument("--no-seam-stitch", dest="seam_stitch", action="store_false",
+                   help="measure the student's raw textures (render_student(seam_stitch=False))")
     p.add_argument("--out", type=Path, default=Path("seams.json"))
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing output file that relit-hands did not write (never an input)")
@@ -157,7 +163,8 @@ def run_from_args(args, command: str | None = None) -> int:
     outputs = OutputSet(inputs=[args.student, args.asset, *[p for p in env_files if p.is_file()]],
                         overwrite=getattr(args, "overwrite", False))
     outputs.check(out, "--out")
-    res = measure(args.scenes, args.envs, student=args.student, asset=args.asset, band_px=args.band_px)
+    res = measure(args.scenes, args.envs, student=args.student, asset=args.asset, band_px=args.band_px,
+                  seam_stitch=getattr(args, "seam_stitch", True))
     res = {"written_by": "relit-hands", "command": command, "output": str(out), **res}
     if not all(np.isfinite(v) for v in (res["student_mean"], res["pbr_mean"], res["student_over_pbr_geomean"])):
         from relit_hands.validation import NonFiniteError

@@ -4,8 +4,9 @@
         --renderer pbr student student_novis student_bottleneck --out docs/eval_student
 
 registers ``student`` (spatially aligned features with visibility, ours), ``student_novis``
-(ablation: the same features without visibility) and ``student_bottleneck`` (ablation: the
-environment as a global code). Weights: ``$RELIT_HANDS_STUDENT_VIS`` / ``_NOVIS`` /
+(ablation: the same features without visibility), ``student_bottleneck`` (ablation: the
+environment as a global code) and ``student_unstitched`` (the vis student's raw textures, without
+the seam stitching :meth:`~relit_hands.engine.Engine.render_student` applies by default). Weights: ``$RELIT_HANDS_STUDENT_VIS`` / ``_NOVIS`` /
 ``_BOTTLENECK`` if set, else the shipped model (:func:`~relit_hands.student.default_student_path`:
 ``student.safetensors``, ``student_novis.safetensors``, ``student_bottleneck.safetensors`` in
 ``relit_hands/models/student/``, with the suffix ``_hand_v2`` for a capture of asset v2). The inference backend is
@@ -19,7 +20,11 @@ from pathlib import Path
 
 from .eval_renderers import register_renderer
 
-RENDERERS = {"student": "vis", "student_novis": "novis", "student_bottleneck": "bottleneck"}
+RENDERERS = {"student": "vis", "student_novis": "novis", "student_bottleneck": "bottleneck", "student_unstitched": "vis"}
+DESCRIPTIONS = {"student": "neural student: spatially aligned features with ray-cast visibility",
+                "student_novis": "student ablation: the same features without visibility",
+                "student_bottleneck": "student ablation: environment as a global code (bottleneck)",
+                "student_unstitched": "neural student (vis) without seam stitching: the raw predicted textures"}
 
 
 def student_weights(variant: str, asset=None) -> Path:
@@ -40,10 +45,10 @@ def student_weights(variant: str, asset=None) -> Path:
 class StudentRenderer:
     """Harness renderer: ``(frame, camera, env) -> Frame`` (hands only, linear radiance)."""
 
-    def __init__(self, engine, variant: str, n_lights: int = 64):
+    def __init__(self, engine, variant: str, n_lights: int = 64, seam_stitch: bool = True):
         from ..student import StudentLoadError
 
-        self.engine, self.n_lights = engine, n_lights
+        self.engine, self.n_lights, self.seam_stitch = engine, n_lights, seam_stitch
         # the engine's own resolution (its device, the registry, the asset check)
         self.backend = engine.student_backend(student_weights(variant, engine.asset),
                                               inference=os.environ.get("RELIT_HANDS_STUDENT_BACKEND", "auto"))
@@ -53,13 +58,10 @@ class StudentRenderer:
 
     def __call__(self, frame, camera, env):
         out = self.engine.render_student(frame.scene, env, camera, student=self.backend, n_lights=self.n_lights,
-                                         background="none", return_linear=True)
+                                         background="none", return_linear=True, seam_stitch=self.seam_stitch)
         return out.frames[0]
 
 
 for _name, _variant in RENDERERS.items():
-    register_renderer(_name, (lambda v: (lambda ctx: StudentRenderer(ctx.engine, v)))(_variant),
-                      {"vis": "neural student: spatially aligned features with ray-cast visibility",
-                       "novis": "student ablation: the same features without visibility",
-                       "bottleneck": "student ablation: environment as a global code (bottleneck)"}[_variant],
-                      overwrite=True)
+    register_renderer(_name, (lambda v, st: (lambda ctx: StudentRenderer(ctx.engine, v, seam_stitch=st)))(
+                          _variant, _name != "student_unstitched"), DESCRIPTIONS[_name], overwrite=True)
