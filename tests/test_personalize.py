@@ -145,6 +145,107 @@ def test_geometry_fit_improves_on_the_start(multi):
     assert np.abs(fit.render_displacement_m).max() <= 2.2e-3
 
 
+def _fist_frame(seed: int, size: int = 96):
+    """One frame of the base hand in a fist (a thumbs-up for odd seeds) turned by a seeded rotation about
+    a back-facing start, 0.4 m in front of a 40-degree camera, and its 21 keypoints with 1.5 px of
+    Gaussian noise (confidence 0.9): (model, FitData, FitCameras, true rotation [3, 3])."""
+    from scipy.spatial.transform import Rotation
+
+    from relit_hands.camera import Camera
+    from relit_hands.poses import pose_preset, pose_to_anatomical
+
+    asset = HandAsset.load(BASE)
+    model = hf.HandFitModel(asset)
+    rng = np.random.default_rng(seed)
+    preset = "fist" if seed % 2 == 0 else "thumbs_up"
+    angles = torch.tensor(np.radians(pose_to_anatomical(pose_preset(preset), asset)), dtype=torch.float32)[None]
+    R = Rotation.from_rotvec(rng.normal(size=3) * 0.6) * Rotation.from_euler("x", 90, degrees=True)
+    go = torch.tensor(R.as_rotvec(), dtype=torch.float32)[None]
+    K = Camera.intrinsics_from_fov(40.0, size, size)
+    cams = hf.FitCameras(["phone"], K[None], np.eye(3)[None], np.zeros((1, 3)), size, size, "camera")
+    rest = model.rest(torch.zeros(16, 2), None)
+    with torch.no_grad():
+        centre = model.posed(rest, angles, go, torch.zeros(1, 3))[0][0].double().numpy().mean(0)
+        tr = torch.tensor(np.array([0.0, 0.0, 0.4]) - centre, dtype=torch.float32)[None]
+        kp = model.posed(rest, angles, go, tr)[0]
+        px, _ = hf.project(kp, torch.tensor(K[None], dtype=torch.float32), torch.eye(3)[None], torch.zeros(1, 3))
+    obs = px.double().numpy() + rng.normal(size=(1, 1, 21, 2)) * 1.5
+    data = hf.FitData(np.array([0]), obs, np.full((1, 1, 21), 0.9), None, np.zeros(1, bool))
+    return model, data, cams, R.as_matrix()
+
+
+def _angle_deg(rotvec, R) -> float:
+    from scipy.spatial.transform import Rotation
+
+    return float(np.degrees((Rotation.from_rotvec(rotvec) * Rotation.from_matrix(R).inv()).magnitude()))
+
+
+def test_mirrored_root_is_a_rotation_with_the_same_palm_projection():
+    """The depth mirror of a root (the planar palm's second pose): a proper rotation that turns the hand
+    round (>= 90 degrees) while its palm points project within a few pixels of where they did."""
+    model, data, cams, R = _fist_frame(10)
+    rc = hf._RootCandidates(model, data, cams, hf.DEFAULT_FLEXION_DEG)
+    t = np.array([0.01, -0.02, 0.4])
+    R2, t2 = rc.mirrored(R, t)
+    assert abs(np.linalg.det(R2) - 1.0) < 1e-9 and np.allclose(R2 @ R2.T, np.eye(3), atol=1e-9)
+    assert _angle_deg(_cv2_rotvec(R2), R) > 90.0
+    palm = rc.kp_rest[hf.PALM_PLANE_KEYPOINTS]
+    K = cams.K[0]
+
+    def proj(Rm, tm):
+        x = (palm @ Rm.T + tm) @ K.T
+        return x[:, :2] / x[:, 2:]
+
+    assert np.abs(proj(R2, t2) - proj(R, t)).max() < 4.0            # pixels (96-px frame; the hand spans ~30)
+    R3, t3 = rc.mirrored(R2, t2)                                       # the mirror of the mirror is the pose
+    assert np.allclose(R3, R, atol=1e-9) and np.allclose(t3, t, atol=1e-9)
+
+
+def _cv2_rotvec(R):
+    import cv2
+
+    return cv2.Rodrigues(np.asarray(R, np.float64))[0].reshape(3)
+
+
+def test_flipped_fist_is_recovered_by_the_hypotheses():
+    """A fist seen from the back with 1.5 px of keypoint noise: the single-hypothesis PnP start picks the
+    palm's mirror (the old initialisation, from which the per-frame optimisation never left), while the
+    multi-hypothesis start -- optimising root and fingers from the start, its depth mirror, the palm-plane
+    IPPE pair, open and curled fingers -- recovers the true orientation, with a lower reprojection error."""
+    for seed in (10, 30):
+        model, data, cams, R = _fist_frame(seed)
+        go_old, _, _ = hf.pnp_initialise(model, data, cams)
+        assert _angle_deg(go_old[0], R) > 60.0, seed                  # the old start is the flip
+        init = hf.hypothesis_initialise(model, data, cams, hf.FitSettings(iterations_scale=0.5))
+        assert _angle_deg(init["global_orient"][0], R) < 25.0, (seed, init["method"])
+        assert init["hypotheses"][0] >= 2 and not init["method"][0].startswith("hypothesis 1 ")
+        assert init["angles"].shape == (1, 15, 3)
+        # the chosen hypothesis explains the keypoints: a couple of pixels (the noise is 1.5 px)
+        rest = model.rest(torch.zeros(16, 2), None)
+        with torch.no_grad():
+            kp, _ = model.posed(rest, init["angles"], torch.tensor(init["global_orient"], dtype=torch.float32),
+                                torch.tensor(init["transl"], dtype=torch.float32), samples=False)
+            px, _ = hf.project(kp, torch.tensor(cams.K, dtype=torch.float32), torch.eye(3)[None], torch.zeros(1, 3))
+        assert float(np.linalg.norm(px[0, 0].numpy() - data.keypoints[0, 0], axis=1).mean()) < 3.0
+
+
+def test_held_out_frames_are_tied_to_their_fixed_neighbours():
+    """A held-out frame's temporal anchors are its nearest training frames before and after it (copies:
+    fitting the held-out frames moves nothing else); a frame at the clip's end has one anchor."""
+    frames = np.array([0, 1, 2, 3, 4, 6, 7, 9])                   # frames 5 and 8 were dropped (no hand)
+    held = np.array([2, 5, 7])
+    train = np.setdiff1d(np.arange(len(frames)), held)
+    data = hf.FitData(frames, np.zeros((8, 1, 21, 2)), np.ones((8, 1, 21)), None, np.isin(np.arange(8), held))
+    state = {"angles": torch.zeros(8, 15, 3), "global_orient": torch.zeros(8, 3),
+             "transl": torch.arange(8, dtype=torch.float32)[:, None].repeat(1, 3)}
+    a = hf._holdout_anchors(state, data, train, held)
+    assert a["transl"][:, :, 0].tolist() == [[1, 3], [4, 6], [6, 0]]
+    assert a["valid"].tolist() == [[1, 1], [1, 1], [1, 0]]
+    assert a["gap"].tolist() == [[1, 1], [2, 1], [2, 1]]             # in input frames
+    a["transl"] += 1.0
+    assert float(state["transl"][1, 0]) == 1.0                       # a copy, not the training frames' state
+
+
 # ------------------------------------------------------------------------------------ appearance
 
 
@@ -485,4 +586,4 @@ def test_resume_inside_the_geometry_stage(mono, tmp_path, monkeypatch):
                                                                           "signature": "x", "done": ["geometry"]}))
     ran.clear()
     ps.personalize(tmp_path / "other", **kw)
-    assert ran[:2] == ["root", "pose"]
+    assert ran[:4] == ["hypotheses_fingers", "hypotheses", "root", "pose"]     # initialised afresh, then fitted

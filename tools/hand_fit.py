@@ -27,8 +27,11 @@ projected 3-D points of the skinned model, differentiated by torch (CPU or CUDA,
   centre, where the mask's edge is;
 * **priors** -- joint limits (the anatomical angles of :mod:`relit_hands.poses` outside
   ``JOINT_LIMITS``, squared hinge in degrees), a weak anatomical pose prior (each angle about a
-  relaxed mean: flexion 20 +- 45, abduction 0 +- 12, twist 0 +- 6 degrees; the distal joint's
-  flexion about 2/3 of the middle joint's, +- 15 degrees), robust temporal smoothness of the pose
+  relaxed mean: flexion 20 +- 90, abduction 0 +- 12, twist 0 +- 6 degrees; the distal joint's
+  flexion about 2/3 of the middle joint's, +- 15 degrees; the flexion's range is the joint limits'
+  job -- at +- 45 degrees a fist paid ~30 units, which from one camera the fit traded for a more open
+  hand placed nearer: on the 40-frame test capture, started from the true poses, the pose stage
+  drifted 13.7 mm from them at +- 45 and 11.3 mm at +- 90), robust temporal smoothness of the pose
   angles, the global rotation (rotation-matrix difference) and the translation between consecutive
   fitted frames (divided by the frame gap), the shape prior (common log-scale and per-bone
   deviations from it, both toward 0 = the base asset) and the displacement prior (L2 on the basis coefficients plus a
@@ -65,8 +68,25 @@ ones (confidence >= 0.3; SQPnP plus both IPPE solutions, in every view; a view w
 usable palm points uses all its confident keypoints), with calibrated views also from a 3-D
 alignment (Kabsch) to the triangulated palm keypoints, and from the neighbouring frames' roots:
 the candidate that best reprojects the keypoints of the hand at the default mild flexion into every
-view (palm first, fingers weighted 0.2) wins (:func:`pnp_initialise`). Fingers start at
-:data:`DEFAULT_FLEXION_DEG`.
+view (palm first, fingers weighted 0.2) wins (:func:`pnp_initialise`).
+
+That single start is not enough from one camera: the palm is nearly planar, so its keypoints fit
+two roots -- the hand and its depth mirror (a fist seen from the back or from the front) -- and the
+six palm points are not coplanar enough for IPPE to return the pair, so the start was whichever SQPnP
+found; scored with the fingers at the default flexion (a fist's fingers are ~90 degrees away) the
+mirror often won, and the per-frame optimisation never left it; nor could it bend the fingers of a
+fist from the mildly flexed start (seen end-on, a finger ran into hyperextension instead). On the
+40-frame 160-px test capture (person 11) the first version ended with 3 of 38 frames 77-133 degrees
+off and 3 more stuck above the true pose's cost; on a 98-frame 256-px one (person 4) 9 frames of a
+fist stuck at 19-21 px of reprojection error. So the fit starts from several **hypotheses per frame**
+(:func:`hypothesis_initialise`, :attr:`FitSettings.hypotheses`): that start, IPPE on the palm's
+five coplanar points projected onto their plane, the depth mirror of every PnP solution
+(:meth:`_RootCandidates.mirrored`) and the neighbouring frames' starts; each is optimised alone
+(fingers first -- from an open and a curled start, the better kept per finger -- then root and
+fingers; keypoints and priors), costed by the fit's per-frame terms (silhouettes included), and the
+training frames' choice minimises those costs plus the temporal root term between consecutive frames
+(dynamic programming: a lone flip between two consistent neighbours pays the temporal term twice).
+The fingers then start from the chosen hypothesis' angles.
 
 Stages (Adam with a cosine learning-rate decay; iterations :attr:`FitSettings.iterations`, by
 default 100 / 200 / 200 / 100, all scaled by ``iterations_scale``; every frame of a stage in one
@@ -74,13 +94,21 @@ batch): ``root`` (global rotation + translation, keypoints only, wide robust sca
 (+ finger angles, silhouette terms on) -> ``shape`` (+ log shape) -> ``displacement`` (+
 displacement coefficients). During the steps the displaced samples move along the *base* rest
 normals (:meth:`HandFitModel.rest`; < 0.1 mm from the baked geometry, which uses the shaped normals).
-Measured on the project's 2-core CPU machine (shared with other jobs): 38 frames at 160 px, about
-28 s for all stages; 98 frames at 256 px, about 50 s; the cost grows about linearly with frames x
+Measured on the project's 2-core CPU machine (shared with another job; one intra-op thread,
+:attr:`FitSettings.cpu_threads`): 38 frames at 160 px, about 26 s for the whole geometry (3 s of it
+the hypotheses); 98 frames at 256 px, about 63 s (5 s); the cost grows about linearly with frames x
 views (mask sizes matter little). Fitted ("training") frames share the shape. Every ``holdout_every``-th frame (default
 10: 10 %) is held out: after the training frames are done, the held-out frames are fitted with the
-shape and displacements frozen (stages root then pose; no temporal term, so nothing of them leaks
-into the training frames) -- their 3-D keypoint error measures how well the fitted hand explains
-frames it never saw.
+shape and displacements frozen (stages root then pose), each tied by the temporal terms to its
+nearest training frames before and after it, which are *fixed* by then (nothing of a held-out frame
+flows back into the training frames or the shape) -- their 3-D keypoint error measures how well the
+fitted hand explains frames it never saw. Without that tie (:attr:`FitSettings.holdout_temporal`
+False; the first version) a held-out frame was the only frame fitted from its own image alone, and
+from one camera its depth is weakly determined: on a 40-frame 160-px capture (person 4) the held-out
+frames' 3-D keypoint error was twice the fitted frames' (21 vs 10 mm), one of them 35 mm off in
+depth; with the tie 8.5 mm (98 frames at 256 px: 9.1 -> 5.9 mm). The tie also carries the
+neighbours' own error: on the person-11 capture, whose fist frames' fitted depth is ~20 mm short,
+the held-out error rose from 10.5 to 16.9 mm -- to the fitted frames' level (16.4 mm).
 
 Monocular scale and girth. From one camera the hand's absolute size is ambiguous with its distance
 (a larger hand farther away projects the same): the shape prior holds the *common* scale at the base
@@ -94,6 +122,7 @@ use the same 5 % as lengths.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -102,7 +131,8 @@ import numpy as np
 import torch
 
 __all__ = ["BASE_ASSET", "STAGES", "DEFAULT_FLEXION_DEG", "PALM_KEYPOINTS", "FitCameras", "FitData",
-           "FitSettings", "GeometryFit", "HandFitModel", "laplacian_basis", "pnp_initialise", "fit_geometry",
+           "FitSettings", "GeometryFit", "HandFitModel", "laplacian_basis", "pnp_initialise", "hypothesis_initialise",
+           "fit_geometry",
            "bake_asset_arrays", "project"]
 
 BASE_ASSET = "hand_v2"
@@ -113,6 +143,16 @@ PALM_KEYPOINTS = np.array([0, 1, 5, 9, 13, 17])
 PNP_MIN_CONFIDENCE = 0.3
 FINGER_SCORE_WEIGHT = 0.2        # finger keypoints' weight when scoring root candidates (the palm's: 1)
 ROOT_JUMP_M = 0.08               # an initial root this far from its neighbours' median is replaced
+# the palm's (nearly) coplanar points: wrist and the four finger MCPs (the thumb's CMC sits off the plane)
+PALM_PLANE_KEYPOINTS = np.array([0, 5, 9, 13, 17])
+HYPOTHESIS_DEDUP_DEG = 15.0      # hypotheses of a frame closer than this in rotation ...
+HYPOTHESIS_DEDUP_M = 0.03        # ... and in translation are one
+HYPOTHESIS_FINGER_LR_SCALE = 3.0  # the fingers-only phase of a hypothesis moves the angles this much faster
+CURLED_FLEXION_DEG = (60.0, 75.0, 50.0)       # the curled finger start (MCP, PIP, DIP flexion) ...
+CURLED_THUMB_FLEXION_DEG = (15.0, 35.0, 35.0)  # ... and the thumb's (CMC, MCP, IP)
+# (finger joints [3] in the 15-joint order, MediaPipe keypoints [4]): index, middle, pinky, ring, thumb
+FINGER_CHAINS = (([0, 1, 2], [5, 6, 7, 8]), ([3, 4, 5], [9, 10, 11, 12]), ([6, 7, 8], [17, 18, 19, 20]),
+                 ([9, 10, 11], [13, 14, 15, 16]), ([12, 13, 14], [1, 2, 3, 4]))
 
 
 # ============================================================================ data containers
@@ -194,17 +234,27 @@ class FitSettings:
     flipping to its monocular depth-mirror between frames),
     ``shape_common_sigma`` (length, girth) / ``shape_bone_sigma`` (log-scale; from one camera the
     common girth's sigma is ``monocular_girth_sigma``, see the module docstring), ``displacement_sigma_mm`` (per basis coefficient),
-    ``displacement_limit_mm`` with ``displacement_limit_sigma_mm``; ``weights``: multipliers of the
+    ``displacement_limit_mm`` with ``displacement_limit_sigma_mm``; ``hypotheses``: how many root
+    hypotheses per frame :func:`hypothesis_initialise` optimises and chooses from (1: the single
+    :func:`pnp_initialise` start, fingers at :data:`DEFAULT_FLEXION_DEG`); ``holdout_temporal``: tie each
+    held-out frame by the temporal terms to its nearest fitted frames (fixed: nothing flows back);
+    ``cpu_threads``: torch's intra-op threads while fitting on the CPU (None: torch's default) -- the
+    fit is thousands of steps on small tensors, and on the project's 2-core machine, shared with another
+    job, torch's default 2 threads made it ~20x slower than 1 (every small op waits for the second
+    thread to be scheduled: 535 s vs 26 s for the geometry of the 40-frame 160-px test capture, the same
+    result); ``weights``: multipliers of the
     terms (1 = as the sigmas say; coverage 3: on the make-phone-video test captures it was what kept
     the fingers from coming out thin against masks that are eroded or dilated by 1-2 px); ``basis_size`` K; ``surface_samples`` S; ``mask_samples`` M;
     ``seed`` (surface subset, mask samples)."""
 
-    iterations: dict = field(default_factory=lambda: {"root": 100, "pose": 200, "shape": 200, "displacement": 100,
+    iterations: dict = field(default_factory=lambda: {"hypotheses_fingers": 60, "hypotheses": 60, "root": 100,
+                                                      "pose": 200, "shape": 200, "displacement": 100,
                                                       "holdout_root": 60, "holdout_pose": 120})
     iterations_scale: float = 1.0
     lr: dict = field(default_factory=lambda: {"global_orient": 0.02, "transl": 0.004, "angles": 0.02,
                                               "log_shape": 0.004, "displacement": 0.05})
-    robust_scale: dict = field(default_factory=lambda: {"root": 10.0, "pose": (10.0, 3.0), "shape": 3.0,
+    robust_scale: dict = field(default_factory=lambda: {"hypotheses_fingers": (30.0, 5.0), "hypotheses": (5.0, 3.0),
+                                                        "root": 10.0, "pose": (10.0, 3.0), "shape": 3.0,
                                                         "displacement": 3.0, "holdout_root": 10.0,
                                                         "holdout_pose": (10.0, 3.0)})
     keypoint_sigma: float = 3.0
@@ -212,7 +262,7 @@ class FitSettings:
     silhouette_effective_points: float = 20.0
     limit_sigma_deg: float = 3.0
     pose_prior_mean_deg: tuple = (20.0, 0.0, 0.0)
-    pose_prior_sigma_deg: tuple = (45.0, 12.0, 6.0)
+    pose_prior_sigma_deg: tuple = (90.0, 12.0, 6.0)
     dip_pip_ratio: float = 0.67
     dip_pip_sigma_deg: float = 15.0
     temporal_sigma_deg: float = 6.0
@@ -230,6 +280,9 @@ class FitSettings:
                                                    "joint_limits": 1.0, "pose_prior": 1.0, "dip_pip": 1.0,
                                                    "temporal_pose": 1.0, "temporal_root": 1.0, "shape": 1.0,
                                                    "displacement": 1.0})
+    hypotheses: int = 6
+    holdout_temporal: bool = True
+    cpu_threads: int | None = 1
     basis_size: int = 48
     surface_samples: int = 2000
     mask_samples: int = 64
@@ -416,18 +469,19 @@ class HandFitModel:
 
         return matrix_to_axis_angle(self.world_rotations(angles).double()).reshape(angles.shape[0], 45)
 
-    def posed(self, rest: dict, angles: torch.Tensor, global_orient: torch.Tensor, transl: torch.Tensor) -> tuple:
+    def posed(self, rest: dict, angles: torch.Tensor, global_orient: torch.Tensor, transl: torch.Tensor,
+              samples: bool = True) -> tuple:
         """Skin the rest hand for F frames: (keypoints [F, 21, 3] MediaPipe order, surface samples
-        [F, S, 3]), world metres."""
+        [F, S, 3] -- None with ``samples=False``), world metres."""
         from relit_hands.hand_model import rigid_transforms, rodrigues, skin
 
         rot = torch.cat([rodrigues(global_orient)[:, None], self.world_rotations(angles)], 1)   # [F, 16, 3, 3]
         G, A = rigid_transforms(rot, rest["joints"], self.parents)
         joints = G[..., :3, 3]
         tips = skin(rest["tip_weights"], A, rest["tips"])
-        samples = skin(rest["sample_weights"], A, rest["samples"]) + transl[:, None]
+        pts = skin(rest["sample_weights"], A, rest["samples"]) + transl[:, None] if samples else None
         kp = torch.cat([joints, tips], 1) + transl[:, None]
-        return kp[:, self.mediapipe_order], samples
+        return kp[:, self.mediapipe_order], pts
 
     def limit_violation_deg(self, angles: torch.Tensor) -> torch.Tensor:
         """[F, 15, 3] degrees outside the joint limits (0 inside)."""
@@ -487,12 +541,13 @@ def _reprojection_cost(obj: np.ndarray, img: np.ndarray, conf: np.ndarray, K: np
     return float((conf * scale ** 2 * r2 / (r2 + scale ** 2)).sum())
 
 
-def _pnp_candidates(obj: np.ndarray, img: np.ndarray, K: np.ndarray) -> list:
-    """(rvec, tvec) candidates of ``cv2.solvePnPGeneric``: SQPnP and both IPPE solutions."""
+def _pnp_candidates(obj: np.ndarray, img: np.ndarray, K: np.ndarray, flags: tuple | None = None) -> list:
+    """(rvec, tvec) candidates of ``cv2.solvePnPGeneric``: SQPnP and both IPPE solutions (``flags``:
+    the solvers; IPPE answers only for coplanar object points)."""
     import cv2
 
     out = []
-    for flag in (cv2.SOLVEPNP_SQPNP, cv2.SOLVEPNP_IPPE):
+    for flag in flags or (cv2.SOLVEPNP_SQPNP, cv2.SOLVEPNP_IPPE):
         try:
             n, rvecs, tvecs, _ = cv2.solvePnPGeneric(np.ascontiguousarray(obj), np.ascontiguousarray(img), K, None,
                                                      flags=flag)
@@ -541,10 +596,103 @@ def _kabsch(src: np.ndarray, dst: np.ndarray) -> tuple:
     return R, cd - R @ cs
 
 
+class _RootCandidates:
+    """Root candidates of every frame and their score (the robust reprojection of the mildly flexed
+    rest hand's keypoints in every view; :func:`pnp_initialise`)."""
+
+    def __init__(self, model: HandFitModel, data: FitData, cams: FitCameras, flexion_deg: float):
+        self.data, self.cams = data, cams
+        self.kp_rest = _rest_keypoints(model, flexion_deg)                  # [21, 3]
+        self.J0 = model.rest_joints[0].double().cpu().numpy()
+        self.unit = max(cams.width, cams.height) / 256.0
+        self.finger_weight = np.full(21, FINGER_SCORE_WEIGHT)
+        self.finger_weight[PALM_KEYPOINTS] = 1.0                             # the rigid palm counts most
+        # the palm's plane (wrist and the four finger MCPs) in the rest frame: centre and normal
+        pts = self.kp_rest[PALM_PLANE_KEYPOINTS]
+        self.palm_centre = pts.mean(0)
+        self.palm_normal = np.linalg.svd(pts - self.palm_centre)[2][2]
+
+    def score(self, f: int, Rgo: np.ndarray, tw: np.ndarray) -> float:
+        import cv2
+
+        data, cams = self.data, self.cams
+        cost = 0.0
+        conf = data.confidence[f] * self.finger_weight
+        for c2 in range(cams.count):                              # score in every view
+            m = conf[c2] > 0
+            if not m.any():
+                continue
+            Rv = cams.R[c2] @ Rgo
+            tv = cams.R[c2] @ (tw + self.J0 - Rgo @ self.J0) + cams.t[c2]
+            cost += _reprojection_cost(self.kp_rest[m], data.keypoints[f, c2][m], conf[c2][m], cams.K[c2],
+                                       cv2.Rodrigues(Rv)[0], tv, 20.0 * self.unit)
+        return cost
+
+    def _to_world(self, c: int, Rpc: np.ndarray, tpc: np.ndarray) -> tuple:
+        """(global rotation, transl) in the world of a camera-c pose ``x_cam = Rpc x_rest + tpc``."""
+        cams = self.cams
+        Rgo = cams.R[c].T @ Rpc                                     # rest -> world rotation
+        # x_world = Rgo (x - J0) + J0 + transl  and  x_world = Rc^T (Rpc x + tpc - tc)
+        return Rgo, cams.R[c].T @ (tpc - cams.t[c]) + Rgo @ self.J0 - self.J0
+
+    def mirrored(self, Rpc: np.ndarray, tpc: np.ndarray) -> tuple:
+        """The depth mirror of a camera-frame pose of the hand: the palm reflected through the plane
+        through its centre perpendicular to the viewing ray (``M = I - 2 r r^T``), made a rotation
+        again by reflecting the rest hand through its own palm plane (``S = I - 2 n n^T``): the
+        palm's points project (nearly) where they did, but the hand faces the other way -- the
+        ambiguity of a planar palm (IPPE's second solution; a fist seen from the back)."""
+        p = Rpc @ self.palm_centre + tpc
+        r = p / max(np.linalg.norm(p), 1e-9)
+        M = np.eye(3) - 2.0 * np.outer(r, r)
+        S = np.eye(3) - 2.0 * np.outer(self.palm_normal, self.palm_normal)
+        R2 = M @ Rpc @ S
+        return R2, p - R2 @ self.palm_centre
+
+    def candidates(self, f: int, extended: bool = False) -> list:
+        """[(Rgo, transl, how)] of frame f: SQPnP + IPPE of each view's confident palm keypoints
+        (:func:`_pnp_candidates`), the triangulated palm (2 or more calibrated views); ``extended``
+        adds IPPE on the palm's five (nearly) coplanar points projected onto their plane and the depth
+        mirror (:meth:`mirrored`) of every PnP solution."""
+        import cv2
+
+        data, cams = self.data, self.cams
+        conf = data.confidence[f]                                   # [C, 21]
+        cands = []
+        for c in range(cams.count):
+            sel, how = PALM_KEYPOINTS[conf[c, PALM_KEYPOINTS] >= PNP_MIN_CONFIDENCE], "palm"
+            if len(sel) < 4:
+                sel, how = np.flatnonzero(conf[c] >= PNP_MIN_CONFIDENCE), "all keypoints"
+                if len(sel) < 4:
+                    continue
+            img = data.keypoints[f, c].astype(np.float64)
+            sols = [(rv, tv, f"pnp {how} ({cams.ids[c]})") for rv, tv in _pnp_candidates(self.kp_rest[sel], img[sel],
+                                                                                          cams.K[c])]
+            if extended:
+                plane = PALM_PLANE_KEYPOINTS[conf[c, PALM_PLANE_KEYPOINTS] >= PNP_MIN_CONFIDENCE]
+                if len(plane) >= 4:
+                    n = self.palm_normal
+                    obj = self.kp_rest[plane] - np.outer((self.kp_rest[plane] - self.palm_centre) @ n, n)
+                    sols += [(rv, tv, f"ippe palm plane ({cams.ids[c]})")
+                             for rv, tv in _pnp_candidates(obj, img[plane], cams.K[c], (cv2.SOLVEPNP_IPPE,))]
+            for rvec, tvec, label in sols:
+                Rpc = cv2.Rodrigues(rvec)[0]
+                cands.append((*self._to_world(c, Rpc, tvec), label))
+                if extended:
+                    cands.append((*self._to_world(c, *self.mirrored(Rpc, tvec)), label + " mirrored"))
+        if cams.count >= 2:
+            X, ok = triangulate(data.keypoints[f], conf, cams)
+            sel = PALM_KEYPOINTS[ok[PALM_KEYPOINTS]]
+            if len(sel) >= 3:
+                Rgo, t = _kabsch(self.kp_rest[sel], X[sel])                # x_world = Rgo x + t
+                cands.append((Rgo, t + Rgo @ self.J0 - self.J0, "triangulated palm"))
+        return cands
+
+
 def pnp_initialise(model: HandFitModel, data: FitData, cams: FitCameras,
                    flexion_deg: float = DEFAULT_FLEXION_DEG) -> tuple:
     """Per-frame root (module docstring): (global_orient [F, 3], transl [F, 3], method [F] str) in
-    the fit's reference frame.
+    the fit's reference frame -- a single hypothesis per frame (:func:`hypothesis_initialise` keeps
+    several).
 
     Candidates per frame: every view with 4 or more palm keypoints of confidence >= 0.3 (else all
     its confident keypoints) proposes SQPnP + IPPE solutions; with 2 or more calibrated views the
@@ -556,49 +704,12 @@ def pnp_initialise(model: HandFitModel, data: FitData, cams: FitCameras,
     is replaced by the best-scoring neighbour's."""
     import cv2
 
-    kp_rest = _rest_keypoints(model, flexion_deg)                  # [21, 3]
-    J0 = model.rest_joints[0].double().cpu().numpy()
+    rc = _RootCandidates(model, data, cams, flexion_deg)
+    score = rc.score
     F = data.count
-    unit = max(cams.width, cams.height) / 256.0
-
-    finger_weight = np.full(21, FINGER_SCORE_WEIGHT)
-    finger_weight[PALM_KEYPOINTS] = 1.0                             # the rigid palm counts most
-
-    def score(f, Rgo, tw):
-        cost = 0.0
-        conf = data.confidence[f] * finger_weight
-        for c2 in range(cams.count):                              # score in every view
-            m = conf[c2] > 0
-            if not m.any():
-                continue
-            Rv = cams.R[c2] @ Rgo
-            tv = cams.R[c2] @ (tw + J0 - Rgo @ J0) + cams.t[c2]
-            cost += _reprojection_cost(kp_rest[m], data.keypoints[f, c2][m], conf[c2][m], cams.K[c2],
-                                       cv2.Rodrigues(Rv)[0], tv, 20.0 * unit)
-        return cost
-
     best = [None] * F
     for f in range(F):
-        conf = data.confidence[f]                                   # [C, 21]
-        cands = []
-        for c in range(cams.count):
-            sel, how = PALM_KEYPOINTS[conf[c, PALM_KEYPOINTS] >= PNP_MIN_CONFIDENCE], "palm"
-            if len(sel) < 4:
-                sel, how = np.flatnonzero(conf[c] >= PNP_MIN_CONFIDENCE), "all keypoints"
-                if len(sel) < 4:
-                    continue
-            img = data.keypoints[f, c].astype(np.float64)
-            for rvec, tvec in _pnp_candidates(kp_rest[sel], img[sel], cams.K[c]):
-                Rgo = cams.R[c].T @ cv2.Rodrigues(rvec)[0]            # rest -> world rotation
-                # x_world = Rgo (x - J0) + J0 + transl  and  x_world = Rc^T (Rpc x + tpc - tc)
-                cands.append((Rgo, cams.R[c].T @ (tvec - cams.t[c]) + Rgo @ J0 - J0, f"pnp {how} ({cams.ids[c]})"))
-        if cams.count >= 2:
-            X, ok = triangulate(data.keypoints[f], conf, cams)
-            sel = PALM_KEYPOINTS[ok[PALM_KEYPOINTS]]
-            if len(sel) >= 3:
-                Rgo, t = _kabsch(kp_rest[sel], X[sel])                # x_world = Rgo x + t
-                cands.append((Rgo, t + Rgo @ J0 - J0, "triangulated palm"))
-        for Rgo, tw, how in cands:
+        for Rgo, tw, how in rc.candidates(f):
             cost = score(f, Rgo, tw)
             if best[f] is None or cost < best[f][3]:
                 best[f] = (Rgo, tw, how, cost)
@@ -624,6 +735,236 @@ def pnp_initialise(model: HandFitModel, data: FitData, cams: FitCameras,
     go = np.stack([cv2.Rodrigues(b[0])[0].reshape(3) for b in best])
     tr = np.stack([b[1] for b in best])
     return go, tr, [b[2] for b in best]
+
+
+def _rotation_angle_deg(Ra: np.ndarray, Rb: np.ndarray) -> float:
+    c = (np.trace(Ra.T @ Rb) - 1.0) / 2.0
+    return float(np.degrees(np.arccos(np.clip(c, -1.0, 1.0))))
+
+
+def hypothesis_initialise(model: HandFitModel, data: FitData, cams: FitCameras, settings: FitSettings | None = None,
+                          history: list | None = None, progress: bool = False,
+                          flexion_deg: float = DEFAULT_FLEXION_DEG) -> dict:
+    """Per-frame root *and finger angles* from several hypotheses per frame (module docstring,
+    "Initialisation"): ``{'global_orient' [F, 3], 'transl' [F, 3], 'angles' [F, 15, 3] radians,
+    'method' [F] str, 'hypotheses' [F] int, 'unary' [F] float (the chosen hypothesis' cost)}``.
+
+    1. Hypotheses of frame f (at most :attr:`FitSettings.hypotheses`, ranked by the
+       :func:`pnp_initialise` score, none within :data:`HYPOTHESIS_DEDUP_DEG` degrees and
+       :data:`HYPOTHESIS_DEDUP_M` of a better one): the single-hypothesis start of
+       :func:`pnp_initialise` (always kept), every candidate of :meth:`_RootCandidates.candidates`
+       with the palm-plane IPPE pair and the depth mirror of each PnP solution, and the neighbouring
+       frames' starts.
+    2. Every hypothesis of every frame is optimised on its own, all in one batch, on the keypoints
+       (robust) and the joint-limit, pose and dip / pip priors: first the finger angles alone with the
+       root held (``iterations['hypotheses_fingers']`` Adam steps at :data:`HYPOTHESIS_FINGER_LR_SCALE`
+       times the angles' learning rate, robust scale ``robust_scale['hypotheses_fingers']``), from the
+       mild default flexion and from a curled hand (:func:`_curled_angles`), keeping per finger the start
+       whose share of the cost is lower (:func:`_finger_costs`); then root and fingers together
+       (``iterations['hypotheses']``, ``robust_scale['hypotheses']``). Each is then costed by the
+       fit's per-frame terms (:func:`_frame_terms`: keypoints at the final robust scale, silhouette and
+       coverage when masks are given, the priors).
+    3. The training frames' choice minimises the sum of those costs plus the fit's robust temporal
+       root term between consecutive frames (dynamic programming over the hypotheses: an isolated flip
+       pays the temporal term twice over); a held-out frame then takes the hypothesis that is cheapest
+       with its fixed training neighbours' choices (nothing of it reaches the training frames).
+
+    On the CPU torch runs with :attr:`FitSettings.cpu_threads` intra-op threads."""
+    st = settings or FitSettings()
+    with _intra_op_threads(st.cpu_threads if model.device.type == "cpu" else None):
+        return _hypothesis_initialise(model, data, cams, st, history, progress, flexion_deg)
+
+
+@contextlib.contextmanager
+def _intra_op_threads(n: int | None):
+    """torch's intra-op threads set to ``n`` inside the block (None: unchanged; see
+    :attr:`FitSettings.cpu_threads`)."""
+    old = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if n is not None:
+            torch.set_num_threads(old)
+
+
+def _hypothesis_initialise(model: HandFitModel, data: FitData, cams: FitCameras, st: FitSettings,
+                           history: list | None, progress: bool, flexion_deg: float) -> dict:
+    from relit_hands.hand_model import rodrigues
+
+    dev = model.device
+    F = data.count
+    go0, tr0, how0 = pnp_initialise(model, data, cams, flexion_deg)
+    rc = _RootCandidates(model, data, cams, flexion_deg)
+    R0 = [_rodrigues_np(g) for g in go0]
+    K = max(1, int(st.hypotheses))
+    hyps = []                                                      # per frame: [(Rgo, tw, how)]
+    for f in range(F):
+        own = [(R0[f], tr0[f], "start: " + how0[f])]
+        pool = rc.candidates(f, extended=True)
+        pool += [(R0[g], tr0[g], f"frame {int(data.frames[g])}'s start") for g in (f - 1, f + 1) if 0 <= g < F]
+        pool.sort(key=lambda c: rc.score(f, c[0], c[1]))
+        kept = list(own)
+        for Rgo, tw, how in pool:
+            if len(kept) >= K:
+                break
+            if all(_rotation_angle_deg(Rgo, k[0]) > HYPOTHESIS_DEDUP_DEG
+                   or np.linalg.norm(tw - k[1]) > HYPOTHESIS_DEDUP_M for k in kept):
+                kept.append((Rgo, tw, how))
+        hyps.append(kept)
+    owner = np.concatenate([[f] * len(h) for f, h in enumerate(hyps)])          # [H] frame of each hypothesis
+    flat = [h for hs in hyps for h in hs]
+    H = len(flat)
+    state = {"angles": _default_angles(H, flexion_deg, dev),
+             "global_orient": torch.as_tensor(np.stack([_rotvec_np(h[0]) for h in flat]), dtype=torch.float32,
+                                              device=dev),
+             "transl": torch.as_tensor(np.stack([h[1] for h in flat]), dtype=torch.float32, device=dev),
+             "log_shape": torch.zeros(16, 2, device=dev),
+             "displacement": torch.zeros(model.basis_render.shape[1], device=dev)}
+    kp_only = FitData(data.frames, data.keypoints, data.confidence, None, data.holdout)
+    tg_h = _Targets(kp_only, owner, cams, dev)
+    if K > 1:
+        hist = [] if history is None else history
+        gen = torch.Generator().manual_seed(st.seed)
+        # the fingers first, the root held where the palm put it (a fist's fingers are ~90 degrees from the
+        # start: they must get there before the root turns to explain them), each finger from two starts --
+        # open and curled: seen end-on, a finger bends toward or away from the camera alike at first, and
+        # the open start can run into hyperextension -- keeping, per finger, the start that explains its
+        # keypoints better (the fingers are independent given the root); then everything together
+        both = {"angles": torch.cat([_default_angles(H, flexion_deg, dev), _curled_angles(H, dev)]),
+                "global_orient": state["global_orient"].repeat(2, 1), "transl": state["transl"].repeat(2, 1),
+                "log_shape": state["log_shape"], "displacement": state["displacement"]}
+        tg_2 = _Targets(kp_only, np.concatenate([owner, owner]), cams, dev)
+        _run_stage("hypotheses_fingers", st.steps("hypotheses_fingers"), model, both, np.arange(2 * H), tg_2, st,
+                   ("angles",), False, False, False, hist, progress, gen, lr_scale=HYPOTHESIS_FINGER_LR_SCALE)
+        fscale = st.robust_scale["hypotheses_fingers"]
+        with torch.no_grad():
+            cost = _finger_costs(model, model.rest(state["log_shape"], None), both, tg_2,
+                                 float(fscale if np.isscalar(fscale) else fscale[-1]), st)     # [2H, 5]
+            curled = cost[H:] < cost[:H]                                                       # [H, 5]
+            angles = both["angles"][:H].clone()
+            for i, (joints, _) in enumerate(FINGER_CHAINS):
+                j = torch.as_tensor(joints, device=dev)
+                angles[:, j] = torch.where(curled[:, i, None, None], both["angles"][H:][:, j], angles[:, j])
+            state["angles"] = angles
+        _run_stage("hypotheses", st.steps("hypotheses"), model, state, np.arange(H), tg_h, st,
+                   ("global_orient", "transl", "angles"), False, False, False, hist, progress, gen)
+    # each hypothesis' cost: the fit's per-frame terms at the final robust scale (silhouettes too)
+    scale = st.robust_scale["hypotheses"]
+    final_scale = float(scale if np.isscalar(scale) else scale[-1])
+    unary = np.zeros(H)
+    tg_all = _Targets(data, np.arange(F), cams, dev)
+    with torch.no_grad():
+        rest = model.rest(state["log_shape"], None)
+        rank = np.concatenate([np.arange(len(h)) for h in hyps])
+        first = np.concatenate([[0], np.cumsum([len(h) for h in hyps])[:-1]])
+        for k in range(max(len(h) for h in hyps)):
+            pick = np.array([first[f] + min(k, len(hyps[f]) - 1) for f in range(F)])
+            sel = torch.as_tensor(pick, device=dev)
+            params = {n: state[n][sel] for n in ("angles", "global_orient", "transl")}
+            terms = _frame_terms(model, rest, params, tg_all, final_scale, st, True,
+                                 torch.Generator().manual_seed(st.seed))
+            cost = sum(st.weights.get(n, 1.0) * v for n, v in terms.items()).double().cpu().numpy()
+            here = rank[pick] == k
+            unary[pick[here]] = cost[here]
+        Rh = rodrigues(state["global_orient"]).double()
+        th = state["transl"].double()
+
+        def pair(ia: np.ndarray, ib: np.ndarray, gap: float) -> np.ndarray:
+            """[len(ia), len(ib)] temporal root cost between hypotheses (indices into the flat list)."""
+            ia_t, ib_t = torch.as_tensor(ia, device=dev), torch.as_tensor(ib, device=dev)
+            _, root = _temporal_pair(st, torch.zeros(1, 1, 15, 3, dtype=torch.float64, device=dev),
+                                     torch.zeros(1, 1, 15, 3, dtype=torch.float64, device=dev),
+                                     Rh[ia_t][:, None], Rh[ib_t][None], th[ia_t][:, None], th[ib_t][None],
+                                     torch.full((1, 1), float(gap), dtype=torch.float64, device=dev))
+            return st.weights.get("temporal_root", 1.0) * root.cpu().numpy()
+
+    members = [np.flatnonzero(owner == f) for f in range(F)]
+    choice = np.zeros(F, int)                                      # index into the flat list
+    train = np.flatnonzero(~data.holdout)
+    held = np.flatnonzero(data.holdout)
+    # dynamic programming (Viterbi) over the training frames
+    if len(train):
+        acc = unary[members[train[0]]].copy()
+        back = []
+        for a_, b_ in zip(train[:-1], train[1:]):
+            gap = max(1.0, float(data.frames[b_] - data.frames[a_]))
+            tot = acc[:, None] + pair(members[a_], members[b_], gap)
+            back.append(tot.argmin(0))
+            acc = tot.min(0) + unary[members[b_]]
+        j = int(acc.argmin())
+        for step in range(len(train) - 1, -1, -1):
+            choice[train[step]] = members[train[step]][j]
+            if step:
+                j = int(back[step - 1][j])
+    for f in held:
+        cost = unary[members[f]].copy()
+        for side in (-1, 1):
+            nb = train[train < f] if side < 0 else train[train > f]
+            if len(nb):
+                g = int(nb[-1] if side < 0 else nb[0])
+                gap = max(1.0, float(abs(data.frames[g] - data.frames[f])))
+                cost += pair(np.array([choice[g]]), members[f], gap)[0]
+        choice[f] = members[f][int(cost.argmin())]
+    method = []
+    for f in range(F):
+        j = int(choice[f] - members[f][0])
+        method.append(f"hypothesis {j + 1} of {len(members[f])}: {hyps[f][j][2]}")
+    sel = torch.as_tensor(choice, device=dev)
+    return {"global_orient": state["global_orient"][sel].double().cpu().numpy(),
+            "transl": state["transl"][sel].double().cpu().numpy(),
+            "angles": state["angles"][sel].clone(), "method": method,
+            "hypotheses": np.array([len(h) for h in hyps]), "unary": unary[choice]}
+
+
+def _curled_angles(n: int, device) -> torch.Tensor:
+    """[n, 15, 3] radians: every finger curled (:data:`CURLED_FLEXION_DEG`), the thumb
+    :data:`CURLED_THUMB_FLEXION_DEG` -- the second finger start of :func:`hypothesis_initialise`."""
+    a = torch.zeros(n, 15, 3, device=device)
+    for joints, _ in FINGER_CHAINS[:4]:
+        a[:, joints, 0] = torch.deg2rad(torch.as_tensor(CURLED_FLEXION_DEG, dtype=a.dtype, device=device))
+    a[:, FINGER_CHAINS[4][0], 0] = torch.deg2rad(torch.as_tensor(CURLED_THUMB_FLEXION_DEG, dtype=a.dtype,
+                                                                 device=device))
+    return a
+
+
+def _finger_costs(model: HandFitModel, rest: dict, params: dict, tg: _Targets, robust_scale: float,
+                  settings: FitSettings) -> torch.Tensor:
+    """[F, 5] each finger's (:data:`FINGER_CHAINS`) share of the per-frame cost: its keypoints' robust
+    reprojection (all views) + its joints' limit, pose-prior and dip / pip terms (weighted)."""
+    st = settings
+    w = st.weights
+    kp, _ = model.posed(rest, params["angles"], params["global_orient"], params["transl"], samples=False)
+    px, _ = project(kp, tg.K, tg.R, tg.t)
+    r2 = ((px - tg.kp) ** 2).sum(-1) / (tg.unit * st.keypoint_sigma) ** 2
+    per_kp = w.get("keypoints", 1.0) * (tg.conf * _geman_mcclure(r2, robust_scale)).sum(1)          # [F, 21]
+    deg = torch.rad2deg(params["angles"])
+    mean = torch.as_tensor(st.pose_prior_mean_deg, dtype=deg.dtype, device=deg.device)
+    sig = torch.as_tensor(st.pose_prior_sigma_deg, dtype=deg.dtype, device=deg.device)
+    per_joint = (w.get("pose_prior", 1.0) * (((deg - mean) / sig) ** 2).sum(-1)
+                 + w.get("joint_limits", 1.0) * ((model.limit_violation_deg(params["angles"]) / st.limit_sigma_deg) ** 2
+                                                 ).sum(-1))                                          # [F, 15]
+    out = []
+    for joints, kps in FINGER_CHAINS:
+        c = per_kp[:, kps].sum(1) + per_joint[:, joints].sum(1)
+        if joints[1] in _PIP_JOINTS:
+            c = c + w.get("dip_pip", 1.0) * ((deg[:, joints[2], 0] - st.dip_pip_ratio * deg[:, joints[1], 0])
+                                             / st.dip_pip_sigma_deg) ** 2
+        out.append(c)
+    return torch.stack(out, 1)
+
+
+def _rodrigues_np(rotvec) -> np.ndarray:
+    import cv2
+
+    return cv2.Rodrigues(np.asarray(rotvec, np.float64).reshape(3))[0]
+
+
+def _rotvec_np(R) -> np.ndarray:
+    import cv2
+
+    return cv2.Rodrigues(np.asarray(R, np.float64))[0].reshape(3)
 
 
 # ============================================================================ the fit
@@ -679,21 +1020,22 @@ class _Targets:
         return self.mask_pixels[idx.clamp_max(self.mask_pixels.shape[0] - 1)]
 
 
-def _losses(model: HandFitModel, rest: dict, params: dict, tg: _Targets, robust_scale: float, settings: FitSettings,
-            silhouettes: bool, temporal: bool, gen: torch.Generator, displacement=None, log_shape=None) -> dict:
-    """The loss terms (module docstring), each already summed over the frames (per-frame terms) or
-    counted once (shape, displacement); ``'total'`` = their weighted sum / number of frames."""
+def _frame_terms(model: HandFitModel, rest: dict, params: dict, tg: _Targets, robust_scale: float,
+                 settings: FitSettings, silhouettes: bool, gen: torch.Generator) -> dict:
+    """The per-frame loss terms (module docstring), each [F] (summed over the frame's views, keypoints
+    and joints): keypoints, silhouette and coverage (``silhouettes`` and masks), joint limits, pose prior,
+    dip / pip."""
     st = settings
-    w = st.weights
     angles, go, transl = params["angles"], params["global_orient"], params["transl"]
     Fn = angles.shape[0]
-    kp, samples = model.posed(rest, angles, go, transl)
+    use_sil = silhouettes and tg.has_masks
+    kp, samples = model.posed(rest, angles, go, transl, samples=use_sil)
     px, _ = project(kp, tg.K, tg.R, tg.t)                             # [F, C, 21, 2]
     r2 = ((px - tg.kp) ** 2).sum(-1) / (tg.unit * st.keypoint_sigma) ** 2
-    terms = {"keypoints": (tg.conf * _geman_mcclure(r2, robust_scale)).sum()}
-    if silhouettes and tg.has_masks:
+    terms = {"keypoints": (tg.conf * _geman_mcclure(r2, robust_scale)).sum((1, 2))}
+    if use_sil:
         sp, _ = project(samples, tg.K, tg.R, tg.t)                    # [F, C, S, 2]
-        S = sp.shape[2]
+        C, S = sp.shape[1], sp.shape[2]
         flat = sp.reshape(-1, S, 2)
         grid = torch.stack([flat[..., 0] / tg.W * 2 - 1, flat[..., 1] / tg.H * 2 - 1], -1)[:, None]
         d = torch.nn.functional.grid_sample(tg.dt, grid, mode="bilinear", padding_mode="border",
@@ -704,7 +1046,8 @@ def _losses(model: HandFitModel, rest: dict, params: dict, tg: _Targets, robust_
         scale = tg.unit * st.mask_sigma
         n_eff = st.silhouette_effective_points
         # the mask's edge lies half a pixel beyond its last pixel centre (where the bilinear distance is 0.5)
-        terms["silhouette"] = n_eff * ((_huber(torch.relu(d - 0.5) / scale) * inside).mean(1) * tg.mask_valid).sum()
+        terms["silhouette"] = n_eff * ((_huber(torch.relu(d - 0.5) / scale) * inside).mean(1)
+                                       * tg.mask_valid).reshape(Fn, C).sum(1)
         mp = tg.sample_mask_pixels(st.mask_samples, gen)                             # [F*C, M, 2]
         with torch.no_grad():                                                          # the nearest point's index
             nn_idx = torch.cdist(mp, flat.detach()).argmin(-1)                         # [F*C, M]
@@ -714,27 +1057,61 @@ def _losses(model: HandFitModel, rest: dict, params: dict, tg: _Targets, robust_
         # (S / 2)): half the samples face the camera) plus half a pixel from its nearest sample
         slack = 0.5 + 0.5 * torch.sqrt(tg.mask_count / (0.5 * S))                    # [F*C] pixels
         terms["coverage"] = n_eff * (_huber(torch.relu(nearest - slack[:, None]) / scale).mean(1)
-                                     * tg.mask_valid).sum()
+                                     * tg.mask_valid).reshape(Fn, C).sum(1)
     deg = torch.rad2deg(angles)
-    terms["joint_limits"] = ((model.limit_violation_deg(angles) / st.limit_sigma_deg) ** 2).sum()
+    terms["joint_limits"] = ((model.limit_violation_deg(angles) / st.limit_sigma_deg) ** 2).sum((1, 2))
     mean = torch.as_tensor(st.pose_prior_mean_deg, dtype=deg.dtype, device=deg.device)
     sig = torch.as_tensor(st.pose_prior_sigma_deg, dtype=deg.dtype, device=deg.device)
-    terms["pose_prior"] = (((deg - mean) / sig) ** 2).sum()
+    terms["pose_prior"] = (((deg - mean) / sig) ** 2).sum((1, 2))
     pip, dip = deg[:, _PIP_JOINTS, 0], deg[:, _PIP_JOINTS + 1, 0]
-    terms["dip_pip"] = (((dip - st.dip_pip_ratio * pip) / st.dip_pip_sigma_deg) ** 2).sum()
-    if temporal and Fn > 1:
-        from relit_hands.hand_model import rodrigues
+    terms["dip_pip"] = (((dip - st.dip_pip_ratio * pip) / st.dip_pip_sigma_deg) ** 2).sum(1)
+    return terms
 
-        g2 = tg.gap[:, None, None] ** 2
-        da2 = ((deg[1:] - deg[:-1]) / st.temporal_sigma_deg) ** 2 / g2
-        c = st.temporal_robust_scale
-        terms["temporal_pose"] = _geman_mcclure(da2, c).sum()
+
+def _temporal_pair(settings: FitSettings, deg_a, deg_b, Ra, Rb, ta, tb, gap) -> tuple:
+    """Robust temporal costs between two (batches of) frames ``gap`` frames apart: (finger angles
+    [...], root [...]) -- the terms of :func:`_losses` (``deg_*`` [..., 15, 3] degrees, ``R*`` [..., 3,
+    3], ``t*`` [..., 3], ``gap`` [...])."""
+    st = settings
+    g2 = gap ** 2
+    da2 = ((deg_b - deg_a) / st.temporal_sigma_deg) ** 2 / g2[..., None, None]
+    pose = _geman_mcclure(da2, st.temporal_robust_scale).sum((-1, -2))
+    rot_deg2 = ((Rb - Ra) ** 2).sum((-1, -2)) * 0.5 * (180.0 / math.pi) ** 2            # ~ angle^2
+    dtr = ((tb - ta) ** 2).sum(-1) / st.temporal_transl_sigma_m ** 2
+    cr = st.temporal_root_robust_scale
+    root = _geman_mcclure(rot_deg2 / st.temporal_root_sigma_deg ** 2 / g2, cr) + _geman_mcclure(dtr / g2, cr)
+    return pose, root
+
+
+def _losses(model: HandFitModel, rest: dict, params: dict, tg: _Targets, robust_scale: float, settings: FitSettings,
+            silhouettes: bool, temporal: bool, gen: torch.Generator, displacement=None, log_shape=None,
+            anchors: dict | None = None) -> dict:
+    """The loss terms (module docstring), each already summed over the frames (per-frame terms) or
+    counted once (shape, displacement); ``'total'`` = their weighted sum / number of frames.
+
+    ``anchors`` (the held-out frames): fixed neighbouring frames each frame is tied to by the temporal
+    terms, ``{'angles' [F, 2, 15, 3] radians, 'global_orient' [F, 2, 3], 'transl' [F, 2, 3], 'gap' [F, 2],
+    'valid' [F, 2]}`` (previous, next)."""
+    from relit_hands.hand_model import rodrigues
+
+    st = settings
+    w = st.weights
+    angles, go, transl = params["angles"], params["global_orient"], params["transl"]
+    Fn = angles.shape[0]
+    terms = {k: v.sum() for k, v in _frame_terms(model, rest, params, tg, robust_scale, st, silhouettes, gen).items()}
+    deg = torch.rad2deg(angles)
+    if temporal and Fn > 1:
         Rg = rodrigues(go)
-        rot_deg2 = ((Rg[1:] - Rg[:-1]) ** 2).sum((1, 2)) * 0.5 * (180.0 / math.pi) ** 2    # ~ angle^2
-        dtr = ((transl[1:] - transl[:-1]) ** 2).sum(1) / st.temporal_transl_sigma_m ** 2
-        cr = st.temporal_root_robust_scale
-        terms["temporal_root"] = (_geman_mcclure(rot_deg2 / st.temporal_root_sigma_deg ** 2 / tg.gap ** 2, cr)
-                                  + _geman_mcclure(dtr / tg.gap ** 2, cr)).sum()
+        pose, root = _temporal_pair(st, deg[:-1], deg[1:], Rg[:-1], Rg[1:], transl[:-1], transl[1:], tg.gap)
+        terms["temporal_pose"] = pose.sum()
+        terms["temporal_root"] = root.sum()
+    if anchors is not None:
+        Rg = rodrigues(go)[:, None]
+        pose, root = _temporal_pair(st, torch.rad2deg(anchors["angles"]), deg[:, None],
+                                    rodrigues(anchors["global_orient"]), Rg, anchors["transl"], transl[:, None],
+                                    anchors["gap"])
+        terms["temporal_pose"] = (pose * anchors["valid"]).sum()
+        terms["temporal_root"] = (root * anchors["valid"]).sum()
     if log_shape is not None:
         common = log_shape.mean(0)
         sig = torch.as_tensor(st.shape_common_sigma, dtype=log_shape.dtype, device=log_shape.device)
@@ -762,11 +1139,36 @@ def _reprojection_px(model, rest, params, tg) -> np.ndarray:
         return ((err * tg.conf).sum((1, 2)) / tg.conf.sum((1, 2)).clamp_min(1e-6)).cpu().numpy().astype(np.float64)
 
 
+def _holdout_anchors(state: dict, data: FitData, train: np.ndarray, held: np.ndarray) -> dict:
+    """The fixed neighbours of the held-out frames for the temporal terms (:func:`_losses`'s
+    ``anchors``): each held-out frame's nearest training frame before and after it (``valid`` 0 where
+    there is none), their current parameters (detached copies) and the frame gaps."""
+    dev = state["transl"].device
+    nb = np.zeros((len(held), 2), int)
+    valid = np.zeros((len(held), 2))
+    gap = np.ones((len(held), 2))
+    for i, f in enumerate(held):
+        before, after = train[train < f], train[train > f]
+        for side, cand in ((0, before[-1:]), (1, after[:1])):
+            if len(cand):
+                g = int(cand[0])
+                nb[i, side], valid[i, side] = g, 1.0
+                gap[i, side] = max(1.0, float(abs(data.frames[g] - data.frames[f])))
+    sel = torch.as_tensor(nb, device=dev)
+    out = {k: state[k][sel].detach().clone() for k in ("angles", "global_orient", "transl")}
+    out["gap"] = torch.as_tensor(gap, dtype=torch.float32, device=dev)
+    out["valid"] = torch.as_tensor(valid, dtype=torch.float32, device=dev)
+    return out
+
+
 def _run_stage(name: str, steps: int, model: HandFitModel, state: dict, idx: np.ndarray, tg: _Targets,
                settings: FitSettings, trainable: tuple, silhouettes: bool, temporal: bool, use_disp: bool,
-               history: list, progress: bool, gen: torch.Generator) -> None:
+               history: list, progress: bool, gen: torch.Generator, anchors: dict | None = None,
+               lr_scale: float = 1.0) -> None:
     """Adam on ``trainable`` for ``steps``; the frame parameters of the frames ``idx`` and the shared
-    shape / displacement live in ``state`` (tensors on the device) and are updated in place."""
+    shape / displacement live in ``state`` (tensors on the device) and are updated in place.
+    ``anchors``: fixed temporal neighbours (:func:`_holdout_anchors`); ``lr_scale`` multiplies the
+    learning rates."""
     from tqdm import tqdm
 
     dev = model.device
@@ -774,11 +1176,11 @@ def _run_stage(name: str, steps: int, model: HandFitModel, state: dict, idx: np.
     params = {k: state[k][sel].clone().requires_grad_(k in trainable) for k in ("angles", "global_orient", "transl")}
     log_shape = state["log_shape"].clone().requires_grad_("log_shape" in trainable)
     disp = state["displacement"].clone().requires_grad_("displacement" in trainable)
-    groups = [{"params": [params[k]], "lr": settings.lr[k]} for k in params if k in trainable]
+    groups = [{"params": [params[k]], "lr": settings.lr[k] * lr_scale} for k in params if k in trainable]
     if "log_shape" in trainable:
-        groups.append({"params": [log_shape], "lr": settings.lr["log_shape"]})
+        groups.append({"params": [log_shape], "lr": settings.lr["log_shape"] * lr_scale})
     if "displacement" in trainable:
-        groups.append({"params": [disp], "lr": settings.lr["displacement"]})
+        groups.append({"params": [disp], "lr": settings.lr["displacement"] * lr_scale})
     opt = torch.optim.Adam(groups)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=0.1 * min(g["lr"] for g in groups))
     shape_term = "log_shape" in trainable
@@ -787,12 +1189,17 @@ def _run_stage(name: str, steps: int, model: HandFitModel, state: dict, idx: np.
                leave=False)
     scale = settings.robust_scale[name]
     s0, s1 = (scale, scale) if np.isscalar(scale) else (float(scale[0]), float(scale[1]))
+    fixed_rest = None
+    if not (shape_term or "displacement" in trainable):                 # the rest hand is constant: once
+        with torch.no_grad():
+            fixed_rest = model.rest(log_shape, disp if use_disp else None)
     for it in bar:
         opt.zero_grad(set_to_none=True)
-        rest = model.rest(log_shape, disp if use_disp else None)
+        rest = fixed_rest if fixed_rest is not None else model.rest(log_shape, disp if use_disp else None)
         robust = s0 * (s1 / s0) ** (min(1.0, it / max(1, int(0.7 * steps))))   # annealed over 70 % of the steps
         terms = _losses(model, rest, params, tg, robust, settings, silhouettes, temporal, gen,
-                        displacement=disp if use_disp else None, log_shape=log_shape if shape_term else None)
+                        displacement=disp if use_disp else None, log_shape=log_shape if shape_term else None,
+                        anchors=anchors)
         terms["total"].backward()
         opt.step()
         sched.step()
@@ -819,10 +1226,18 @@ def fit_geometry(data: FitData, cams: FitCameras, *, settings: FitSettings | Non
     ``resume``: ``{'stages_done': [...], 'state': {name: array}, 'history': [...], 'seconds': {...}}``
     of an earlier run (what ``checkpoint(stage, payload)`` was called with after each stage), whose
     stages are skipped. ``asset``: the base :class:`HandAsset` (default :data:`BASE_ASSET`).
-    Returns a :class:`GeometryFit`."""
+    Returns a :class:`GeometryFit`. On the CPU torch runs with :attr:`FitSettings.cpu_threads`
+    intra-op threads."""
+    settings = settings or FitSettings()
+    threads = settings.cpu_threads if torch.device(device).type == "cpu" else None
+    with _intra_op_threads(threads):
+        return _fit_geometry(data, cams, settings, device, progress, resume, checkpoint, asset)
+
+
+def _fit_geometry(data: FitData, cams: FitCameras, settings: FitSettings, device, progress: bool, resume, checkpoint,
+                  asset) -> GeometryFit:
     from relit_hands.hand_model import HandAsset, asset_path
 
-    settings = settings or FitSettings()
     asset = asset or HandAsset.load(asset_path(BASE_ASSET))
     model = HandFitModel(asset, device, settings)
     dev = model.device
@@ -840,8 +1255,13 @@ def fit_geometry(data: FitData, cams: FitCameras, *, settings: FitSettings | Non
         init_method = list(resume.get("init_method", []))
     else:
         t0 = time.perf_counter()
-        go, tr, init_method = pnp_initialise(model, data, cams)
-        state = {"angles": _default_angles(data.count, DEFAULT_FLEXION_DEG, dev),
+        if settings.hypotheses > 1:
+            init = hypothesis_initialise(model, data, cams, settings, history=history, progress=progress)
+            go, tr, init_method, angles = init["global_orient"], init["transl"], init["method"], init["angles"]
+        else:
+            go, tr, init_method = pnp_initialise(model, data, cams)
+            angles = _default_angles(data.count, DEFAULT_FLEXION_DEG, dev)
+        state = {"angles": angles.to(dev),
                  "global_orient": torch.as_tensor(go, dtype=torch.float32, device=dev),
                  "transl": torch.as_tensor(tr, dtype=torch.float32, device=dev),
                  "log_shape": torch.zeros(16, 2, device=dev),
@@ -869,10 +1289,12 @@ def fit_geometry(data: FitData, cams: FitCameras, *, settings: FitSettings | Non
     if "holdout" not in done:
         t0 = time.perf_counter()
         if tg_held is not None:
+            anchors = _holdout_anchors(state, data, train, held) if settings.holdout_temporal else None
             _run_stage("holdout_root", settings.steps("holdout_root"), model, state, held, tg_held, settings,
-                       ("global_orient", "transl"), False, False, True, history, progress, gen)
+                       ("global_orient", "transl"), False, False, True, history, progress, gen, anchors=anchors)
             _run_stage("holdout_pose", settings.steps("holdout_pose"), model, state, held, tg_held, settings,
-                       ("global_orient", "transl", "angles"), True, False, True, history, progress, gen)
+                       ("global_orient", "transl", "angles"), True, False, True, history, progress, gen,
+                       anchors=anchors)
         seconds["holdout"] = round(time.perf_counter() - t0, 3)
         done.append("holdout")
         if checkpoint is not None:

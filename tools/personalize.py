@@ -50,7 +50,9 @@ Method (why it runs on a CPU: no differentiable rasterizer is needed)
 ---------------------------------------------------------------------
 1. geometry (:mod:`relit_hands.tools.hand_fit`): per-bone shape, smooth displacements and every
    frame's pose from robust keypoint reprojection + silhouette-distance and coverage terms, joint
-   limit / pose / temporal / shape priors, Adam in stages, PnP initialisation;
+   limit / pose / temporal / shape priors, Adam in stages, started from several PnP / depth-mirror
+   hypotheses per frame (the cheapest temporally consistent one kept: a fist seen from the back
+   does not flip);
 2. appearance (:mod:`relit_hands.tools.texture_fit`): the fitted hand rasterised per frame by the
    GL compositor (per-pixel UV and normal), shadows ray-cast on the proxy, and an alternation of
    two linear least-squares solves: per-frame lighting (SH order 2 + one shadowed directional
@@ -58,8 +60,9 @@ Method (why it runs on a CPU: no differentiable rasterizer is needed)
 
 ``--device`` moves the geometry fit (torch) to CUDA; the appearance stage always runs on the CPU
 (the GL compositor, Embree ray casting and numpy least squares). Measured on this project's 2-core
-CPU machine (while other jobs shared it): 38 frames at 160 px in 52 s, 98 frames at 256 px in
-about 2.5 minutes, both end to end (target: 100 frames at 256 px in 20 minutes).
+CPU machine (while another job shared it): 38 frames at 160 px in about 40 s, 98 frames at 256
+px in about 100 s (63 s of it the geometry), both end to end (target: 100 frames at 256 px in 20
+minutes).
 
 Output folder (``--out``)
 -------------------------
