@@ -391,3 +391,35 @@ def test_noise_reference_ceiling_and_noise_corrected_psnr(tiny_capture, tmp_path
     b.frames[0].yaw_deg += 10.0
     with pytest.raises(EvaluationError, match="differs"):
         ev.evaluate(a, ["exact"], tmp_path / "x", noise_reference=b, progress=False)
+
+
+def test_seam_band_error_ratio_sees_errors_along_the_uv_chart_borders(tiny_capture, tmp_path):
+    """--seam-band: extra error confined to the screen pixels over the asset's UV chart borders gives
+    a band / interior ratio far above 1 ((0.05 / 0.01)^2 = 25 where nothing is clipped); the same
+    error spread evenly over the hand gives ~1."""
+    from relit_hands.tools.seam_measure import screen_band_masks, seam_band_texture
+
+    def factory(where):
+        def make(ctx):
+            a = ctx.engine.asset
+            tex = seam_band_texture(a.proxy_uvs, a.proxy_uv_faces, ev.SEAM_BAND_RESOLUTION, 2)
+
+            def render(frame, camera, env):
+                cid = next(c for c, cam in ctx.capture.cameras.items() if cam is camera)
+                ref = np.asarray(ctx.capture.image(frame, cid), np.float32)
+                band, _ = screen_band_masks(ctx.engine, frame.scene, camera, tex, edge_px=ev.SEAM_EDGE_PX)
+                hand = ctx.capture.mask(frame, cid) > 0
+                region = band if where == "band" else hand
+                return ref + 0.01 * hand[..., None] + 0.04 * region[..., None].astype(np.float32)
+            return render
+        return make
+
+    ev.register_renderer("seam_error", factory("band"), "error on the seams only (test)", overwrite=True)
+    ev.register_renderer("even_error", factory("hand"), "the same error everywhere (test)", overwrite=True)
+    data = ev.evaluate(tiny_capture, ["seam_error", "even_error"], tmp_path / "eval", progress=False,
+                       cameras=["c0"], seam_band_px=2, engine_kwargs={"shadow_map_size": 512})
+    seam, even = (data["results"][n]["seam_band"] for n in ("seam_error", "even_error"))
+    assert seam["n_images"] == even["n_images"] == 2 and seam["band_pixels"] > 20
+    assert seam["ratio"] > 10 and even["ratio"] == pytest.approx(1.0, abs=0.05)
+    assert data["seam_band"]["band_px"] == 2
+    assert "Error along the UV chart borders" in (tmp_path / "eval" / "report.md").read_text()

@@ -194,6 +194,8 @@ def _write_report(out_dir: Path, data: dict, plots, grids, settings: MetricSetti
                  f"{_fmt(R[n]['overall'].get('silhouette_iou'), 4)} |")
     if "reference_noise" in data:
         L += _noise_section(data["reference_noise"], names)
+    if "seam_band" in data:
+        L += _seam_section(data, names)
     L += ["", "## Per-frame metrics", ""] + [f"![per-frame metrics]({p})" for p in plots] + [""]
     if grids:
         L += ["## Comparison grids", "",
@@ -206,6 +208,23 @@ def _write_report(out_dir: Path, data: dict, plots, grids, settings: MetricSetti
           "settings, versions, date.", ""]
     L += ["Versions: " + ", ".join(f"{k} {v}" for k, v in data["versions"].items() if v), ""]
     write_text_atomic(out_dir / "report.md", "\n".join(L))
+
+
+def _seam_section(data: dict, names) -> list[str]:
+    sb = data["seam_band"]
+    L = ["", "### Error along the UV chart borders (seams)", "",
+         f"Band: screen pixels whose UV lies within {sb['band_px']} texels (at R = {sb['resolution']}) of a chart "
+         f"border of the asset's atlas; interior: pixels farther from every border; both at least "
+         f"{sb['edge_px']} px inside the hand's silhouette. MSE as for the linear PSNR, pixel-weighted over the "
+         "images; ratio = band / interior (1: no extra error where charts meet; the reference's own error "
+         "structure, e.g. finger sides, is in every renderer's ratio alike).", "",
+         "| renderer | images | band MSE | interior MSE | ratio |", "|---|---:|---:|---:|---:|"]
+    for n in names:
+        s = data["results"][n].get("seam_band") or {}
+        g = (lambda v: "n/a" if v is None else f"{v:.4g}")
+        L.append(f"| {n} | {s.get('n_images', 0)} | {g(s.get('band_mse'))} | {g(s.get('interior_mse'))} | "
+                 f"{_fmt(s.get('ratio'), 3)} |")
+    return L
 
 
 def _noise_section(rn: dict, names) -> list[str]:

@@ -399,18 +399,57 @@ def _noise_summary(records: dict, peak: float, source) -> dict:
     return out
 
 
+SEAM_BAND_RESOLUTION = 256   # texels of the band texture (the students' R); --seam-band counts in these
+SEAM_EDGE_PX = 3              # band / interior pixels kept this far inside the hand's silhouette
+
+
+def _screen_seam_bands(engine, scene, camera, band_texture, hand_mask):
+    """(band, interior) [H, W] bool of one view (:func:`.seam_measure.screen_band_masks`) within the
+    reference's hand pixels."""
+    from .seam_measure import screen_band_masks
+
+    band, interior = screen_band_masks(engine, scene, camera, band_texture, edge_px=SEAM_EDGE_PX)
+    return band & hand_mask, interior & hand_mask
+
+
+def seam_band_errors(ref, img, band, interior, peak: float) -> dict:
+    """Squared error (linear, both clipped to [0, peak], x RGB) of one image in the band along the UV
+    chart borders and in the interior away from them, plus their pixel counts; a region with no
+    pixel gives None."""
+    out = {"seam_band_pixels": int(band.sum()), "seam_interior_pixels": int(interior.sum())}
+    out["seam_band_mse"] = _mse_linear(ref, img, band, peak) if band.any() else None
+    out["seam_interior_mse"] = _mse_linear(ref, img, interior, peak) if interior.any() else None
+    return out
+
+
+def _seam_summary(records: list[dict]) -> dict:
+    """Pixel-weighted band and interior MSE over the images that have both regions; ``ratio`` =
+    band / interior (1: no extra error at the seams)."""
+    use = [r for r in records if r.get("seam_band_mse") is not None and r.get("seam_interior_mse") is not None]
+    if not use:
+        return {"n_images": 0, "band_mse": None, "interior_mse": None, "ratio": None}
+    nb = np.array([r["seam_band_pixels"] for r in use], np.float64)
+    ni = np.array([r["seam_interior_pixels"] for r in use], np.float64)
+    band = float(np.dot(nb, [r["seam_band_mse"] for r in use]) / nb.sum())
+    inner = float(np.dot(ni, [r["seam_interior_mse"] for r in use]) / ni.sum())
+    return {"n_images": len(use), "band_pixels": int(nb.sum()), "interior_pixels": int(ni.sum()),
+            "band_mse": band, "interior_mse": inner, "ratio": band / inner if inner > 0 else None}
+
+
 def evaluate(capture, renderers, out_dir, *, frames=None, cameras=None, max_frames: int | None = None,
              peak: float | None = None, grid_rows: int = 6, command: str | None = None, plugins=(),
              progress: bool = True, engine_kwargs: dict | None = None, noise_reference=None,
-             overwrite: bool = False, allow_partial: bool = False, noise_views_only: bool = False) -> dict:
+             overwrite: bool = False, allow_partial: bool = False, noise_views_only: bool = False,
+             seam_band_px: int | None = None) -> dict:
     """Run the evaluation and write ``report.md``, ``metrics.json`` and the PNGs to ``out_dir``.
 
     ``capture``: a capture folder or an already loaded capture (anything with the
     :class:`~relit_hands.tools.capture.Capture` interface). ``noise_reference``: optional second render of
     the same frames with independent sampling noise (``relit-hands lightstage --noise-seed``; a folder
     or a loaded capture): images present in both get a reference-noise estimate, and the results a
-    ``reference_noise`` section (:func:`_noise_summary`). Returns the metrics dictionary (also
-    written as metrics.json).
+    ``reference_noise`` section (:func:`_noise_summary`). ``seam_band_px``: also measure the error
+    along the asset's UV chart borders (:func:`seam_band_errors`): every renderer's ``seam_band``
+    section. Returns the metrics dictionary (also written as metrics.json).
 
     ``out_dir`` is checked before anything is loaded
     (:class:`~relit_hands.validation.OutputFolder`): the capture's own folder, a relit-hands folder
@@ -474,6 +513,12 @@ def evaluate(capture, renderers, out_dir, *, frames=None, cameras=None, max_fram
 
     # ---- pass 2: render and compare
     ctx = EvalContext(capture, **{**ENGINE_KWARGS, **capture_engine_kwargs(capture), **(engine_kwargs or {})})
+    seam_tex = None
+    if seam_band_px:
+        from .seam_measure import seam_band_texture
+
+        a = ctx.engine.asset
+        seam_tex = seam_band_texture(a.proxy_uvs, a.proxy_uv_faces, SEAM_BAND_RESOLUTION, int(seam_band_px))
     grid_pairs = set(_pick_grid_pairs(sel, cam_ids, grid_rows, present))
     grid_data: dict[tuple, dict] = {}
     records: dict[str, list] = {s.name: [] for s in specs}
@@ -503,6 +548,8 @@ def evaluate(capture, renderers, out_dir, *, frames=None, cameras=None, max_fram
                     cap2, f2 = noise_pairs[f.id, c]
                     ref2 = _reference(cap2, f2, c)
                     noise_mse = _mse_linear(ref, ref2, m, settings.peak) / 2
+                bands = (_screen_seam_bands(ctx.engine, f.scene, cam, seam_tex, m)
+                         if seam_tex is not None else None)
                 want_grid = (f.id, c) in grid_pairs
                 if want_grid:
                     grid_data[(f.id, c)] = {"ref": ref, "mask": m, "renders": {}}
@@ -527,6 +574,8 @@ def evaluate(capture, renderers, out_dir, *, frames=None, cameras=None, max_fram
                            "pitch_deg": float(getattr(f, "pitch_deg", 0.0) or 0.0), "lighting": lighting, **res}
                     if noise_mse is not None:
                         rec["ref_noise_mse"] = noise_mse
+                    if bands is not None:
+                        rec.update(seam_band_errors(ref, img, *bands, settings.peak))
                     if rmask is not None:
                         inter = np.logical_and(rmask, m).sum()
                         union = np.logical_or(rmask, m).sum()
@@ -552,6 +601,8 @@ def evaluate(capture, renderers, out_dir, *, frames=None, cameras=None, max_fram
         results[s.name] = {"description": s.description, "overall": _aggregate(recs, pk), "by_subset": by_subset,
                            "by_environment": by_env, "by_camera": by_cam, "by_lighting": by_lighting,
                            "global_scale_fit_not_applied": scales[s.name].result(), "per_image": recs}
+        if seam_tex is not None:
+            results[s.name]["seam_band"] = _seam_summary(recs)
     if command is None:
         command = "relit-hands eval " + shlex.join(sys.argv[1:])
     data = {
@@ -572,6 +623,8 @@ def evaluate(capture, renderers, out_dir, *, frames=None, cameras=None, max_fram
             "lpips": LPIPS_NOTE,
         },
         "lpips": LPIPS_NOTE,
+        **({"seam_band": {"band_px": int(seam_band_px), "resolution": SEAM_BAND_RESOLUTION,
+                          "edge_px": SEAM_EDGE_PX}} if seam_tex is not None else {}),
         "versions": _versions(),
         "results": results,
     }
@@ -618,6 +671,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--noise-views-only", action="store_true",
                    help="evaluate only the images the --noise-reference also has (a subset whose noise ceiling "
                         "covers every image; e.g. a noise stream rendered with --views-per-frame)")
+    p.add_argument("--seam-band", type=int_range(1, 64), metavar="PX",
+                   help="also measure the error in a band of PX texels (at R = 256) along the asset's UV chart "
+                        "borders against the interior (the seam measure of the report)")
     p.add_argument("--overwrite", action="store_true",
                    help="write into a non-empty --out folder that relit-hands did not write (never an input)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
@@ -630,12 +686,16 @@ def run_from_args(args, command: str | None = None) -> int:
                     allow_partial=args.allow_partial, noise_views_only=args.noise_views_only,
                     grid_rows=args.grid_rows, command=command, plugins=args.plugin,
                     progress=not args.no_progress, noise_reference=args.noise_reference,
-                    overwrite=getattr(args, "overwrite", False))
+                    overwrite=getattr(args, "overwrite", False), seam_band_px=getattr(args, "seam_band", None))
     out = Path(args.out)
     for n in data["renderers"]:
         a = data["results"][n]["overall"]
         print(f"{n:>14}: PSNR {_fmt(a['psnr_linear'], 2)} dB (linear), SSIM {_fmt(a['ssim'], 4)}, "
               f"FLIP {_fmt(a['flip'], 4)} over {a['n_images']} images")
+    for n in data["renderers"]:
+        sb = data["results"][n].get("seam_band")
+        if sb and sb["ratio"] is not None:
+            print(f"{n:>14}: seam band / interior error {sb['ratio']:.3f} ({sb['n_images']} images)")
     if "reference_noise" in data:
         g = data["reference_noise"]["groups"]["all"]
         print(f"{'ceiling':>14}: PSNR {_fmt(g['ceiling_psnr'], 2)} dB (a noise-free exact renderer, "
