@@ -13,6 +13,9 @@ screen) and the three colours. ``tau`` = the median target value over the masked
 first training batches (stored in the model's metadata). Below ``tau`` the loss is ~L1 / tau,
 above it it measures *relative* error, so the HDR highlights and the bright side of a hand under
 a sun do not drown the shadows -- which is what the visibility ablation is about.
+``--linear-weight W`` adds ``W * L1(x / tau)`` (absolute error in units of tau) to the training loss,
+which weighs the bright, directly lit texels more, as the pooled PSNR of the evaluation does; the
+validation loss stays the log term alone, so runs with and without it compare.
 
 Run folder (``--out``): ``train_log.csv`` (step, loss, lr, seconds, val_loss), ``loss_curve.png``,
 ``val/step_XXXXXX.png`` (per validation sample and hand: target | prediction | |error| in UV,
@@ -61,6 +64,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--lr-min", type=finite_float(0.0, 1.0), default=0.05, help="final LR as a fraction of --lr (cosine)")
     p.add_argument("--warmup", type=int_range(0, 10_000_000), default=200, help="linear LR warm-up steps")
     p.add_argument("--weight-decay", type=finite_float(0.0, 10.0), default=0.0)
+    p.add_argument("--linear-weight", type=finite_float(0.0, 100.0), default=0.0,
+                   help="add this weight x L1 on x / tau to the training loss (bright texels count more, as in "
+                        "the pooled PSNR); the validation loss stays the log term")
     p.add_argument("--base", type=int_range(1, 512), default=32)
     p.add_argument("--levels", type=int_range(1, 8), default=4)
     p.add_argument("--static-channels", type=int_range(0, 256), default=8)
@@ -125,8 +131,9 @@ def _lr_at(step, args):
     return args.lr * (args.lr_min + (1 - args.lr_min) * 0.5 * (1 + math.cos(math.pi * min(1.0, p))))
 
 
-def student_loss(pred, target, mask, tau: float):
-    """Masked L1 on log(1 + x / tau); pred/target [B, 3, R, R], mask [B, R, R] or [R, R]."""
+def student_loss(pred, target, mask, tau: float, linear_weight: float = 0.0):
+    """Masked L1 on log(1 + x / tau), plus ``linear_weight`` x masked L1 on x / tau;
+    pred/target [B, 3, R, R], mask [B, R, R] or [R, R]."""
     import torch
 
     m = mask.to(pred.dtype)
@@ -134,6 +141,8 @@ def student_loss(pred, target, mask, tau: float):
         m = m[None].expand(pred.shape[0], -1, -1)
     m = m[:, None]
     d = (torch.log1p(pred.clamp_min(0) / tau) - torch.log1p(target.clamp_min(0) / tau)).abs()
+    if linear_weight:
+        d = d + linear_weight * ((pred - target) / tau).abs()
     return (d * m).sum() / (m.sum() * pred.shape[1]).clamp_min(1.0)
 
 
@@ -350,7 +359,10 @@ def train(args, command: str | None = None) -> dict:
         torch.set_rng_state(state["rng_cpu"])
     loader, sampler = _loader(train_ds, args.batch, args.workers, args.seed + start_step, world, rank)
     batches = _forever(loader, sampler)
-    meta_extra = {"loss": "L1 on log(1 + x / tau) over the atlas mask", "loss_tau": tau,
+    loss_name = "L1 on log(1 + x / tau) over the atlas mask"
+    if args.linear_weight:
+        loss_name += f" + {args.linear_weight:g} x L1 on x / tau"
+    meta_extra = {"loss": loss_name, "loss_tau": tau, "linear_weight": float(args.linear_weight),
                   "asset": asset_reference(train_ds.asset.source or None),
                   "dataset": {"path": str(Path(args.data).resolve()), "generator": man.get("generator"),
                               "n_train_items": len(train_ds), "n_val_items": len(val_ds),
@@ -412,7 +424,7 @@ def train(args, command: str | None = None) -> dict:
         lr = _lr_at(step, args)
         for g in opt.param_groups:
             g["lr"] = lr
-        loss = student_loss(net(x, c), y, m, tau)
+        loss = student_loss(net(x, c), y, m, tau, args.linear_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
