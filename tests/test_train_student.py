@@ -129,3 +129,27 @@ def test_init_from_fine_tunes_on_a_key_light_set(sset, tmp_path):
     r = cli_main(["train-student", "--data", str(sset), "--out", str(out), "--steps", "12", "--resume"] + TINY,
                  capsys=True)
     assert r.returncode != 0 and "key_lights=2" in r.stderr
+
+
+def test_student_loss_log_term_and_linear_weight():
+    """student_loss: masked L1 on log(1 + x / tau) (masked texels do not count); --linear-weight
+    adds W x L1 on x / tau, which grows with the brightness of an error of the same relative size."""
+    import math
+
+    import torch
+
+    from relit_hands.tools.train_student import student_loss
+
+    tau = 0.5
+    target = torch.full((1, 3, 4, 4), 1.0)
+    pred = target.clone()
+    pred[..., :2, :] = 2.0                                 # rows 0-1 wrong, rows 2-3 exact
+    mask = torch.zeros(4, 4, dtype=torch.bool)
+    mask[1:3] = True                                       # half the masked texels wrong
+    log_err = abs(math.log1p(2.0 / tau) - math.log1p(1.0 / tau))
+    assert float(student_loss(pred, target, mask, tau)) == pytest.approx(0.5 * log_err, rel=1e-6)
+    both = float(student_loss(pred, target, mask, tau, linear_weight=0.3))
+    assert both == pytest.approx(0.5 * (log_err + 0.3 * 1.0 / tau), rel=1e-6)
+    # the same 2x error ten times brighter: the log term stays nearly the same, the linear one x10
+    bright = float(student_loss(10 * pred, 10 * target, mask, tau, linear_weight=0.3))
+    assert bright - float(student_loss(10 * pred, 10 * target, mask, tau)) == pytest.approx(0.5 * 0.3 * 10 / tau, rel=1e-6)
