@@ -43,6 +43,9 @@ def test_the_true_person_as_fit_scores_as_the_ceiling(reference, student, tmp_pa
     assert s["fit"]["psnr_mean"] == pytest.approx(s["true"]["psnr_mean"], abs=1e-6)
     assert s["fit"]["psnr_mean"] != pytest.approx(s["base"]["psnr_mean"], abs=1e-3)   # another shape and albedo
     assert all(np.isfinite(row[k]["psnr"]) for row in r["rows"] for k in ("fit", "base", "true"))
+    for k in ("fit", "base", "true"):   # the least-squares global scale can only lower the pooled error
+        assert s[k]["psnr_pooled_scaled"] >= s[k]["psnr_pooled"] - 1e-6 and len(s[k]["global_scale_rgb"]) == 3
+    assert s["fit"]["global_scale_rgb"] == pytest.approx(s["true"]["global_scale_rgb"], rel=1e-6)
     from relit_hands.image_io import read_png
 
     grid = read_png(out / "relit_grid.png")

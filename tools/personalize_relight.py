@@ -27,6 +27,13 @@ peak for the whole reference (the evaluation harness's rule,
 rendered hand does not cover counts with the renderer's value there (black): a wrong silhouette
 costs what it costs in a composite.
 
+A monocular fit cannot tell a dark hand under bright light from a light hand under dim light (the
+lighting / albedo scale ambiguity, which ``personalize-eval`` also removes with one global RGB
+scale), so every renderer is also scored after one global RGB scale of its images (least squares
+over all hand pixels of the reference): ``psnr_*_scaled`` and ``global_scale_rgb`` (1: the right
+absolute level). The unscaled numbers are what a user sees; the scaled ones what the fit got right
+beyond that one ambiguity.
+
 Writes ``report.json`` (every number), ``report.md`` and ``relit_grid.png`` (per image: reference |
 fit | base | true, tone-mapped with the same exposure) into ``--out`` (default
 ``<fit>/relight_<reference name>``).
@@ -131,14 +138,25 @@ def relight_evaluation(fit_dir, reference, *, student=None, n_lights: int = 64, 
                       "ssim": ssim_masked(refs[i], outs[k][i], masks[i], settings.peak)}
         rows.append(row)
     summary = {}
+    w = np.array([m.sum() for m in masks], np.float64)
+
+    def pooled(images) -> float:
+        mse = [np.mean(((images[i] - refs[i])[masks[i]] / settings.peak) ** 2) for i in range(len(items))]
+        return float(-10 * np.log10(max(np.sum(np.array(mse) * w) / w.sum(), 1e-20)))
+
     for k in RENDERERS:
-        mse = [np.mean(((outs[k][i] - refs[i])[masks[i]] / settings.peak) ** 2) for i in range(len(items))]
-        w = np.array([m.sum() for m in masks], np.float64)
-        summary[k] = {"psnr_mean": float(np.mean([r[k]["psnr"] for r in rows])),
-                      "psnr_pooled": float(-10 * np.log10(max(np.sum(np.array(mse) * w) / w.sum(), 1e-20))),
-                      "ssim_mean": float(np.mean([r[k]["ssim"] for r in rows]))}
-    summary["fit_minus_base_db"] = {"mean": summary["fit"]["psnr_mean"] - summary["base"]["psnr_mean"],
-                                    "pooled": summary["fit"]["psnr_pooled"] - summary["base"]["psnr_pooled"]}
+        test = np.concatenate([o[m] for o, m in zip(outs[k], masks)]).astype(np.float64)
+        scale = (test * hand).sum(0) / np.maximum((test * test).sum(0), 1e-20)       # [3] least squares
+        scaled = [(o * scale).astype(np.float32) for o in outs[k]]
+        summary[k] = {"psnr_mean": float(np.mean([r[k]["psnr"] for r in rows])), "psnr_pooled": pooled(outs[k]),
+                      "ssim_mean": float(np.mean([r[k]["ssim"] for r in rows])),
+                      "global_scale_rgb": [float(x) for x in scale],
+                      "psnr_mean_scaled": float(np.mean([psnr_linear(refs[i], scaled[i], masks[i], settings.peak)
+                                                         for i in range(len(items))])),
+                      "psnr_pooled_scaled": pooled(scaled)}
+    summary["fit_minus_base_db"] = {
+        m: summary["fit"][f"psnr_{m}"] - summary["base"][f"psnr_{m}"]
+        for m in ("mean", "pooled", "mean_scaled", "pooled_scaled")}
     be = engines["fit"].student_backend(student)
     report = {"written_by": "relit-hands", "tool": "relit-hands personalize-relight",
               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -165,12 +183,16 @@ def _markdown(r: dict) -> str:
              f"{r['images']} reference images (path-traced, the true person), environment "
              f"{r['environment'].get('spec')}; student {r['student']['path']} ({r['student']['backend']}); "
              f"hand pixels of the true masks, linear PSNR with one peak ({r['peak']:.4g}).", "",
-             "| asset rendered | PSNR mean (dB) | PSNR pooled (dB) | SSIM |", "|---|---:|---:|---:|"]
+             "| asset rendered | PSNR mean (dB) | PSNR pooled (dB) | SSIM | after one global RGB scale: mean / pooled (dB) | that scale (R, G, B) |",
+             "|---|---:|---:|---:|---:|---|"]
     names = {"fit": "personalised (--fit)", "base": "un-personalised base", "true": "true person (ceiling)"}
     for k in RENDERERS:
-        lines.append(f"| {names[k]} | {s[k]['psnr_mean']:.2f} | {s[k]['psnr_pooled']:.2f} | {s[k]['ssim_mean']:.4f} |")
+        lines.append(f"| {names[k]} | {s[k]['psnr_mean']:.2f} | {s[k]['psnr_pooled']:.2f} | {s[k]['ssim_mean']:.4f} | "
+                     f"{s[k]['psnr_mean_scaled']:.2f} / {s[k]['psnr_pooled_scaled']:.2f} | "
+                     f"{', '.join(f'{x:.3f}' for x in s[k]['global_scale_rgb'])} |")
     d = s["fit_minus_base_db"]
-    lines += ["", f"Personalised minus base: {d['mean']:+.2f} dB mean, {d['pooled']:+.2f} dB pooled.", ""]
+    lines += ["", f"Personalised minus base: {d['mean']:+.2f} dB mean, {d['pooled']:+.2f} dB pooled; after the "
+              f"global scale {d['mean_scaled']:+.2f} dB mean, {d['pooled_scaled']:+.2f} dB pooled.", ""]
     return "\n".join(lines)
 
 
