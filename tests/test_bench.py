@@ -90,6 +90,20 @@ def test_stereo_one_hand_onnxruntime(capsys, tmp_path, monkeypatch):
     assert "end-to-end" in printed
 
 
+def test_asset_v2_benches_its_shipped_student(capsys, tmp_path, monkeypatch):
+    """--asset hand_v2: the engine holds asset v2 and times its shipped student (student_hand_v2, trained
+    at R = 256), not the v1 default; the JSON names the asset."""
+    monkeypatch.setenv("RELIT_HANDS_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "bench"
+    args = [a if a != "128" else "256" for a in TINY]
+    assert cli.main(["bench", *args, "--out", str(out), "--asset", "hand_v2", "--inference", "torch", "--no-chart"]) == 0
+    result = json.loads((out / "bench.json").read_text())
+    (c,) = result["configs"]
+    assert result["settings"]["asset"] == "hand_v2" and c["untrained"] is False
+    assert c["student_weights"].endswith("student_hand_v2.safetensors")
+    assert c["stages"]["raycast"]["median_ms"] > 0
+
+
 def test_pose_animation_flexes_and_cameras():
     scenes = bench.pose_animation(2, 13)
     assert [h.side for h in scenes[0].hands] == ["right", "left"]

@@ -79,7 +79,10 @@ def add_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
     ap.add_argument("--compare", action="store_true",
                     help="run pbr, student, student_novis and student_bottleneck side by side")
     ap.add_argument("--student", metavar="SAFETENSORS",
-                    help="student weights (default: the shipped model, else an untrained stand-in)")
+                    help="student weights (default: the shipped model of the asset, else an untrained stand-in)")
+    ap.add_argument("--asset", metavar="NAME_OR_PATH",
+                    help="hand asset: a shipped name (hand_v2), an asset folder or its npz (default: the --student's "
+                         "own asset, else the shipped default)")
     ap.add_argument("--base", type=int_range(1, 256), default=None,
                     help="untrained stand-in's base width (default: StudentNet's, 32); ignored with --student")
     ap.add_argument("--levels", type=int_range(1, 8), default=None, help="untrained stand-in's levels (default 4)")
@@ -239,7 +242,10 @@ class _Runner:
         from ..engine import Engine
         from ..environment import EnvironmentMap
 
-        self.engine = Engine(device=args.device, raycast=args.raycast, compositor=args.compositor)
+        from .cli import _render_asset
+
+        self.engine = Engine(asset=_render_asset(args), device=args.device, raycast=args.raycast,
+                             compositor=args.compositor)
         self.device = self.engine.device.type
         total = args.warmup + args.frames
         self.scenes = pose_animation(args.hands, total, args.scene_layout)
@@ -255,7 +261,7 @@ class _Runner:
         from ..student import StudentNet, default_student_path, load_student
 
         a = self.args
-        path = Path(a.student) if a.student else default_student_path(variant)  # or the shipped model
+        path = Path(a.student) if a.student else default_student_path(variant, asset=self.engine.asset)
         untrained, note = True, None
         kw = {k: v for k, v in (("base", a.base), ("levels", a.levels)) if v is not None}
         if path.is_file():
@@ -438,6 +444,9 @@ def run(args, command: str | None = None) -> dict:
 
         configs = [runner.run_config(n, sh, v, progress) for n, sh, v in todo]
         machine = machine_info(runner.engine, runner.device)
+        from ..hand_model import asset_reference
+
+        asset = asset_reference(runner.engine.asset.source or None)
     finally:
         runner.close()
     machine["load_average_start"] = load0
@@ -449,7 +458,7 @@ def run(args, command: str | None = None) -> dict:
                 "compare": bool(args.compare), "device": args.device, "compositor": args.compositor,
                 "readback": args.readback, "threads": args.threads, "scene_layout": args.scene_layout,
                 "env": args.env, "deg_per_frame": args.deg_per_frame, "base": args.base, "levels": args.levels,
-                "student": args.student}
+                "student": args.student, "asset": asset}
     result = {"tool": "relit-hands bench", "json_version": JSON_VERSION,
               "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
               "command": command or "relit-hands bench " + " ".join(sys.argv[2:]),
