@@ -56,7 +56,7 @@ def main(argv=None):
                 if i >= 3:
                     for k, v in ff.timings_ms.items():
                         stages.setdefault(k, []).append(v)
-            four = np.array(stages["skinning_proxy"]) + np.array(stages["raycast"]) + \
+            four = np.array(stages["skinning"]) + np.array(stages["raycast"]) + \
                 np.array(stages["features"]) + np.array(stages["uv_gather"])
             row = {"lights": n, "resolution": R, "rays": int(2 * len(engine.asset.proxy_vertices) * n),
                    "stages_ms": {k: {"median": float(np.median(v)), "p95": float(np.percentile(v, 95))}
@@ -64,7 +64,7 @@ def main(argv=None):
                    "four_stages_ms": {"median": float(np.median(four)), "p95": float(np.percentile(four, 95))}}
             results.append(row)
             s = row["stages_ms"]
-            print(f"N={n:4d} R={R:4d}: skin {s['skinning_proxy']['median']:6.2f}  ray {s['raycast']['median']:7.2f}  "
+            print(f"N={n:4d} R={R:4d}: skin {s['skinning']['median']:6.2f}  ray {s['raycast']['median']:7.2f}  "
                   f"feat {s['features']['median']:6.2f}  gather {s['uv_gather']['median']:6.2f}  "
                   f"= {row['four_stages_ms']['median']:7.2f} ms (p95 {row['four_stages_ms']['p95']:.2f})")
     out = {
