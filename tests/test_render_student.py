@@ -151,3 +151,36 @@ def test_a_person_on_the_students_layout_renders_with_their_albedo(env, tmp_path
     ok = a_v2 > 0.02
     assert np.allclose(tex["person"][ok], (tex["v2"] * a_p / np.maximum(a_v2, 1e-6))[ok], rtol=1e-3, atol=1e-6)
     assert not np.allclose(tex["person"], tex["v2"])
+
+
+def test_shipped_v2_student_relights_asset_v2_close_to_pbr():
+    """models/student/student_hand_v2.safetensors (README: Students on asset v2) is what an Engine on
+    hand_v2 loads by default: key lights on, tied to hand_v2, and its picture agrees with the PBR
+    baseline on the hand pixels (both approximate the same path tracer; broken weights, a wrong
+    albedo or missing key-light maps fall far below this)."""
+    from relit_hands.engine import Engine
+    from relit_hands.environment import EnvironmentMap
+    from relit_hands.hand_model import asset_path
+    from relit_hands.student import default_student_path, read_student_meta
+
+    eng = Engine(asset=asset_path("hand_v2"))
+    try:
+        path = default_student_path(asset=eng.asset)
+        meta = read_student_meta(path)
+        assert path.name == "student_hand_v2.safetensors" and meta["asset"] == "hand_v2"
+        assert meta["variant"] == "vis" and int(meta["key_lights"]) > 0
+        scene = scene_preset("clasp")
+        sky = EnvironmentMap.from_name_or_path("sky_sun").rotate(160.0, 0.0)
+        cam = eng.default_camera(scene, 192, 144)
+        st = eng.render_student(scene, sky, cam, return_linear=True, background="none")
+        pbr = eng.render(scene, sky, cam, shading="pbr", return_linear=True, background="none")
+        a, b = st.frames[0], pbr
+        m = a.mask & b.mask
+        assert m.mean() > 0.05
+        x, y = a.linear[m], b.linear[m]
+        assert np.isfinite(x).all() and x.min() >= 0
+        psnr = 10 * np.log10(float(np.percentile(y, 99.5)) ** 2 / float(np.mean((x - y) ** 2)))
+        assert psnr > 24.0, psnr
+        assert 0.7 < x.mean() / y.mean() < 1.4
+    finally:
+        eng.release()
