@@ -115,5 +115,7 @@ def test_render_asset_v2(tmp_path):
         out = tmp_path / f"{asset}.png"
         assert main(["render", "--shading", "pbr", "--asset", asset, "--scene", "flat", "--env", "studio",
                      "--size", "160x120", "--out", str(out)]) == 0
-        cov[asset] = json.loads(out.with_suffix(".json").read_text())["hand_coverage"]
+        summary = json.loads(out.with_suffix(".json").read_text())
+        assert summary["asset"] == asset
+        cov[asset] = summary["hand_coverage"]
     assert cov["hand"] > 0.02 and cov["hand_v2"] > 0.02 and cov["hand_v2"] != cov["hand"]

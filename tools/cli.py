@@ -127,6 +127,7 @@ def _render_asset(args):
 
 def cmd_render(args) -> int:
     from ..engine import Engine
+    from ..hand_model import asset_reference
     from ..image_io import write_hdr_image, write_png
 
     out = _check_out(args.out, (".png",), "--out")
@@ -166,6 +167,7 @@ def cmd_render(args) -> int:
     summary = {
         "command": args.argv,
         "scene": scene.to_dict(), "env": env.name, "yaw_deg": args.yaw, "pitch_deg": args.pitch,
+        "asset": asset_reference(engine.asset.source or None),
         "size": [w, h], "shading": args.shading, "shadows": not args.no_shadows,
         "hand_coverage": float(frame.mask.mean()), "output": str(out), "exr": args.exr,
         "timings_ms": {"engine_init": t_init, **frame.timings_ms},
