@@ -114,7 +114,7 @@ def seam_edges(faces, uv_faces) -> Dict[str, np.ndarray]:
 
 def uv_face_charts(uv_faces) -> np.ndarray:
     """Chart id [F] int64 of every face: connected components of faces sharing a UV edge
-    (the same as ``tools.semantic_atlas.uv_charts``)."""
+    (``tools.semantic_atlas.uv_charts`` calls this)."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 

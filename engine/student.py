@@ -455,6 +455,21 @@ def shipped_layout_name(asset) -> Optional[str]:
     return None
 
 
+def render_asset_path(asset=None, student=None) -> Optional[Path]:
+    """The hand asset to render a student with: ``asset`` (a shipped name such as 'hand_v2', an
+    asset folder or its npz) when given, else the asset ``student`` (a weights path) was trained on
+    (its metadata's 'asset'), else None (the shipped default). A student file that cannot be read
+    is a :class:`StudentLoadError` naming it."""
+    from .hand_model import asset_path
+
+    if asset:
+        return asset_path(asset)
+    if student:
+        ref = read_student_meta(student).get("asset")
+        return asset_path(ref if isinstance(ref, str) else None)
+    return None
+
+
 def default_student_path(variant: str = "vis", asset=None) -> Path:
     """Where a shipped model lives: ``relit_hands/models/student/student.safetensors`` for the
     default 'vis' student, ``student_{novis,bottleneck}.safetensors`` for the ablations (made by

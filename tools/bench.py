@@ -242,10 +242,10 @@ class _Runner:
         from ..engine import Engine
         from ..environment import EnvironmentMap
 
-        from .cli import _render_asset
+        from ..student import render_asset_path
 
-        self.engine = Engine(asset=_render_asset(args), device=args.device, raycast=args.raycast,
-                             compositor=args.compositor)
+        asset = render_asset_path(args.asset, args.student if args.shading == "student" else None)
+        self.engine = Engine(asset=asset, device=args.device, raycast=args.raycast, compositor=args.compositor)
         self.device = self.engine.device.type
         total = args.warmup + args.frames
         self.scenes = pose_animation(args.hands, total, args.scene_layout)

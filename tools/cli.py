@@ -111,18 +111,11 @@ def _build_scene(args):
 
 
 def _render_asset(args):
-    """The hand asset of ``render``: ``--asset`` (a shipped name like hand_v2, an asset folder or its
-    npz), else the one the ``--student`` was trained on (its metadata), else the shipped default."""
-    from ..hand_model import asset_path
+    """The hand asset of ``render`` (and ``bench``): ``--asset``, else the one the ``--student`` was
+    trained on, else the shipped default (:func:`~relit_hands.student.render_asset_path`)."""
+    from ..student import render_asset_path
 
-    if args.asset:
-        return asset_path(args.asset)
-    if args.student and args.shading == "student":
-        from ..student import read_student_meta
-
-        ref = read_student_meta(args.student).get("asset")
-        return asset_path(ref if isinstance(ref, str) else None)
-    return None
+    return render_asset_path(args.asset, args.student if args.shading == "student" else None)
 
 
 def cmd_render(args) -> int:
@@ -351,19 +344,14 @@ def cmd_features(args) -> int:
 def _view_asset(args):
     """The viewer's hand asset, checked before the window opens: ``--asset``, else the ``--student``'s
     own (its metadata), else None (the shipped default). A missing or unreadable one is a user error."""
-    from ..hand_model import HandAsset, asset_path
-    from ..student import read_student_meta
+    from ..hand_model import HandAsset
+    from ..student import read_student_meta, render_asset_path
 
     if args.student:
-        meta = read_student_meta(args.student)  # StudentLoadError (a ValueError) naming the file
-    if args.asset:
-        path = asset_path(args.asset)
-    elif args.student:
-        ref = meta.get("asset")
-        path = asset_path(ref if isinstance(ref, str) else None)
-    else:
-        return None
-    HandAsset.load(path)
+        read_student_meta(args.student)  # StudentLoadError (a ValueError) naming the file
+    path = render_asset_path(args.asset, args.student)
+    if path is not None:
+        HandAsset.load(path)
     return path
 
 

@@ -253,7 +253,10 @@ def _aggregate(records: list[dict], peak: float) -> dict:
 
 
 @dataclass
-class _ScaleAcc:
+class GlobalScaleFit:
+    """Least-squares global scale s (and one per channel) minimising |ref - s test|^2 over every
+    pixel passed to :meth:`add` (``ref``, ``test`` [P, 3] linear): ``result()`` -> {'scale',
+    'scale_rgb'} (None where ``test`` is all zero)."""
     rt: np.ndarray = field(default_factory=lambda: np.zeros(3))
     tt: np.ndarray = field(default_factory=lambda: np.zeros(3))
     rr: np.ndarray = field(default_factory=lambda: np.zeros(3))
@@ -522,7 +525,7 @@ def evaluate(capture, renderers, out_dir, *, frames=None, cameras=None, max_fram
     grid_pairs = set(_pick_grid_pairs(sel, cam_ids, grid_rows, present))
     grid_data: dict[tuple, dict] = {}
     records: dict[str, list] = {s.name: [] for s in specs}
-    scales = {s.name: _ScaleAcc() for s in specs}
+    scales = {s.name: GlobalScaleFit() for s in specs}
     try:
         instances = {}
         for s in specs:

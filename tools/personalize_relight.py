@@ -100,6 +100,7 @@ def relight_evaluation(fit_dir, reference, *, student=None, n_lights: int = 64, 
     from relit_hands.scene import HandState, Scene
 
     from .eval_metrics import psnr_linear, reference_settings, ssim_masked
+    from .evaluate import GlobalScaleFit
 
     fit_dir, ref = Path(fit_dir), Path(reference)
     for p, what in ((fit_dir / "right_hand.npz", "--fit: the personalised asset"),
@@ -145,8 +146,10 @@ def relight_evaluation(fit_dir, reference, *, student=None, n_lights: int = 64, 
         return float(-10 * np.log10(max(np.sum(np.array(mse) * w) / w.sum(), 1e-20)))
 
     for k in RENDERERS:
-        test = np.concatenate([o[m] for o, m in zip(outs[k], masks)]).astype(np.float64)
-        scale = (test * hand).sum(0) / np.maximum((test * test).sum(0), 1e-20)       # [3] least squares
+        fit = GlobalScaleFit()
+        for o, r, m in zip(outs[k], refs, masks):
+            fit.add(r[m], o[m])
+        scale = np.array([1.0 if x is None else x for x in fit.result()["scale_rgb"]])
         scaled = [(o * scale).astype(np.float32) for o in outs[k]]
         summary[k] = {"psnr_mean": float(np.mean([r[k]["psnr"] for r in rows])), "psnr_pooled": pooled(outs[k]),
                       "ssim_mean": float(np.mean([r[k]["ssim"] for r in rows])),

@@ -247,9 +247,11 @@ def semantic_atlas(verts: np.ndarray, faces: np.ndarray, labels: np.ndarray, res
 
 
 def uv_charts(uv_faces: np.ndarray) -> np.ndarray:
-    """Chart id of every face: connected components of the UV topology, [F] int64."""
-    n_comp, comp = connected_components(_face_adjacency(uv_faces), directed=False)
-    return comp
+    """Chart id of every face: connected components of the UV topology, [F] int64 (the engine's
+    :func:`relit_hands.seam_stitch.uv_face_charts`)."""
+    from relit_hands.seam_stitch import uv_face_charts
+
+    return uv_face_charts(uv_faces)
 
 
 def seam_length(verts: np.ndarray, faces: np.ndarray, uv_faces: np.ndarray) -> float:

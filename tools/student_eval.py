@@ -20,7 +20,8 @@ from pathlib import Path
 
 from .eval_renderers import register_renderer
 
-RENDERERS = {"student": "vis", "student_novis": "novis", "student_bottleneck": "bottleneck", "student_unstitched": "vis"}
+RENDERERS = {"student": ("vis", True), "student_novis": ("novis", True), "student_bottleneck": ("bottleneck", True),
+             "student_unstitched": ("vis", False)}   # name -> (variant, seam_stitch)
 DESCRIPTIONS = {"student": "neural student: spatially aligned features with ray-cast visibility",
                 "student_novis": "student ablation: the same features without visibility",
                 "student_bottleneck": "student ablation: environment as a global code (bottleneck)",
@@ -62,6 +63,6 @@ class StudentRenderer:
         return out.frames[0]
 
 
-for _name, _variant in RENDERERS.items():
+for _name, (_variant, _stitch) in RENDERERS.items():
     register_renderer(_name, (lambda v, st: (lambda ctx: StudentRenderer(ctx.engine, v, seam_stitch=st)))(
-                          _variant, _name != "student_unstitched"), DESCRIPTIONS[_name], overwrite=True)
+                          _variant, _stitch), DESCRIPTIONS[_name], overwrite=True)
