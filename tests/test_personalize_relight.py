@@ -56,3 +56,56 @@ def test_the_true_person_as_fit_scores_as_the_ceiling(reference, student, tmp_pa
 def test_missing_inputs_are_one_line_errors(reference, student, tmp_path, capsys):
     assert cli_main(["personalize-relight", "--fit", str(tmp_path / "nope"), "--reference", str(reference)]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def phone_capture(tmp_path_factory):
+    out = tmp_path_factory.mktemp("phone") / "clip"
+    pv.make_phone_video(out, frames=3, resolution=40, spp=2, views=1, person_seed=7, tone="light", seed=2,
+                        progress=False)
+    return out
+
+
+def _fake_fit(capture, folder, asset, held_out=(1,)):
+    """A personalised-asset folder holding ``asset`` and a fit.json made from ``capture`` (frames held out)."""
+    shutil.copytree(asset, folder)
+    frames = [{"frame": i, "held_out": i in held_out} for i in range(3)]
+    (folder / "fit.json").write_text(json.dumps({"inputs": {"video": str(capture / "frames")}, "frames": frames}))
+    return folder
+
+
+def test_novel_views_path_trace_only_the_held_out_frames(phone_capture, tmp_path):
+    fit = _fake_fit(phone_capture, tmp_path / "fit", phone_capture / "ground_truth" / "asset")
+    assert cli_main(["personalize-relight", "--fit", str(fit), "--reference", str(phone_capture), "--held-out",
+                     "--spp", "2", "--no-progress"]) == 0
+    r = json.loads((fit / "novel_views" / "report.json").read_text())
+    s = r["summary"]
+    assert r["frames"] == [1] and r["images"] == 1 and r["renderer"] == "pathtrace" and r["spp"] == 2
+    # the same seeds for every asset: the true person as "fit" renders the very images of "true"
+    assert s["fit"]["psnr_mean"] == pytest.approx(s["true"]["psnr_mean"], abs=1e-9)
+    assert s["fit"]["psnr_mean"] != pytest.approx(s["base"]["psnr_mean"], abs=1e-3)
+    # ... and other seeds than the capture's: the reference's noise keeps the ceiling finite
+    assert np.isfinite(s["true"]["psnr_mean"]) and s["true"]["psnr_mean"] < 99
+    assert "Novel views" in (fit / "novel_views" / "report.md").read_text()
+
+
+def test_novel_views_refuse_a_fit_of_another_capture_or_without_held_out_frames(phone_capture, reference,
+                                                                                tmp_path, capsys):
+    fit = _fake_fit(phone_capture, tmp_path / "fit", phone_capture / "ground_truth" / "asset")
+    assert cli_main(["personalize-relight", "--fit", str(fit), "--reference", str(reference), "--held-out"]) == 2
+    assert "not from the capture" in capsys.readouterr().err
+    none = _fake_fit(phone_capture, tmp_path / "none", phone_capture / "ground_truth" / "asset", held_out=())
+    assert cli_main(["personalize-relight", "--fit", str(none), "--reference", str(phone_capture), "--held-out"]) == 2
+    assert "holds no frame out" in capsys.readouterr().err
+
+
+def test_re_rendered_references_are_the_true_asset_path_traced(phone_capture, tmp_path):
+    fit = _fake_fit(phone_capture, tmp_path / "fit", asset_path("hand_v2").parent)
+    out = tmp_path / "nv"
+    assert cli_main(["personalize-relight", "--fit", str(fit), "--reference", str(phone_capture), "--held-out",
+                     "--spp", "2", "--reference-spp", "8", "--out", str(out), "--no-progress"]) == 0
+    r = json.loads((out / "report.json").read_text())
+    assert "re-rendered" in r["references"] and "8 spp" in r["references"]
+    s = r["summary"]   # the base asset here is the fit: both trace the same images
+    assert s["fit"]["psnr_mean"] == pytest.approx(s["base"]["psnr_mean"], abs=1e-9)
+    assert s["true"]["psnr_mean"] > s["base"]["psnr_mean"]
