@@ -169,3 +169,33 @@ def test_recomputed_set_gives_the_engines_maps(engine, tmp_path):
         assert torch.allclose(ds[i]["maps"], ref.maps[hi], atol=2e-3, rtol=2e-3)
     with pytest.raises(Exception, match="input|same"):
         recompute_features(src, src, key_lights=3, progress=False)
+
+
+def test_recomputed_features_lit_by_the_teachers_basis(engine, tmp_path):
+    """A set that names its teacher's light basis gets features lit by that basis (the light set of
+    its targets) unless told otherwise; the maps are the engine's under basis_environment."""
+    from relit_hands.environment import EnvironmentMap
+    from relit_hands.scene import scene_from_dict
+    from relit_hands.tools.relight import basis_environment, fixed_light_directions
+    from relit_hands.tools.student_data import StudentDataset, StudentDatasetError, make_synthetic_student_set
+    from relit_hands.tools.student_features import recompute_features
+
+    src = tmp_path / "set"
+    make_synthetic_student_set(src, engine, n=1, resolution=64, n_lights=32, seed=6)
+    with pytest.raises(StudentDatasetError, match="basis"):
+        recompute_features(src, tmp_path / "no", key_lights=2, lit_by="basis", progress=False)
+    man = json.loads((src / "manifest.json").read_text())
+    man["teacher"] = {"n_lights": 256}
+    (src / "manifest.json").write_text(json.dumps(man))
+    s = recompute_features(src, tmp_path / "out", key_lights=2, progress=False)
+    assert s["features_lit_by"] == "basis"
+    ds = StudentDataset(tmp_path / "out", split=None)
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["features_lit_by"] == "basis"
+    smp = man["samples"][0]
+    env = EnvironmentMap.from_name_or_path(smp["env"]["id"]).rotate(smp["env"]["yaw_deg"])
+    scene, origin = scene_from_dict(smp["scene"]), np.asarray(smp["view_origin"])
+    ref = engine.lighting_features(scene, basis_environment(env, fixed_light_directions(256)), origin,
+                                   n_lights=32, resolution=64, key_lights=2)
+    assert torch.allclose(ds[0]["maps"], ref.maps[0], atol=2e-3, rtol=2e-3)
+    by_map = engine.lighting_features(scene, env, origin, n_lights=32, resolution=64, key_lights=2)
+    assert not torch.allclose(ds[0]["maps"], by_map.maps[0], atol=2e-3, rtol=2e-3)

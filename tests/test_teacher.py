@@ -207,6 +207,33 @@ def test_shared_basis_matches_direct_sum(cond, geo):
     assert not torch.allclose(tex[0], tex[1])
 
 
+def test_basis_environment_is_the_map_as_the_basis_sees_it():
+    """Energy per basis direction is kept, and a sun's key light moves to its nearest basis direction:
+    the direction the targets of a student set light the teacher from."""
+    from relit_hands.environment import EnvironmentMap, equirect_directions
+    from relit_hands.tools.relight import basis_environment, env_light_weights, fixed_light_directions
+
+    H = 128   # pixels of 1.4 deg: a basis light sits at its pixel's centre
+    img = np.full((H, 2 * H, 3), 0.05, np.float32)
+    d = equirect_directions(H, 2 * H)
+    sun = np.array([0.5, 0.6, 0.62]) / np.linalg.norm([0.5, 0.6, 0.62])
+    img[(d @ sun) > np.cos(np.radians(2.5))] = [400.0, 380.0, 350.0]
+    env = EnvironmentMap(img, "sun").rotate(37.0, 10.0).with_exposure(-1.0)
+    dirs = fixed_light_directions(256)
+    b = basis_environment(env, dirs)
+    np.testing.assert_allclose(b.total_energy(), env.total_energy(), rtol=1e-5)
+    np.testing.assert_allclose(env_light_weights(b, dirs), env_light_weights(env, dirs), rtol=1e-4, atol=1e-6)
+    assert b.exposure == env.exposure and np.allclose(b.rotation, env.rotation)
+    true_sun = env.rotation @ sun
+    snapped = dirs[np.argmax(dirs @ true_sun)]
+    ld, lrgb = b.directional_lights(64)
+    key = ld[np.argmax(lrgb.sum(1))]
+    assert np.degrees(np.arccos(np.clip(key @ snapped, -1, 1))) < 1.0       # the basis direction ...
+    assert np.degrees(np.arccos(np.clip(snapped @ true_sun, -1, 1))) > 2.0   # ... not the true one
+    ld0, lrgb0 = env.directional_lights(64)
+    assert np.degrees(np.arccos(np.clip(ld0[np.argmax(lrgb0.sum(1))] @ true_sun, -1, 1))) < 1.0
+
+
 # ---------------------------------------------------------------------------------- tiny capture
 
 def _tiny_capture(tmp_root: Path, asset: str | None = None, noise: float = 0.0):
@@ -308,6 +335,22 @@ def test_tiny_training_reduces_loss_and_student_set(tmp_path):
     assert item["target"].shape == (3, R, R) and torch.isfinite(item["target"]).all()
     assert item["maps"].shape[1:] == (R, R)
     assert float(item["target"][:, ds.mask].mean()) > 0
+    # the features are lit by the targets' light set: the map as the 256-light basis sees it
+    from relit_hands.engine import Engine
+    from relit_hands.environment import EnvironmentMap
+    from relit_hands.scene import scene_from_dict
+    from relit_hands.tools.relight import basis_environment, fixed_light_directions
+
+    assert man["features_lit_by"] == "basis"
+    smp = man["samples"][ds.items[0][0]]
+    env = EnvironmentMap.from_name_or_path("studio").rotate(smp["env"]["yaw_deg"], smp["env"]["pitch_deg"])
+    eng = Engine()
+    try:
+        ref = eng.lighting_features(scene_from_dict(smp["scene"]), basis_environment(env, fixed_light_directions(256)),
+                                    np.asarray(smp["view_origin"]), n_lights=32, resolution=R)
+    finally:
+        eng.release()
+    assert torch.allclose(item["maps"], ref.maps[ds.items[0][1]], atol=2e-3, rtol=2e-3)
 
 
 def test_teacher_registered_in_harness():

@@ -27,7 +27,8 @@ Two ways to choose the lights:
 Student set (:func:`make_student_set`): exactly the format of :mod:`relit_hands.tools.student_data`
 (``write_sample`` / ``write_manifest``); features from
 :func:`relit_hands.tools.student_data.proxy_vertex_features` (the engine's proxy feature pass, with and
-without visibility), targets = the teacher's env-lit textures. Poses: the shipped pose / scene
+without visibility) lit by :func:`basis_environment` (the map as the shared basis sees it, so the
+features' lights and shadows are the targets'), targets = the teacher's env-lit textures. Poses: the shipped pose / scene
 presets and the capture's TRAIN poses, jittered; any candidate with a hand closer than ``--exclude-radius``
 (RMS over the 45 finger parameters, radians) to the same-side hand of a held-out pose of the evaluation capture is rejected and redrawn, so the student never trains on the
 evaluation poses. Splits per pose: ``val`` for ``--val-fraction`` of the poses, else ``train``.
@@ -52,7 +53,7 @@ import torch
 from relit_hands.translucency import DEFAULT_MEAN_FREE_PATHS
 from relit_hands.validation import finite_float, int_range
 
-__all__ = ["teacher_env_texture", "SharedBasisRelighter", "env_light_weights", "fixed_light_directions",
+__all__ = ["teacher_env_texture", "SharedBasisRelighter", "env_light_weights", "fixed_light_directions", "basis_environment",
            "StudentEnvironments", "make_student_set", "main", "build_parser", "load_teacher_run"]
 
 
@@ -122,6 +123,33 @@ def env_light_weights(env, directions) -> np.ndarray:
     rad = env.image.reshape(-1, 3).astype(np.float64) * omega[:, None] * env.scale
     _, idx = cKDTree(np.asarray(directions, np.float64)).query(d)
     return np.stack([np.bincount(idx, weights=rad[:, c], minlength=len(directions)) for c in range(3)], 1)
+
+
+def basis_environment(env, directions, weights=None):
+    """``env`` as the shared basis sees it: an :class:`~relit_hands.environment.EnvironmentMap` of
+    the same size, rotation and exposure that is black except for one pixel per basis direction,
+    which holds that direction's projected energy (:func:`env_light_weights`, or ``weights``
+    [n, 3]) as radiance ``W / (solid angle x 2**exposure)``.
+
+    Why. The student set's targets light the teacher from the basis directions, so a sun there
+    sits at its nearest basis direction (up to half the spacing off, ~6.5 deg at n = 256), while
+    the features, computed from ``env`` itself, cast its shadows from the true direction: the
+    student would be taught shadows that do not follow its visibility inputs. Features computed
+    from this map (``directional_lights``, key lights) see the very light set of the targets.
+    Energy is conserved exactly (``total_energy`` equals ``env``'s)."""
+    from relit_hands.environment import EnvironmentMap
+
+    dirs = np.asarray(directions, np.float64).reshape(-1, 3)
+    W = env_light_weights(env, dirs) if weights is None else np.asarray(weights, np.float64).reshape(-1, 3)
+    H, Wd = env.height, env.width
+    uv = env.direction_to_uv(dirs)
+    col = np.clip((uv[:, 0] % 1.0 * Wd).astype(np.int64), 0, Wd - 1)
+    row = np.clip((uv[:, 1] * H).astype(np.int64), 0, H - 1)
+    omega = env.pixel_solid_angles()[row]
+    img = np.zeros((H, Wd, 3), np.float64)
+    np.add.at(img, (row, col), W / (omega[:, None] * env.scale))
+    return EnvironmentMap(img.astype(np.float32), name=f"{env.name} (basis {len(dirs)})", rotation=env.rotation,
+                          exposure=env.exposure)
 
 
 class SharedBasisRelighter:
@@ -299,7 +327,9 @@ def make_student_set(teacher_path, out, *, poses: int = 16, envs=None, rotations
         tex = relighter.textures(scene, origin, rot_envs)                        # [E,H,3,R,R]
         split = "val" if pi >= poses - n_val else "train"
         for e, (env, (en, yaw, pitch)) in enumerate(zip(rot_envs, tags)):
-            vf = proxy_vertex_features(engine, scene, env, origin, n_lights=feature_lights, sources=("vis", "novis"),
+            # features lit by the light set of the targets (basis_environment), not by the map itself
+            vf = proxy_vertex_features(engine, scene, basis_environment(env, relighter.dirs), origin,
+                                       n_lights=feature_lights, sources=("vis", "novis"),
                                        translucency=translucency, key_lights=key_lights,
                                        key_resolution=cond.resolution)
             feature_names = vf["names"]
@@ -318,14 +348,15 @@ def make_student_set(teacher_path, out, *, poses: int = 16, envs=None, rotations
                    generator=f"relit-hands make-student-set (OLAT teacher {teacher_path}, shared basis of "
                              f"{n_lights} Fibonacci directional lights)",
                    feature_kwargs={"roughness": [0.2, 0.4, 0.7], "include_normal": True, "normalize": "rgb"},
-                   extra={"key_lights": int(key_lights), "teacher": {"path": str(teacher_path), "n_lights": n_lights,
+                   extra={"key_lights": int(key_lights), "features_lit_by": "basis",
+                          "teacher": {"path": str(teacher_path), "n_lights": n_lights,
                                       "step": meta.get("step"), "capture": meta.get("capture")},
                           "excluded": {"capture": str(capture) if capture else None,
                                        "heldout_scenes": len(heldout), "radius_rad_rms": exclude_radius,
                                        "rejected_draws": rejected}})
     summary = {"tool": "relit-hands make-student-set", "command": command, "out": str(out), "samples": len(samples),
                "poses": poses, **environments.describe(), "rotations": rotations, "n_lights_teacher": n_lights,
-               "feature_lights": feature_lights, "translucency_mfp_m": list(translucency), "key_lights": int(key_lights),
+               "feature_lights": feature_lights, "features_lit_by": "basis", "translucency_mfp_m": list(translucency), "key_lights": int(key_lights),
                "resolution": cond.resolution,
                "splits": {s: sum(1 for x in samples if x["split"] == s) for s in ("train", "val")},
                "heldout_poses_excluded_from": str(capture) if capture else None, "rejected_draws": rejected,
