@@ -30,8 +30,8 @@ images differ only where the assets do. ``--reference-spp N`` re-renders the ref
 the true asset, path traced with N samples and seeds of their own, in place of the capture's frames
 (a phone capture at 16 spp is grainy, and its noise caps every PSNR).
 
-Metrics over the reference's true hand mask (``ground_truth/masks``, eroded by ``--erode-mask``
-pixels): linear HDR PSNR with one fixed peak for the whole reference (the evaluation harness's rule,
+Metrics over the reference's true hand mask (``ground_truth/masks``): linear HDR PSNR with one fixed
+peak for the whole reference (the evaluation harness's rule,
 :func:`~relit_hands.tools.eval_metrics.reference_settings`) and SSIM
 (:func:`~relit_hands.tools.eval_metrics.ssim_masked`), per image, mean and pooled. A pixel the
 rendered hand does not cover counts with the renderer's value there (black): a wrong silhouette
@@ -182,13 +182,12 @@ def _reference_env(ref: Path):
 
 def relight_evaluation(fit_dir, reference, *, student=None, n_lights: int = 64, max_images: int | None = None,
                        held_out: bool = False, renderer: str | None = None, spp: int = 64,
-                       reference_spp: int | None = None, erode_px: int = 0,
+                       reference_spp: int | None = None,
                        progress: bool = True) -> tuple[dict, np.ndarray]:
     """``(report dict, grid image uint8)``: see the module docstring (``held_out``: the novel-view mode;
     ``renderer``: 'student' or 'pathtrace' (``spp`` samples), default 'pathtrace' for novel views and
     'student' otherwise; ``reference_spp``: re-render the references from the true asset with that many
-    samples instead of reading the capture's frames; ``erode_px``: pixels the true masks are eroded by)."""
-    from scipy.ndimage import binary_erosion
+    samples instead of reading the capture's frames)."""
     from tqdm import tqdm
 
     from relit_hands.color import tone_map, to_uint8
@@ -228,8 +227,7 @@ def relight_evaluation(fit_dir, reference, *, student=None, n_lights: int = 64, 
             refs.append(read_hdr_image(it["linear"]) if reference_tracer is None else
                         reference_tracer.render("true", scene, env, it, reference_spp, stream="reference"))
             m = read_png(it["mask"])
-            m = (m[..., 0] if m.ndim == 3 else m) > 127
-            masks.append(binary_erosion(m, iterations=erode_px) if erode_px else m)
+            masks.append((m[..., 0] if m.ndim == 3 else m) > 127)
             for k in RENDERERS:
                 outs[k].append(renderers.render(k, scene, env, it))
     finally:
@@ -274,9 +272,10 @@ def relight_evaluation(fit_dir, reference, *, student=None, n_lights: int = 64, 
               "frames": sorted({it["frame"] for it in items}), "assets": {k: str(v) for k, v in assets.items()},
               **renderers.info,
               "environment": {k: env_info.get(k) for k in ("spec", "kind", "family", "seed", "split", "yaw_deg")},
-              "images": len(items), "mask_erosion_px": erode_px,
+              "images": len(items), "peak": settings.peak,
               "references": (f"re-rendered: the true asset path traced with {reference_spp} spp (other seeds)"
-                             if reference_spp else "the capture's frames_linear"), "peak": settings.peak, "summary": summary, "rows": rows,
+                             if reference_spp else "the capture's frames_linear"),
+              "summary": summary, "rows": rows,
               "wall_seconds": time.time() - t0}
     # grid: reference | fit | base | true, one row per image (at most 6 rows)
     pick = np.linspace(0, len(items) - 1, min(6, len(items))).round().astype(int)
@@ -301,8 +300,7 @@ def _markdown(r: dict) -> str:
     lines = [f"# {title}: {Path(r['fit']).name} vs {Path(r['reference']).name}", "",
              f"{r['images']} reference images (path-traced, the true person; {r['references']}), environment "
              f"{r['environment'].get('spec')}; {_renderer_text(r)}; "
-             f"hand pixels of the true masks (eroded by {r.get('mask_erosion_px', 0)} px), linear PSNR with one "
-             f"peak ({r['peak']:.4g}).", "",
+             f"hand pixels of the true masks, linear PSNR with one peak ({r['peak']:.4g}).", "",
              "| asset rendered | PSNR mean (dB) | PSNR pooled (dB) | SSIM | after one global RGB scale: mean / pooled (dB) | that scale (R, G, B) |",
              "|---|---:|---:|---:|---:|---|"]
     names = {"fit": "personalised (--fit)", "base": "un-personalised base", "true": "true person (ceiling)"}
@@ -332,8 +330,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reference-spp", type=int_range(1, 65536), default=None, metavar="SPP",
                    help="re-render the references: the true asset path traced with SPP samples (other seeds than "
                         "the capture's) instead of the capture's frames, whose noise otherwise caps every PSNR")
-    p.add_argument("--erode-mask", type=int_range(0, 16), default=0, metavar="PX",
-                   help="erode the true hand masks by PX pixels before scoring (default 0)")
     p.add_argument("--max-images", type=int_range(1, 100000), default=None, help="evaluate at most this many images")
     p.add_argument("--out", metavar="FOLDER", help="report folder (default: <fit>/relight_<reference name>)")
     p.add_argument("--overwrite", action="store_true", help="replace existing report files relit-hands did not write")
@@ -352,7 +348,7 @@ def run_from_args(args, command: str | None = None) -> int:
         outputs.check(p, f"--out {n}")
     report, grid = relight_evaluation(args.fit, args.reference, student=args.student, n_lights=args.lights,
                                       max_images=args.max_images, held_out=args.held_out, renderer=args.renderer,
-                                      spp=args.spp, reference_spp=args.reference_spp, erode_px=args.erode_mask,
+                                      spp=args.spp, reference_spp=args.reference_spp,
                                       progress=not args.no_progress)
     report["command"] = command
     out.mkdir(parents=True, exist_ok=True)
