@@ -28,10 +28,11 @@ Student set (:func:`make_student_set`): exactly the format of :mod:`relit_hands.
 (``write_sample`` / ``write_manifest``); features from
 :func:`relit_hands.tools.student_data.proxy_vertex_features` (the engine's proxy feature pass, with and
 without visibility) lit by :func:`basis_environment` (the map as the shared basis sees it, so the
-features' lights and shadows are the targets'), targets = the teacher's env-lit textures. Poses: the shipped pose / scene
-presets and the capture's TRAIN poses, jittered; any candidate with a hand closer than ``--exclude-radius``
-(RMS over the 45 finger parameters, radians) to the same-side hand of a held-out pose of the evaluation capture is rejected and redrawn, so the student never trains on the
-evaluation poses. Splits per pose: ``val`` for ``--val-fraction`` of the poses, else ``train``.
+features' lights and shadows are the targets'), targets = the teacher's env-lit textures. Poses: the
+shipped pose / scene presets and the capture's TRAIN poses, jittered; any candidate with a hand
+closer than ``--exclude-radius`` (RMS over the 45 finger parameters, radians) to the same-side hand
+of a held-out pose of the evaluation capture is rejected and redrawn, so the student never trains
+on the evaluation poses. Splits per pose: ``val`` for ``--val-fraction`` of the poses, else ``train``.
 Environments (:class:`StudentEnvironments`): every pose is lit by each of ``--envs`` (default: the
 six shipped maps), or with ``--light-library DIR|gen:COUNT`` by ``--envs-per-pose`` maps drawn per
 pose from the ``train`` split of a :mod:`.light_library` (a folder written by
@@ -53,8 +54,8 @@ import torch
 from relit_hands.translucency import DEFAULT_MEAN_FREE_PATHS
 from relit_hands.validation import finite_float, int_range
 
-__all__ = ["teacher_env_texture", "SharedBasisRelighter", "env_light_weights", "fixed_light_directions", "basis_environment",
-           "StudentEnvironments", "make_student_set", "main", "build_parser", "load_teacher_run"]
+__all__ = ["teacher_env_texture", "SharedBasisRelighter", "env_light_weights", "fixed_light_directions",
+           "basis_environment", "StudentEnvironments", "make_student_set", "main", "build_parser", "load_teacher_run"]
 
 
 def load_teacher_run(path, resolution=None):
@@ -125,11 +126,11 @@ def env_light_weights(env, directions) -> np.ndarray:
     return np.stack([np.bincount(idx, weights=rad[:, c], minlength=len(directions)) for c in range(3)], 1)
 
 
-def basis_environment(env, directions, weights=None):
+def basis_environment(env, directions):
     """``env`` as the shared basis sees it: an :class:`~relit_hands.environment.EnvironmentMap` of
     the same size, rotation and exposure that is black except for one pixel per basis direction,
-    which holds that direction's projected energy (:func:`env_light_weights`, or ``weights``
-    [n, 3]) as radiance ``W / (solid angle x 2**exposure)``.
+    which holds that direction's projected energy (:func:`env_light_weights`) as radiance
+    ``W / (solid angle x 2**exposure)``.
 
     Why. The student set's targets light the teacher from the basis directions, so a sun there
     sits at its nearest basis direction (up to half the spacing off, ~6.5 deg at n = 256), while
@@ -140,7 +141,7 @@ def basis_environment(env, directions, weights=None):
     from relit_hands.environment import EnvironmentMap
 
     dirs = np.asarray(directions, np.float64).reshape(-1, 3)
-    W = env_light_weights(env, dirs) if weights is None else np.asarray(weights, np.float64).reshape(-1, 3)
+    W = env_light_weights(env, dirs)
     H, Wd = env.height, env.width
     uv = env.direction_to_uv(dirs)
     col = np.clip((uv[:, 0] % 1.0 * Wd).astype(np.int64), 0, Wd - 1)
@@ -356,7 +357,8 @@ def make_student_set(teacher_path, out, *, poses: int = 16, envs=None, rotations
                                        "rejected_draws": rejected}})
     summary = {"tool": "relit-hands make-student-set", "command": command, "out": str(out), "samples": len(samples),
                "poses": poses, **environments.describe(), "rotations": rotations, "n_lights_teacher": n_lights,
-               "feature_lights": feature_lights, "features_lit_by": "basis", "translucency_mfp_m": list(translucency), "key_lights": int(key_lights),
+               "feature_lights": feature_lights, "features_lit_by": "basis", "translucency_mfp_m": list(translucency),
+               "key_lights": int(key_lights),
                "resolution": cond.resolution,
                "splits": {s: sum(1 for x in samples if x["split"] == s) for s in ("train", "val")},
                "heldout_poses_excluded_from": str(capture) if capture else None, "rejected_draws": rejected,

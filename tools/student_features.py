@@ -129,11 +129,13 @@ def recompute_features(src, out, *, key_lights: int = 0, light_library=None, lit
     extra["features_lit_by"] = lit_by
     extra["recomputed_from"] = str(src)
     write_manifest(out, resolution=R, n_lights=N, feature_names=man["feature_names"], samples=samples,
-                   generator=man.get("generator", "") + f"; features recomputed (key_lights={key_lights}, lit by the {lit_by})",
+                   generator=man.get("generator", "")
+                   + f"; features recomputed (key_lights={key_lights}, lit by the {lit_by})",
                    asset=engine.asset, feature_kwargs=man.get("feature_kwargs"), extra=extra)
     done_path.unlink(missing_ok=True)
     summary = {"tool": "relit-hands recompute-features", "command": command, "src": str(src), "out": str(out),
-               "samples": len(samples), "key_lights": int(key_lights), "features_lit_by": lit_by, "wall_seconds": time.time() - t0}
+               "samples": len(samples), "key_lights": int(key_lights), "features_lit_by": lit_by,
+               "wall_seconds": time.time() - t0}
     write_text_atomic(out / "summary.json", json.dumps(summary, indent=1) + "\n")
     return summary
 
