@@ -15,12 +15,17 @@ from relit_hands.tools.cli import main as cli_main
 torch.set_num_threads(1)
 
 
+def _capture(tmp_path_factory, name: str, **kw):
+    """A tiny make-phone-video capture in a fresh folder."""
+    out = tmp_path_factory.mktemp(name) / "clip"
+    pv.make_phone_video(out, progress=False, **kw)
+    return out
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-    out = tmp_path_factory.mktemp("ref") / "views"
-    pv.make_phone_video(out, frames=2, resolution=48, spp=4, views=2, person_seed=5, tone="dark", seed=1,
-                        progress=False)
-    return out
+    return _capture(tmp_path_factory, "ref", frames=2, resolution=48, spp=4, views=2, person_seed=5, tone="dark",
+                    seed=1)
 
 
 @pytest.fixture(scope="module")
@@ -60,10 +65,8 @@ def test_missing_inputs_are_one_line_errors(reference, student, tmp_path, capsys
 
 @pytest.fixture(scope="module")
 def phone_capture(tmp_path_factory):
-    out = tmp_path_factory.mktemp("phone") / "clip"
-    pv.make_phone_video(out, frames=3, resolution=40, spp=2, views=1, person_seed=7, tone="light", seed=2,
-                        progress=False)
-    return out
+    return _capture(tmp_path_factory, "phone", frames=3, resolution=40, spp=2, views=1, person_seed=7, tone="light",
+                    seed=2)
 
 
 def _fake_fit(capture, folder, asset, held_out=(1,)):

@@ -111,8 +111,8 @@ def _build_scene(args):
 
 
 def _render_asset(args):
-    """The hand asset of ``render`` (and ``bench``): ``--asset``, else the one the ``--student`` was
-    trained on, else the shipped default (:func:`~relit_hands.student.render_asset_path`)."""
+    """The hand asset of ``render``: ``--asset``, else the one the ``--student`` was trained on (when
+    shading with the student), else the shipped default (:func:`~relit_hands.student.render_asset_path`)."""
     from ..student import render_asset_path
 
     return render_asset_path(args.asset, args.student if args.shading == "student" else None)
