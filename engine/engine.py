@@ -205,7 +205,8 @@ class Engine:
 
     def vertex_features(self, scene: Scene, env: EnvironmentMap, view_origin, *, n_lights: int = 64,
                         sources=("vis",), posed: dict | None = None, translucency=None, timer=None,
-                        key_lights: int = 0, key_resolution: int | None = None, **feature_kw) -> dict:
+                        key_lights: int = 0, key_resolution: int | None = None, key_edge_samples: int = 3,
+                        **feature_kw) -> dict:
         """Per-proxy-vertex lighting features (the part of :meth:`lighting_features` before the UV
         gather) for one or both ``sources``: 'vis' (visibility ray cast against both hands'
         proxies) and 'novis' (visibility = 1 for every vertex and light: no ray casting).
@@ -218,7 +219,10 @@ class Engine:
         'vis' diffuse_vis / spec_* channels is cast per UV texel instead of per vertex
         (:mod:`.key_lights`): it is left out of ``out['vis']`` and returned as ``out['key']``
         (:func:`~relit_hands.key_lights.texel_key_lights`); :meth:`feature_maps` adds it back
-        after the gather. 'novis' is unaffected (nothing to sharpen without visibility).
+        after the gather; along their shadow edges each texel's visibility is the fraction of
+        ``key_edge_samples`` squared rays that reach the light (1: one ray decides, a staircase
+        edge; :func:`~relit_hands.key_lights.key_shadow_coverage`). 'novis' is unaffected (nothing
+        to sharpen without visibility).
         ``posed`` optionally gives {side: HandOutput} with proxy vertices already skinned;
         ``timer`` a :class:`~relit_hands.stages.StageTimer` to mark the stages on (else one of its own).
         Returns ``{'vis': [H,Vp,C], 'novis': [H,Vp,C] (those asked for), 'energy': [3], 'names':
@@ -272,7 +276,7 @@ class Engine:
         if key_idx is not None:
             out["key"] = texel_key_lights(self.raycaster, self.uv_rasterizer(int(key_resolution)), proxies, normals,
                                           self.asset.proxy_faces, dirs, rgb, out["energy"], len(key_idx),
-                                          indices=key_idx)
+                                          indices=key_idx, edge_samples=key_edge_samples)
             out["key"]["roughness"] = tuple(feature_kw.get("roughness", (0.2, 0.4, 0.7)))
             out["key"]["view_origin"] = origin
             out["key"]["proxy_vertices"], out["key"]["proxy_normals"] = proxies, normals

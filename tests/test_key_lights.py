@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from relit_hands.features import lighting_features
-from relit_hands.key_lights import (add_key_light_maps, key_light_indices, key_light_maps, pack_visibility,
-                                    texel_key_visibility, texel_surface, unpack_visibility)
+from relit_hands.key_lights import (add_key_light_maps, key_light_indices, key_light_maps, key_shadow_coverage,
+                                    pack_coverage, pack_visibility, texel_key_visibility, texel_steps,
+                                    texel_surface, unpack_coverage, unpack_visibility)
 from relit_hands.raycast import get_backend
 from relit_hands.uv_maps import UVRasterizer
 
@@ -62,6 +63,82 @@ def test_texel_visibility_is_the_analytic_shadow(backend):
         assert not v[sure_in].any() and v[sure_out].all()
     assert not vis[0, 2].any()                                  # a light below the floor: cos <= 0
     assert not vis[0][:, ~uv.valid].any()                       # texels without a lookup stay False
+
+
+def _floor_scene(backend):
+    caster = get_backend(backend)
+    caster.build(torch.from_numpy(np.concatenate([QUAD, OCC])),
+                 torch.from_numpy(np.concatenate([QUAD_FACES, np.array([[4, 5, 6]])])))
+    return caster
+
+
+def test_texel_steps_are_the_texel_spacing_on_the_floor():
+    uv, pts, _ = _floor(40)
+    dx, dy = texel_steps(pts, uv.valid)
+    valid = torch.from_numpy(uv.valid)
+    step = 0.1 / 40                                              # metres per texel
+    for d in (dx, dy):
+        length = d[0].norm(dim=0)[valid]
+        assert torch.allclose(length, torch.full_like(length, step), rtol=1e-3)   # one-sided at the borders too
+    assert float((dx[0, :, valid] * dy[0, :, valid]).sum(0).abs().max()) < 1e-9   # orthogonal on a square chart
+    assert float(dx[0, 1, valid].abs().max()) < 1e-9 and float(dy[0, 1, valid].abs().max()) < 1e-9  # in the plane
+    assert dx[0][:, ~valid].abs().sum() == 0
+
+
+@pytest.mark.parametrize("backend", ["torch", "embree"])
+def test_shadow_coverage_is_the_shadowed_fraction_of_each_texel(backend):
+    """Coverage against the analytic shadow of the occluder: the fraction of a 16 x 16 grid over
+    each texel's footprint whose ray (from 1 mm above) misses the triangle, computed analytically. One ray per texel misses
+    it by up to a whole texel along the edge; 3 x 3 edge rays by much less."""
+    R = 48
+    uv, pts, nrm = _floor(R)
+    caster = _floor_scene(backend)
+    dirs = torch.nn.functional.normalize(torch.tensor([[0.3, 1.0, -0.2], [-0.5, 1.0, 0.4]]), dim=-1)
+    vis = texel_key_visibility(caster, pts, nrm, uv.valid, dirs)
+    cov = key_shadow_coverage(caster, pts, nrm, uv.valid, dirs, vis, samples=3)
+    assert cov.dtype == torch.float32 and cov.shape == vis.shape
+    assert torch.equal(key_shadow_coverage(caster, pts, nrm, uv.valid, dirs, vis, samples=1), vis.float())
+    dx, dy = texel_steps(pts, uv.valid)
+    o = (np.arange(16) + 0.5) / 16 - 0.5
+    valid = uv.valid.reshape(-1)
+    P = pts[0].permute(1, 2, 0).reshape(-1, 3).numpy()[valid]
+    DX = dx[0].permute(1, 2, 0).reshape(-1, 3).numpy()[valid]
+    DY = dy[0].permute(1, 2, 0).reshape(-1, 3).numpy()[valid]
+    for li in range(2):
+        d = dirs[li].numpy()
+        lit = np.zeros(len(P))
+        for ox in o:
+            for oy in o:
+                q = P + ox * DX + oy * DY                        # the ray starts 1 mm above it (epsilon)
+                hit = q[:, [0, 2]] + ((0.05 - 1e-3) / d[1]) * d[[0, 2]]
+                lit += _inside_triangle(hit, OCC[:, [0, 2]], 0) < 0
+        ref = lit / 256.0
+        c = cov[0, li].reshape(-1).numpy()[valid]
+        v = vis[0, li].reshape(-1).numpy()[valid].astype(np.float64)
+        edge = (ref > 0) & (ref < 1)
+        assert edge.sum() > 20
+        err_ray, err_cov = np.abs(v - ref)[edge].mean(), np.abs(c - ref)[edge].mean()
+        assert err_cov < 0.45 * err_ray, (err_cov, err_ray)
+        assert np.abs(c - ref).max() < 0.45                      # 9 rays: never a whole texel off
+        inner = np.abs(ref - 0.5) == 0.5                         # fully lit or shadowed texels ...
+        assert np.mean(c[inner] == ref[inner]) > 0.98            # ... keep their verdict
+        assert ((c > 0) & (c < 1)).sum() > 0.5 * edge.sum()
+    with pytest.raises(ValueError, match="samples"):
+        key_shadow_coverage(caster, pts, nrm, uv.valid, dirs, vis, samples=0)
+
+
+def test_coverage_packing_round_trips_per_hand():
+    rng = np.random.default_rng(3)
+    cov = torch.from_numpy((rng.random((2, 3, 20, 20)) > 0.5).astype(np.float32))
+    cov[0, 1, 4, 5], cov[1, 2, 19, 19], cov[1, 0, 0, 0] = 0.25, 0.6, 1.0 / 9
+    arrays = pack_coverage(cov)
+    assert arrays["key_partial_index"].dtype == np.int32 and arrays["key_partial_index"].size == 3
+    back = unpack_coverage(arrays, 20)
+    assert torch.allclose(back, cov, atol=0.5 / 255)
+    for h in range(2):
+        assert torch.allclose(unpack_coverage(arrays, 20, hand=h), cov[h:h + 1], atol=0.5 / 255)
+    old = {"key_visibility": arrays["key_visibility"]}           # a set written before coverage: the bits
+    assert torch.equal(unpack_coverage(old, 20), (cov >= 0.5).float())
 
 
 def test_key_light_maps_equal_the_feature_formulas_at_the_texels():

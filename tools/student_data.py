@@ -18,6 +18,9 @@ Format (full description: docs/student_dataset.md), one folder::
                     with ``"key_lights": K > 0`` in the manifest (:mod:`relit_hands.key_lights`),
                     vertex_features leaves the K brightest lights out of diffuse_vis / spec_*, and:
                       key_visibility         uint8 [H, K, ceil(R*R/8)] per-texel visibility bits
+                      key_partial_index      int32 [M]  texels of fractional visibility along shadow
+                      key_partial_coverage   uint8 [M]  edges (flat [H, K, R*R]; coverage x 255);
+                                                        absent in sets written before them
                       key_dirs, key_rgb_n    float32 [K, 3]  directions; RGB / energy
                       proxy_vertices, proxy_normals  float32 [H, Vp, 3]  world, metres
                     the dataset adds the key lights' per-texel part back after the gather.
@@ -81,12 +84,12 @@ def asset_uv_rasterizer(asset: HandAsset, resolution: int) -> UVRasterizer:
 
 def key_light_arrays(key: dict) -> dict:
     """The sample arrays of the key lights (module docstring) from ``Engine.vertex_features``' ``out['key']``."""
-    from ..key_lights import pack_visibility
+    from ..key_lights import pack_coverage
 
     def f32(x):
         return np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x, np.float32)
 
-    return {"key_visibility": pack_visibility(key["visibility"]), "key_dirs": f32(key["dirs"]),
+    return {**pack_coverage(key["visibility"]), "key_dirs": f32(key["dirs"]),
             "key_rgb_n": f32(key["rgb_n"]), "proxy_vertices": f32(key["proxy_vertices"]),
             "proxy_normals": f32(key["proxy_normals"])}
 
@@ -223,6 +226,8 @@ class StudentDataset(torch.utils.data.Dataset):
                 if self.key_lights:
                     keys += ["key_visibility", "key_dirs", "key_rgb_n", "proxy_vertices", "proxy_normals"]
                 d = {k: z[k] for k in keys}
+                if self.key_lights and "key_partial_index" in z.files:  # fractional shadow edges
+                    d.update(key_partial_index=z["key_partial_index"], key_partial_coverage=z["key_partial_coverage"])
         except FileNotFoundError:
             raise StudentDatasetError(f"{p}: sample file not found") from None
         except (OSError, ValueError, KeyError) as e:
@@ -246,11 +251,11 @@ class StudentDataset(torch.utils.data.Dataset):
 
     def _key_maps(self, d: dict, si: int, hi: int) -> torch.Tensor:
         """The key lights' per-texel part [3 + 3 len(roughness), R, R] of hand ``hi`` of sample ``si``."""
-        from ..key_lights import key_light_maps, texel_surface, unpack_visibility
+        from ..key_lights import key_light_maps, texel_surface, unpack_coverage
 
         pts, nrm = texel_surface(self.uv, torch.from_numpy(d["proxy_vertices"][hi:hi + 1]),
                                  torch.from_numpy(d["proxy_normals"][hi:hi + 1]), self.asset.proxy_faces)
-        vis = unpack_visibility(d["key_visibility"][hi:hi + 1], self.resolution)
+        vis = unpack_coverage(d, self.resolution, hand=hi)
         return key_light_maps(pts, nrm, vis, torch.from_numpy(d["key_dirs"]), torch.from_numpy(d["key_rgb_n"]),
                               self.samples[si]["view_origin"], self.roughness)[0]
 
