@@ -40,8 +40,8 @@ again at ``n x n`` points spread over the texel's footprint on the proxy surface
 visibility becomes the fraction ``C in [0, 1]`` of those rays that reach the light (the texel's
 *coverage*); every other texel keeps 0 or 1. The footprint of texel t is spanned by the steps to
 its neighbours ``dp/dx, dp/dy`` (:func:`texel_steps`); a sub-sample sits at
-``p_t + ox dp/dx + oy dp/dy``, ``o in {(i + 1/2) / n - 1/2}``, with the texel's normal (for odd ``n`` the middle sample is the
-texel's own ray, already cast).
+``p_t + ox dp/dx + oy dp/dy``, ``o in {(i + 1/2) / n - 1/2}``, with the texel's normal (for odd
+``n`` the middle sample is the texel's own ray, already cast).
 
 Cost: one ray per valid texel, hand and key light (R = 256: ~45k texels, so ~90k rays per key
 light for two hands, about half culled by ``cos``); the rays go to the frame's ray caster,

@@ -88,8 +88,8 @@ def test_texel_steps_are_the_texel_spacing_on_the_floor():
 @pytest.mark.parametrize("backend", ["torch", "embree"])
 def test_shadow_coverage_is_the_shadowed_fraction_of_each_texel(backend):
     """Coverage against the analytic shadow of the occluder: the fraction of a 16 x 16 grid over
-    each texel's footprint whose ray (from 1 mm above) misses the triangle, computed analytically. One ray per texel misses
-    it by up to a whole texel along the edge; 3 x 3 edge rays by much less."""
+    each texel's footprint whose ray (from 1 mm above) misses the triangle, computed analytically.
+    One ray per texel misses it by up to a whole texel along the edge; 3 x 3 edge rays by much less."""
     R = 48
     uv, pts, nrm = _floor(R)
     caster = _floor_scene(backend)
