@@ -15,7 +15,7 @@
 #   egl         a headless moderngl context (backend='egl'): the GL compositor's renderer
 #   (nvdiffrast compiles in the background from here on: TORCH_CUDA_ARCH_LIST=9.0)
 #   info        relit-hands info
-#   cuda_tests  pytest -k cuda tests/test_raycast.py tests/test_uv_maps.py tests/test_inference.py tests/test_engine_pipeline.py
+#   cuda_tests  pytest -k cuda tests/test_raycast.py tests/test_uv_maps.py tests/test_inference.py tests/test_engine_pipeline.py tests/test_key_lights.py
 #   nvdiffrast  wait for the background build (the GPU fast path's rasterizer)
 #   check       benchmarks/gpu_check.py: every GPU stage vs the CPU reference on the same inputs
 #               (visibility agreement, feature / UV maps, student textures, image vs GL: PSNR >= 35 dB)
@@ -158,7 +158,7 @@ step_info() {
   echo "NOTE: relit-hands info ran"
 }
 step_cuda_tests() {
-  "$PY" -m pytest -q -rs -p no:cacheprovider -k cuda tests/test_raycast.py tests/test_uv_maps.py tests/test_inference.py tests/test_engine_pipeline.py
+  "$PY" -m pytest -q -rs -p no:cacheprovider -k cuda tests/test_raycast.py tests/test_uv_maps.py tests/test_inference.py tests/test_engine_pipeline.py tests/test_key_lights.py
   rc=$?
   [ "$rc" = 0 ] || { echo "FAIL: pytest -k cuda: exit $rc (see the log)"; exit 1; }
   if "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then

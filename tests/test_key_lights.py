@@ -276,3 +276,19 @@ def test_recomputed_features_lit_by_the_teachers_basis(engine, tmp_path):
     assert torch.allclose(ds[0]["maps"], ref.maps[0], atol=2e-3, rtol=2e-3)
     by_map = engine.lighting_features(scene, env, origin, n_lights=32, resolution=64, key_lights=2)
     assert not torch.allclose(ds[0]["maps"], by_map.maps[0], atol=2e-3, rtol=2e-3)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_shadow_coverage_cuda_matches_cpu():  # pragma: no cover - GPU machines only (benchmarks/gpu_suite.sh)
+    pytest.importorskip("triton")
+    uv, pts, nrm = _floor(48)
+    dirs = torch.nn.functional.normalize(torch.tensor([[0.3, 1.0, -0.2], [-0.5, 1.0, 0.4]]), dim=-1)
+    cpu = _floor_scene("torch")
+    want = key_shadow_coverage(cpu, pts, nrm, uv.valid, dirs, texel_key_visibility(cpu, pts, nrm, uv.valid, dirs))
+    gpu = get_backend("triton")
+    gpu.build(torch.from_numpy(np.concatenate([QUAD, OCC])).cuda(),
+              torch.from_numpy(np.concatenate([QUAD_FACES, np.array([[4, 5, 6]])])).cuda())
+    p, n = pts.cuda(), nrm.cuda()
+    got = key_shadow_coverage(gpu, p, n, uv.valid, dirs.cuda(), texel_key_visibility(gpu, p, n, uv.valid, dirs.cuda()))
+    assert got.is_cuda
+    assert float((got.cpu() - want).abs().mean()) < 1e-3          # rays that graze the occluder's edge may differ
