@@ -30,6 +30,14 @@ def _floor(R=48):
     return uv, pts, nrm
 
 
+def _floor_scene(backend, device="cpu"):
+    """A ray caster built on the floor quad and the occluder triangle above it."""
+    caster = get_backend(backend)
+    caster.build(torch.from_numpy(np.concatenate([QUAD, OCC])).to(device),
+                 torch.from_numpy(np.concatenate([QUAD_FACES, np.array([[4, 5, 6]])])).to(device))
+    return caster
+
+
 def _inside_triangle(p, tri, margin):
     """p [T,2], tri [3,2]: inside with every barycentric >= margin (False: outside by >= margin)."""
     a, b, c = tri
@@ -43,10 +51,7 @@ def _inside_triangle(p, tri, margin):
 @pytest.mark.parametrize("backend", ["torch", "embree"])
 def test_texel_visibility_is_the_analytic_shadow(backend):
     uv, pts, nrm = _floor()
-    scene_v = np.concatenate([QUAD, OCC])
-    scene_f = np.concatenate([QUAD_FACES, np.array([[4, 5, 6]])])
-    caster = get_backend(backend)
-    caster.build(torch.from_numpy(scene_v), torch.from_numpy(scene_f))
+    caster = _floor_scene(backend)
     dirs = torch.nn.functional.normalize(torch.tensor([[0.0, 1.0, 0.0], [0.3, 1.0, -0.2], [0.0, -1.0, 0.0]]), dim=-1)
     vis = texel_key_visibility(caster, pts, nrm, uv.valid, dirs)
     assert vis.shape == (1, 3, 48, 48) and vis.dtype == torch.bool
@@ -63,13 +68,6 @@ def test_texel_visibility_is_the_analytic_shadow(backend):
         assert not v[sure_in].any() and v[sure_out].all()
     assert not vis[0, 2].any()                                  # a light below the floor: cos <= 0
     assert not vis[0][:, ~uv.valid].any()                       # texels without a lookup stay False
-
-
-def _floor_scene(backend):
-    caster = get_backend(backend)
-    caster.build(torch.from_numpy(np.concatenate([QUAD, OCC])),
-                 torch.from_numpy(np.concatenate([QUAD_FACES, np.array([[4, 5, 6]])])))
-    return caster
 
 
 def test_texel_steps_are_the_texel_spacing_on_the_floor():
@@ -285,9 +283,7 @@ def test_shadow_coverage_cuda_matches_cpu():  # pragma: no cover - GPU machines 
     dirs = torch.nn.functional.normalize(torch.tensor([[0.3, 1.0, -0.2], [-0.5, 1.0, 0.4]]), dim=-1)
     cpu = _floor_scene("torch")
     want = key_shadow_coverage(cpu, pts, nrm, uv.valid, dirs, texel_key_visibility(cpu, pts, nrm, uv.valid, dirs))
-    gpu = get_backend("triton")
-    gpu.build(torch.from_numpy(np.concatenate([QUAD, OCC])).cuda(),
-              torch.from_numpy(np.concatenate([QUAD_FACES, np.array([[4, 5, 6]])])).cuda())
+    gpu = _floor_scene("triton", "cuda")
     p, n = pts.cuda(), nrm.cuda()
     got = key_shadow_coverage(gpu, p, n, uv.valid, dirs.cuda(), texel_key_visibility(gpu, p, n, uv.valid, dirs.cuda()))
     assert got.is_cuda
