@@ -344,6 +344,64 @@ def test_albedo_least_squares_recovers_known_albedo(synthetic_views):
     assert fit.albedo.shape == (512, 512, 3) and fit.coverage.shape == (512, 512)
 
 
+def test_sparse_deviation_keeps_marks_and_drops_blotches():
+    """A solved albedo = base x a gauge x a smooth +-15 % blotch, with a dark mark (-1.6 in log) on
+    3 % of the texels: the gauge is recovered, the blotch shrinks to 0 and the mark survives less
+    the threshold; unobserved texels carry no departure; threshold None keeps everything."""
+    rng = np.random.default_rng(3)
+    Rw = 64
+    T = Rw * Rw
+    yy, xx = np.mgrid[0:Rw, 0:Rw] / Rw
+    base = (0.3 + 0.4 * rng.random((T, 3))).astype(np.float64)
+    blotch = 0.15 * np.stack([np.sin(2 * np.pi * (xx + c / 3)) * np.cos(2 * np.pi * yy) for c in range(3)], -1)
+    mark = np.zeros((Rw, Rw), bool)
+    mark[10:21, 40:51] = True                                    # 121 texels, 3 %
+    log_gauge = np.array([0.2, -0.1, 0.05])
+    d_true = blotch.reshape(T, 3) + np.where(mark.reshape(T, 1), np.array([-1.6, -1.6, -1.2]), 0.0)
+    albedo = base * np.exp(log_gauge + d_true)
+    weight = rng.uniform(0.5, 2.0, T)
+    weight[:Rw * 4] = 0.0                                        # the first four rows never seen
+    g, dev, t = tf.sparse_deviation(albedo, base, weight)
+    np.testing.assert_allclose(g, log_gauge, atol=0.03)         # the blotch is zero-mean, the mark sparse
+    assert 0.2 < t < 0.5                                         # 3 x the median |blotch|
+    m = mark.reshape(T)
+    seen = weight > 0
+    assert np.abs(dev[~seen]).max() == 0.0
+    # the blotch (|d| < t everywhere off the mark) is gone
+    assert np.abs(dev[seen & ~m]).max() < 0.05
+    # the mark keeps its direction and all but the threshold of its length
+    length = np.linalg.norm(dev[m], axis=1)
+    true_length = np.linalg.norm(d_true[m] - (g - log_gauge), axis=1)
+    np.testing.assert_allclose(length, true_length - t, atol=0.06)
+    cos = (dev[m] * d_true[m]).sum(1) / (length * np.linalg.norm(d_true[m], axis=1))
+    assert cos.min() > 0.99
+    g2, keep, t2 = tf.sparse_deviation(albedo, base, weight, threshold=None)
+    assert t2 == 0.0
+    np.testing.assert_allclose(keep[seen], np.log(albedo[seen] / base[seen]) - g2, atol=1e-9)
+
+
+def test_upsampled_albedo_keeps_the_base_detail():
+    """No departure -> exactly the full-resolution base times the gauge (its detail finer than a
+    working texel kept, observed or not); a departure over a fully covered block scales the base
+    there by exp(d)."""
+    rng = np.random.default_rng(4)
+    R, Rw = 256, 32
+    base = (0.2 + 0.6 * rng.random((R, R, 3))).astype(np.float64)     # per-texel detail
+    gauge = np.array([1.1, 0.9, 0.8])
+    weight = np.zeros(Rw * Rw)
+    weight[Rw * 8:Rw * 24] = 50.0                                      # rows 8..23 well observed
+    zero = np.zeros((Rw * Rw, 3))
+    out, cov = tf.upsample_albedo(zero, weight, base, gauge, half_weight=1.0)
+    np.testing.assert_allclose(out, np.clip(base * gauge, 0, 1), rtol=1e-5, atol=1e-6)
+    assert cov[R // 2, R // 2] > 0.99 and cov[4, 4] == 0.0
+    dev = zero.copy()
+    dev[Rw * 8:Rw * 24] = [-0.5, -0.5, -0.5]
+    out, _ = tf.upsample_albedo(dev, weight, base, gauge, half_weight=1.0)
+    centre = slice(R // 2 - 16, R // 2 + 16)
+    np.testing.assert_allclose(out[centre], np.clip(base[centre] * gauge * np.exp(-0.5), 0, 1), rtol=1e-4)
+    np.testing.assert_allclose(out[:16], np.clip(base[:16] * gauge, 0, 1), rtol=1e-5)   # unobserved rows
+
+
 # ------------------------------------------------------------------------------------ the command
 
 

@@ -683,7 +683,8 @@ def _appearance_stage(part: _Partial, cap, data, geometry, asset_dir: Path, aset
         fit = tf.AppearanceFit(albedo=arrays["albedo"], coverage=arrays["coverage"], albedo_work=arrays["albedo_work"],
                                weight_work=arrays["weight_work"], working_resolution=int(meta["working_resolution"]),
                                gauge=np.asarray(meta["gauge"]), lighting=lights, rounds=meta["rounds"],
-                               seconds=meta["seconds"], observations=int(meta["observations"]))
+                               seconds=meta["seconds"], observations=int(meta["observations"]),
+                               mark_threshold=float(meta.get("mark_threshold", 0.0)))
         return fit, True
     t0 = time.perf_counter()
     flat = tf.flat_normal_asset(asset_dir, part.path / "work" / "fitted_flat")
@@ -729,7 +730,8 @@ def _appearance_stage(part: _Partial, cap, data, geometry, asset_dir: Path, aset
                              "weight_work": fit.weight_work},
               {"working_resolution": fit.working_resolution, "gauge": fit.gauge.tolist(),
                "lighting": {str(k): v.to_json() for k, v in fit.lighting.items()}, "rounds": fit.rounds,
-               "seconds": fit.seconds, "observations": fit.observations}, "appearance")
+               "seconds": fit.seconds, "observations": fit.observations, "mark_threshold": fit.mark_threshold},
+              "appearance")
     return fit, False
 
 
@@ -800,7 +802,8 @@ def _fit_json(cap, data, geometry, appearance, gset, aset, settings_json, comman
             "appearance": {"working_resolution": appearance.working_resolution,
                            "texture_resolution": int(appearance.albedo.shape[0]),
                            "observations": appearance.observations, "rounds": appearance.rounds,
-                           "gauge_of_base_fill": np.round(appearance.gauge, 6).tolist(),
+                           "gauge_of_base": np.round(appearance.gauge, 6).tolist(),
+                           "mark_threshold": appearance.mark_threshold,
                            "covered_texels_fraction": round(float((appearance.coverage >= 0.5).mean()), 6)},
             "frames": frames,
             "keypoint_error_px": {"fitted": _mean(geometry.keypoint_error_px[~data.holdout]),
@@ -839,7 +842,10 @@ def _model_card(summary: dict, info: dict) -> str:
         f"- Keypoint reprojection error: {kp['fitted']} px on fitted frames, {kp['held_out']} px on held-out frames.",
         f"- Albedo: solved at {summary['appearance']['working_resolution']}^2, written at "
         f"{summary['appearance']['texture_resolution']}^2; {100 * summary['appearance']['covered_texels_fraction']:.1f} "
-        "% of the texture's texels are covered (coverage.png); the rest is hand_v2's albedo in the fitted gauge.", "",
+        "% of the texture's texels are covered (coverage.png). The albedo is hand_v2's in the fitted gauge times "
+        "the person's marks: departures from hand_v2 larger than "
+        f"{summary['appearance']['mark_threshold']} (log, after a soft threshold) are kept; smaller, "
+        "blotch-like ones are not told apart from lighting-model error and are dropped.", "",
         "## Limits", "",
         "- **normal.png and roughness.png are hand_v2's, copied: not estimated.**",
         "- The albedo is known only up to one scale per colour channel (light and skin trade off); the gauge matches "
