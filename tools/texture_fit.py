@@ -56,8 +56,8 @@ Alternation (``rounds``, default 3), after an initial albedo = the base asset's:
    therefore not recoverable from uncalibrated video; the *pattern* (marks, freckles, nails, palm
    against back) is. The evaluation (``personalize-eval``) compares albedos after one least-squares
    scale per channel for this reason;
-4. **marks** (once, after the rounds) -- the solved albedo is trusted only where it departs from the base clearly
-   (:func:`sparse_deviation`): per working texel the log ratio to the base, ``d = log(A / base) -
+4. **marks** (once, after the rounds) -- the solved albedo is trusted only where it departs from
+   the base clearly (:func:`sparse_deviation`): per working texel the log ratio to the base, ``d = log(A / base) -
    g`` (``g`` its weighted median over the observed texels), is shrunk towards 0 by a soft threshold
    on its length, ``d' = d max(0, |d| - t) / |d|`` with ``t`` = :data:`MARK_THRESHOLD` x the median
    ``|d|``. The image model leaves out subsurface scattering, specular reflection and the
@@ -208,8 +208,9 @@ class AppearanceFit:
     (filled), ``coverage`` [R, R] in [0, 1], ``albedo_work`` [Rw, Rw, 3] / ``weight_work`` [Rw*Rw]
     (the solve itself, before :func:`sparse_deviation`), ``working_resolution``, ``gauge`` [3] (the
     per-channel scale of the base in the output, ``exp(g)``), ``lighting`` {frame index:
-    FrameLighting}, ``rounds`` (per round: RMS residual over the training observations), ``seconds`` per part, ``observations`` (pixel count),
-    ``mark_threshold`` (the log-ratio threshold :func:`sparse_deviation` used)."""
+    FrameLighting}, ``rounds`` (per round: RMS residual over the training observations), ``seconds``
+    per part, ``observations`` (pixel count), ``mark_threshold`` (the log-ratio threshold
+    :func:`sparse_deviation` used)."""
 
     albedo: np.ndarray
     coverage: np.ndarray
