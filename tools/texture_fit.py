@@ -70,7 +70,8 @@ Alternation (``rounds``, default 3), after an initial albedo = the base asset's:
    base on two people, 1.1 dB below it on the third, and 1.8-3.9 dB above the unshrunk albedo on
    all three (``MARK_THRESHOLD`` was chosen on these people only). What survives the threshold
    is what a person adds to a hand: painted nails, a birthmark, a scar; freckles smaller than a
-   working texel are below what the frames resolve.
+   working texel are below what the frames resolve. Every frame's final lighting (``fit.json``, the
+   contact sheet) is solved against this albedo, the one that is written.
 
 Observations: hand pixels of the rendered fitted hand that are also inside the input mask, both
 eroded by ``edge_px`` (default 2: away from the silhouette edge, where the fit and the mask
@@ -608,21 +609,22 @@ def fit_appearance(frames: dict, train: list, base_albedo_full: np.ndarray, face
         rms = float(np.sqrt(np.mean([lights[f].rms ** 2 for f in train])))
         rounds.append({"round": rnd + 1, "rms_linear": rms, "observed_texels": int(seen.sum()),
                        "gauge": np.round(k, 5).tolist()})
-    # final lighting for every frame (held-out ones included) with the final albedo
+    t1 = time.perf_counter()
+    log_gauge, deviation, mark_t = sparse_deviation(albedo, base_work, W, st.mark_threshold)
+    gauge_base = np.exp(log_gauge)
+    full, coverage = upsample_albedo(deviation, W, base_albedo_full.astype(np.float64), gauge_base,
+                                     st.coverage_half_weight * typical)
+    seconds["upsample"] = time.perf_counter() - t1
+    # final lighting for every frame (held-out ones included) with the albedo that is written
+    written = np.clip(base_work * np.exp(log_gauge + deviation), 0.0, 1.0)
     t1 = time.perf_counter()
     for f in tqdm(sorted(frames), desc="appearance: final lighting", unit="frame", disable=not progress, leave=False,
                   dynamic_ncols=True):
         obs = frames[f]
         prev = lights.get(f)
-        lights[f] = solve_lighting(obs, albedo[obs.concat("texel")], faces, caster, st,
+        lights[f] = solve_lighting(obs, written[obs.concat("texel")], faces, caster, st,
                                    direction=None if prev is None else prev.direction, search=prev is None)
     seconds["lighting"] += time.perf_counter() - t1
-    half = st.coverage_half_weight * typical
-    t1 = time.perf_counter()
-    log_gauge, deviation, mark_t = sparse_deviation(albedo, base_work, W, st.mark_threshold)
-    gauge_base = np.exp(log_gauge)
-    full, coverage = upsample_albedo(deviation, W, base_albedo_full.astype(np.float64), gauge_base, half)
-    seconds["upsample"] = time.perf_counter() - t1
     seconds = {k: round(v, 3) for k, v in seconds.items()}
     seconds["total"] = round(time.perf_counter() - t0, 3)
     return AppearanceFit(albedo=full, coverage=coverage, albedo_work=albedo.reshape(Rw, Rw, 3).astype(np.float32),
