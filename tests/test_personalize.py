@@ -380,6 +380,54 @@ def test_sparse_deviation_keeps_marks_and_drops_blotches():
     np.testing.assert_allclose(keep[seen], np.log(albedo[seen] / base[seen]) - g2, atol=1e-9)
 
 
+def test_sparse_deviation_keeps_the_nails_whole():
+    """Texels marked keep_whole (the nail plates) keep their departure unshrunk, the rest is shrunk
+    exactly as without the mask, and the threshold (set by every seen texel) does not change."""
+    rng = np.random.default_rng(5)
+    T = 4096
+    base = 0.3 + 0.4 * rng.random((T, 3))
+    d_true = rng.normal(0.0, 0.1, (T, 3))
+    nail = np.zeros(T, bool)
+    nail[100:180] = True
+    d_true[nail] = [-1.2, -1.0, -0.3]                            # polish
+    d_true[200:210] = [-1.2, -1.0, -0.3]                          # the same departure off the nails
+    albedo = base * np.exp(d_true)
+    weight = rng.uniform(0.5, 2.0, T)
+    weight[nail.nonzero()[0][:5]] = 0.0                           # a nail texel never seen
+    g0, shrunk, t0 = tf.sparse_deviation(albedo, base, weight)
+    g, dev, t = tf.sparse_deviation(albedo, base, weight, keep_whole=nail)
+    assert t == t0 and np.array_equal(g, g0) and t > 0.3
+    seen = weight > 0
+    np.testing.assert_allclose(dev[nail & seen], d_true[nail & seen] - g, atol=1e-9)
+    assert np.abs(dev[~seen]).max() == 0.0
+    np.testing.assert_array_equal(dev[~nail], shrunk[~nail])
+    # off the nails the same departure loses the threshold from its length
+    np.testing.assert_allclose(np.linalg.norm(dev[200:210], axis=1),
+                               np.linalg.norm(d_true[200:210] - g, axis=1) - t, atol=1e-9)
+
+
+def test_region_fraction_of_the_nails():
+    """region_fraction at one sample per texel is the barycentric interpolation of the per-vertex
+    region at the texel centre (make-phone-video's texel lookup, computed independently); with
+    supersampling it is the area average of the finer map; the nails are a few per cent of the
+    atlas and lie inside the charts."""
+    asset = HandAsset.load(BASE)
+    R = 64
+    fine = tf.region_fraction(asset, tf.NAIL_REGION, R * 4, supersample=1)
+    lookup = pv._texel_lookup(str(BASE), R * 4)
+    ref = np.zeros((R * 4) ** 2)
+    ref[lookup.flat] = lookup.region[:, tf.NAIL_REGION]
+    np.testing.assert_allclose(fine, ref, atol=1e-5)
+    coarse = tf.region_fraction(asset, tf.NAIL_REGION, R, supersample=4)
+    np.testing.assert_allclose(coarse, fine.reshape(R, 4, R, 4).mean((1, 3)).reshape(-1), atol=1e-9)
+    assert 0.0 <= coarse.min() and coarse.max() <= 1.0
+    on = (coarse >= 0.5).mean()
+    assert 0.003 < on < 0.05, on
+    charts = np.zeros((R * 4) ** 2, bool)
+    charts[lookup.flat] = True
+    assert fine[~charts].max() == 0.0
+
+
 def test_upsampled_albedo_keeps_the_base_detail():
     """No departure -> exactly the full-resolution base times the gauge (its detail finer than a
     working texel kept, observed or not); a departure over a fully covered block scales the base
@@ -455,6 +503,23 @@ def test_personalize_eval_report(personalized, mono, tmp_path):
     assert r["rest_vertices"]["base"]["mean_mm"] > 0 and r["keypoints_3d"]["held_out"]["frames"] >= 1
     # the base asset against itself-truth is what the report calls 'base': same topology check works
     assert r["keypoints_3d"]["fitted"]["mean_mm"] < 200
+    # monocular: one size scale about the camera, chosen on the fitted frames only
+    k = r["keypoints_3d"]
+    assert 0.8 < k["size_scale"] < 1.25 and k["held_out"]["size_aligned_mm"] > 0
+    fitted_rows = [row for row in k["per_frame"] if not row["held_out"]]
+    assert k["fitted"]["size_aligned_mm"] == pytest.approx(np.mean([row["size_aligned_mm"] for row in fitted_rows]),
+                                                           abs=2e-3)
+
+
+def test_camera_centre_scale():
+    """A hand 7 % too small and proportionally nearer is rescaled by 1.07 about the camera centre."""
+    from relit_hands.tools.personalize_eval import camera_centre_scale
+
+    rng = np.random.default_rng(6)
+    true = rng.normal(0.0, 0.04, (210, 3)) + [0.01, -0.02, 0.45]
+    fitted = true / 1.07 + rng.normal(0.0, 1e-4, true.shape)
+    assert camera_centre_scale(fitted, true) == pytest.approx(1.07, abs=2e-3)
+    assert camera_centre_scale(true, true) == pytest.approx(1.0, abs=1e-12)
 
 
 # ------------------------------------------------------------------------------------ refusals

@@ -684,7 +684,8 @@ def _appearance_stage(part: _Partial, cap, data, geometry, asset_dir: Path, aset
                                weight_work=arrays["weight_work"], working_resolution=int(meta["working_resolution"]),
                                gauge=np.asarray(meta["gauge"]), lighting=lights, rounds=meta["rounds"],
                                seconds=meta["seconds"], observations=int(meta["observations"]),
-                               mark_threshold=float(meta.get("mark_threshold", 0.0)))
+                               mark_threshold=float(meta.get("mark_threshold", 0.0)),
+                               whole_texels=int(meta.get("whole_texels", 0)))
         return fit, True
     t0 = time.perf_counter()
     flat = tf.flat_normal_asset(asset_dir, part.path / "work" / "fitted_flat")
@@ -723,14 +724,17 @@ def _appearance_stage(part: _Partial, cap, data, geometry, asset_dir: Path, aset
     train = [i for i in range(F) if not data.holdout[i] and frames[i].count > 0]
     if not train:
         raise InputFileError("no training frame has usable hand pixels (the fitted hand misses the masks?)")
-    fit = tf.fit_appearance(frames, train, base_albedo, faces, caster, aset, progress, resolution=Rw)
+    nails = tf.region_fraction(engine.asset, tf.NAIL_REGION, Rw)
+    fit = tf.fit_appearance(frames, train, base_albedo, faces, caster, aset, progress, resolution=Rw,
+                            nail_fraction=nails)
     fit.seconds["observations"] = round(observe_s, 3)
     engine.release()
     part.save("appearance", {"albedo": fit.albedo, "coverage": fit.coverage, "albedo_work": fit.albedo_work,
                              "weight_work": fit.weight_work},
               {"working_resolution": fit.working_resolution, "gauge": fit.gauge.tolist(),
                "lighting": {str(k): v.to_json() for k, v in fit.lighting.items()}, "rounds": fit.rounds,
-               "seconds": fit.seconds, "observations": fit.observations, "mark_threshold": fit.mark_threshold},
+               "seconds": fit.seconds, "observations": fit.observations, "mark_threshold": fit.mark_threshold,
+               "whole_texels": fit.whole_texels},
               "appearance")
     return fit, False
 
@@ -804,6 +808,7 @@ def _fit_json(cap, data, geometry, appearance, gset, aset, settings_json, comman
                            "observations": appearance.observations, "rounds": appearance.rounds,
                            "gauge_of_base": np.round(appearance.gauge, 6).tolist(),
                            "mark_threshold": appearance.mark_threshold,
+                           "nail_texels_kept_whole": appearance.whole_texels,
                            "covered_texels_fraction": round(float((appearance.coverage >= 0.5).mean()), 6)},
             "frames": frames,
             "keypoint_error_px": {"fitted": _mean(geometry.keypoint_error_px[~data.holdout]),
@@ -845,7 +850,9 @@ def _model_card(summary: dict, info: dict) -> str:
         "% of the texture's texels are covered (coverage.png). The albedo is hand_v2's in the fitted gauge times "
         "the person's marks: departures from hand_v2 larger than "
         f"{summary['appearance']['mark_threshold']} (log, after a soft threshold) are kept; smaller, "
-        "blotch-like ones are not told apart from lighting-model error and are dropped.", "",
+        "blotch-like ones are not told apart from lighting-model error and are dropped. The nail plates keep "
+        f"their departure whole ({summary['appearance']['nail_texels_kept_whole']} working texels): nail polish.",
+        "",
         "## Limits", "",
         "- **normal.png and roughness.png are hand_v2's, copied: not estimated.**",
         "- The albedo is known only up to one scale per colour channel (light and skin trade off); the gauge matches "

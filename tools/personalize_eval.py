@@ -26,6 +26,13 @@ Measures (each also for the un-personalised base asset ``hand_v2`` where it make
     true camera frame (``R x + t``) first; a multi-view fit is compared in the world. Reported both
     absolute and root-relative (both skeletons translated so their wrists coincide: the usual
     "MPJPE after root alignment", which takes out the monocular depth ambiguity of the root).
+    A monocular fit is also scored **size-aligned**: perspective projection is unchanged when the
+    whole scene is scaled about the camera centre, so from one camera a hand s times larger and s
+    times farther is the same video, and the fit's absolute size comes only from its shape prior.
+    One scale about the camera centre, ``s = sum f.t / sum f.f`` over the keypoints of the *fitted*
+    frames, is applied to every frame's fitted keypoints (``size_scale``; the held-out frames do not
+    choose it), like the one RGB scale of (a): ``size_aligned_mm`` is what is left once the size
+    is right.
 
 Writes ``report.json`` (machine-readable, every number), ``report.md`` (a small table) and
 ``albedo_comparison.png`` (true | fitted | base, each with its least-squares scale, sRGB, and the
@@ -44,7 +51,7 @@ import numpy as np
 
 from relit_hands.validation import InputFileError
 
-__all__ = ["albedo_psnr", "vertex_error_mm", "keypoint_errors_mm", "evaluate_personalization", "add_arguments",
+__all__ = ["albedo_psnr", "vertex_error_mm", "camera_centre_scale", "keypoint_errors_mm", "evaluate_personalization", "add_arguments",
            "run_from_args", "main"]
 
 COVERED = 128
@@ -84,6 +91,13 @@ def vertex_error_mm(vertices: np.ndarray, true: np.ndarray, origin: np.ndarray) 
             "best_scale": round(s, 5)}
 
 
+def camera_centre_scale(fitted: np.ndarray, true: np.ndarray) -> float:
+    """The least-squares ``s`` of ``s * fitted ~ true`` (points [N, 3] in the camera frame, the
+    camera at the origin): the one size / distance of a monocular fit that the video cannot fix."""
+    fitted, true = np.asarray(fitted, np.float64), np.asarray(true, np.float64)
+    return float((fitted * true).sum() / max((fitted * fitted).sum(), 1e-30))
+
+
 def keypoint_errors_mm(fit: dict, asset_dir: Path, gt: dict) -> dict:
     """Per-frame 3-D keypoint errors (mm) of ``fit.json``'s frames against ``frames.json``."""
     from relit_hands.hand_model import HandModel
@@ -91,7 +105,7 @@ def keypoint_errors_mm(fit: dict, asset_dir: Path, gt: dict) -> dict:
 
     model = HandModel(asset_dir)
     gt_frames = {int(g["frame"]): g for g in gt["frames"]}
-    rows = []
+    rows, fitted_kp = [], []
     for fr in fit["frames"]:
         n = int(fr["frame"])
         if n not in gt_frames:
@@ -107,14 +121,26 @@ def keypoint_errors_mm(fit: dict, asset_dir: Path, gt: dict) -> dict:
         dr = np.linalg.norm((kp - kp[0]) - (true - true[0]), axis=1) * 1e3
         rows.append({"frame": n, "held_out": bool(fr["held_out"]), "mean_mm": float(d.mean()),
                      "root_relative_mm": float(dr.mean())})
+        fitted_kp.append((kp, true))
+    monocular = fit.get("reference_frame") == "camera"
+    train = [kt for kt, r in zip(fitted_kp, rows) if not r["held_out"]]
+    size = None
+    if monocular and train:
+        size = camera_centre_scale(np.concatenate([k for k, _ in train]), np.concatenate([t for _, t in train]))
+        for (kp, true), r in zip(fitted_kp, rows):
+            r["size_aligned_mm"] = float(np.linalg.norm(size * kp - true, axis=1).mean() * 1e3)
 
     def agg(sel):
-        if not sel:
-            return {"frames": 0, "mean_mm": None, "root_relative_mm": None}
-        return {"frames": len(sel), "mean_mm": round(float(np.mean([r["mean_mm"] for r in sel])), 3),
-                "root_relative_mm": round(float(np.mean([r["root_relative_mm"] for r in sel])), 3)}
+        out = {"frames": len(sel), "mean_mm": None, "root_relative_mm": None}
+        if sel:
+            out.update(mean_mm=round(float(np.mean([r["mean_mm"] for r in sel])), 3),
+                       root_relative_mm=round(float(np.mean([r["root_relative_mm"] for r in sel])), 3))
+        if size is not None:
+            out["size_aligned_mm"] = round(float(np.mean([r["size_aligned_mm"] for r in sel])), 3) if sel else None
+        return out
 
     return {"held_out": agg([r for r in rows if r["held_out"]]), "fitted": agg([r for r in rows if not r["held_out"]]),
+            "size_scale": None if size is None else round(size, 5),
             "per_frame": [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()} for r in rows]}
 
 
@@ -221,15 +247,16 @@ def _markdown(r: dict) -> str:
         "", f"Covered texels: {100 * a['covered_fraction_of_charts']:.1f} % of the UV charts "
             f"({a['fitted']['texels']} texels); per-channel scales: fitted {a['fitted']['scale']}, base "
             f"{a['base']['scale']}.", "",
-        "| 3-D keypoints (mm) | frames | mean | root-relative |", "|---|---|---|---|",
+        "| 3-D keypoints (mm) | frames | mean | root-relative | size-aligned (monocular) |", "|---|---|---|---|---|",
         f"| held-out frames | {k['held_out']['frames']} | {f(k['held_out']['mean_mm'])} | "
-        f"{f(k['held_out']['root_relative_mm'])} |",
+        f"{f(k['held_out']['root_relative_mm'])} | {f(k['held_out'].get('size_aligned_mm'))} |",
         f"| fitted frames | {k['fitted']['frames']} | {f(k['fitted']['mean_mm'])} | "
-        f"{f(k['fitted']['root_relative_mm'])} |",
+        f"{f(k['fitted']['root_relative_mm'])} | {f(k['fitted'].get('size_aligned_mm'))} |",
         "", "![albedo comparison](albedo_comparison.png)", "",
         "Albedo PSNR is after one least-squares scale per channel (the lighting / albedo ambiguity); vertex errors "
         "are vertex-to-vertex in the canonical rest frame; keypoint errors compare the fitted model's keypoints "
-        "with frames.json's keypoints_3d.", ""]
+        "with frames.json's keypoints_3d. Size-aligned: after one scale about the camera centre fitted on the fitted "
+        f"frames (s = {f(k.get('size_scale'), 4)}): one camera cannot tell a hand's size from its distance.", ""]
     return "\n".join(lines)
 
 
