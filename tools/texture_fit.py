@@ -65,7 +65,7 @@ Alternation (``rounds``, default 3), after an initial albedo = the base asset's:
    Polish is the one mark a hand wears over a whole known region, and the soft threshold took ``t``
    (~0.6 in log) off it: a navy nail came out about 1.8x too light. On the three development people
    below (all with painted nails: plum, teal, navy), keeping the nails whole scored +1.5 / +0.8 /
-   +0.0 dB over shrinking them (25.97 / 20.84 / 27.78 dB against 24.44 / 20.03 / 27.78), where
+   -0.0 dB over shrinking them (25.92 / 20.78 / 27.66 dB against 24.41 / 19.96 / 27.68), where
    sharper thresholds for every texel (hard, garrote, firm) all lost 0.2-1.9 dB to the soft one. The image model leaves out subsurface scattering, specular reflection and the
    environment's inter-reflection, and a phone frame is noisy; what that leaves in ``d`` is a
    low-frequency blotch of a few tens of per cent over the whole hand (pink / green patches on the
