@@ -6,6 +6,7 @@ synthetic observations.
 The end-to-end fit runs with a fraction of the default iterations (``FitSettings(iterations_scale=...)``);
 everything here takes a few minutes on 2 CPU cores."""
 import json
+import math
 import warnings
 from pathlib import Path
 
@@ -227,6 +228,43 @@ def test_flipped_fist_is_recovered_by_the_hypotheses():
                                 torch.tensor(init["transl"], dtype=torch.float32), samples=False)
             px, _ = hf.project(kp, torch.tensor(cams.K, dtype=torch.float32), torch.eye(3)[None], torch.zeros(1, 3))
         assert float(np.linalg.norm(px[0, 0].numpy() - data.keypoints[0, 0], axis=1).mean()) < 3.0
+
+
+def test_rest_hand_length_is_the_flat_hands_wrist_to_middle_tip():
+    """rest_hand_length is HandModel's rest wrist-to-middle-fingertip distance, scales with the common
+    length scale and carries gradients to the shape."""
+    asset = HandAsset.load(BASE)
+    model = hf.HandFitModel(asset)
+    kp = HandModel(asset).rest_output().keypoints[0].double().numpy()[KP21_TO_KEYPOINT]
+    base = float(hf.rest_hand_length(model, model.rest(torch.zeros(16, 2), None)))
+    assert base == pytest.approx(np.linalg.norm(kp[12] - kp[0]), abs=1e-6)
+    assert 0.17 < base < 0.22
+    log_shape = torch.zeros(16, 2)
+    log_shape[:, 0] = math.log(1.05)
+    log_shape.requires_grad_(True)
+    longer = hf.rest_hand_length(model, model.rest(log_shape, None))
+    assert float(longer) == pytest.approx(1.05 * base, rel=1e-5)
+    longer.backward()
+    assert float(log_shape.grad[:, 0].abs().sum()) > 0
+
+
+def test_measured_hand_length_makes_the_monocular_fit_metric(mono):
+    """One camera cannot see the size; with the true hand length given, the fitted rest hand has it
+    (to the prior's 2 mm), whatever the shape prior alone would have said."""
+    cap, data = _fit_data(mono)
+    true = hf.HandFitModel(HandAsset.load(mono / "ground_truth" / "asset"))
+    true_length = float(hf.rest_hand_length(true, true.rest(torch.zeros(16, 2), None)))
+    base = hf.HandFitModel(HandAsset.load(BASE))
+    base_length = float(hf.rest_hand_length(base, base.rest(torch.zeros(16, 2), None)))
+    fits = {}
+    for name, length in (("none", None), ("true", true_length)):
+        fit = hf.fit_geometry(data, cap.cameras, settings=hf.FitSettings(**FAST_GEOMETRY, hand_length_m=length),
+                              progress=False)
+        ls = torch.as_tensor(fit.log_shape, dtype=torch.float32)
+        fits[name] = float(hf.rest_hand_length(base, base.rest(ls, None)))
+    print("hand length (mm): true", true_length * 1e3, "base", base_length * 1e3, "fits", fits)
+    assert fits["true"] == pytest.approx(true_length, abs=0.003)     # the prior is 2 mm; 10 tiny frames pull
+    assert abs(fits["none"] - true_length) > 0.004                   # without it the size is the prior's
 
 
 def test_held_out_frames_are_tied_to_their_fixed_neighbours():
@@ -590,6 +628,18 @@ def test_bad_input_is_one_clear_error(inputs, tmp_path, capsys, case, message):
     rc = _run(d, out, **kw)
     err = [line for line in capsys.readouterr().err.strip().splitlines() if ": warning: " not in line]
     assert rc == 2 and len(err) == 1 and "error:" in err[0] and message in err[0], err
+    assert not out.exists()
+
+
+def test_hand_length_out_of_range_is_one_clear_error(inputs, tmp_path, capsys):
+    """A hand length in centimetres (19) is refused by the CLI and the API, before anything is written."""
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as e:
+        _run(inputs, out, hand_length_mm=19)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and "--hand-length-mm" in err[0] and "out of range" in err[0], err
+    with pytest.raises(ValueError, match="--hand-length-mm"):
+        ps.personalize(out, video=inputs / "frames", keypoints=inputs / "keypoints.json", hand_length_mm=float("nan"))
     assert not out.exists()
 
 

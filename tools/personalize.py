@@ -2,7 +2,7 @@ r"""``relit-hands personalize``: a user's own relightable hand from a phone vide
 cameras (issue #21, step 3).
 
     relit-hands personalize --video clip.mp4|frames/ --keypoints keypoints.json [--masks masks/]
-        [--intrinsics K.json | --fov-deg 60] [--views views.json] --out my_hand/
+        [--intrinsics K.json | --fov-deg 60] [--views views.json] [--hand-length-mm 185] --out my_hand/
         [--frames-max N] [--holdout-every 10] [--resume] [--overwrite] [--device cpu|cuda|auto]
         [--no-progress]
 
@@ -31,6 +31,12 @@ Inputs (the formats ``relit-hands make-phone-video`` writes; see that module's d
 * ``--views``: ``views.json`` = ``{"cameras": {id: {"K", "R", "t", "width", "height"}}}``
   (OpenCV ``x_cam = R x_world + t``, metres): every frame seen by every camera; the fit's world is
   the calibration's.
+* ``--hand-length-mm`` (optional, 100-300): the hand's length measured with a ruler, from the wrist
+  crease to the tip of the middle finger, hand flat. One camera cannot tell a hand's size from its
+  distance (perspective is unchanged when the scene is scaled about the camera), so without it the
+  size comes from the shape prior (the base asset's 193 mm, within a few per cent); with it the fit
+  is metric (:mod:`relit_hands.tools.hand_fit`, last paragraph of its method). Calibrated views
+  measure the size themselves; there it is a prior like any other.
 
 Frames whose every keypoint confidence (in every view) is below :data:`NO_HAND_CONFIDENCE` have
 no hand: they are skipped with a warning (and listed in ``fit.json``); if none is left, that is an
@@ -90,6 +96,7 @@ stale ``<out>.partial`` of this command is discarded.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import hashlib
 import json
@@ -484,11 +491,12 @@ class _Partial:
 def personalize(out, *, video, keypoints, masks=None, intrinsics=None, fov_deg: float | None = None, views=None,
                 frames_max: int | None = None, holdout_every: int = DEFAULT_HOLDOUT_EVERY, resume: bool = False,
                 overwrite: bool = False, device="auto", progress: bool = True, command: str | None = None,
-                geometry_settings=None, appearance_settings=None) -> dict:
+                geometry_settings=None, appearance_settings=None, hand_length_mm: float | None = None) -> dict:
     """Fit the personalised asset into ``out`` (module docstring); returns the ``fit.json`` dict.
 
     ``geometry_settings`` / ``appearance_settings``: :class:`~relit_hands.tools.hand_fit.FitSettings`
-    / :class:`~relit_hands.tools.texture_fit.AppearanceSettings` (defaults: the command's)."""
+    / :class:`~relit_hands.tools.texture_fit.AppearanceSettings` (defaults: the command's);
+    ``hand_length_mm``: ``--hand-length-mm`` (sets ``FitSettings.hand_length_m``)."""
     from relit_hands import backends
     from relit_hands.validation import OutputFolder, check_number
 
@@ -504,6 +512,8 @@ def personalize(out, *, video, keypoints, masks=None, intrinsics=None, fov_deg: 
     if frames_max is not None:
         frames_max = check_number(frames_max, "--frames-max", 1, 1_000_000, integer=True)
     holdout_every = check_number(holdout_every, "--holdout-every", 0, 1_000_000, integer=True)
+    if hand_length_mm is not None:
+        hand_length_mm = check_number(hand_length_mm, "--hand-length-mm", 100.0, 300.0)
     if holdout_every == 1:
         raise ArgumentError("--holdout-every 1 would hold out every frame; use 0 (none) or >= 2")
     dev = backends.resolve_device(device)
@@ -521,6 +531,8 @@ def personalize(out, *, video, keypoints, masks=None, intrinsics=None, fov_deg: 
     cap = load_inputs(video, keypoints, masks=masks, intrinsics=intrinsics, fov_deg=fov_deg, views=views,
                       frames_max=frames_max)
     gset = geometry_settings or FitSettings()
+    if hand_length_mm is not None:
+        gset = dataclasses.replace(gset, hand_length_m=float(hand_length_mm) * 1e-3)
     aset = appearance_settings or AppearanceSettings()
     F = len(cap.frame_numbers)
     holdout = np.zeros(F, bool)
@@ -860,8 +872,12 @@ def _model_card(summary: dict, info: dict) -> str:
         "in absolute terms, only the pattern.",
         "- The image model is Lambertian (no specular, no subsurface scattering, unshadowed SH ambient); highlights "
         "are down-weighted, not modelled; texels seen only at grazing angles or in few frames are less reliable.",
-        "- From one uncalibrated camera the hand's absolute size is ambiguous with its distance: the shape prior "
-        "keeps the common scale near hand_v2's; proportions are fitted. Calibrated views resolve it.",
+        ("- Size: from the measured hand length given "
+         f"({1e3 * summary['settings']['geometry']['hand_length_m']:.1f} mm, wrist crease to middle fingertip); "
+         "proportions are fitted." if summary["settings"]["geometry"].get("hand_length_m") is not None else
+         "- From one uncalibrated camera the hand's absolute size is ambiguous with its distance: the shape prior "
+         "keeps the common scale near hand_v2's; proportions are fitted. Calibrated views resolve it, and so does "
+         "`--hand-length-mm`."),
         "- Displacements are limited to a smooth low-frequency basis (<= ~2 mm): wrinkles and nails' relief are not "
         "recovered.", "",
         "## Versions", "",
@@ -989,6 +1005,9 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--fov-deg", type=finite_float(1.0, 170.0), default=None,
                     help=f"vertical field of view when no --intrinsics are given (default {DEFAULT_FOV_Y_DEG:g})")
     ap.add_argument("--views", metavar="JSON", help="calibrated cameras (views.json) for a multi-view capture")
+    ap.add_argument("--hand-length-mm", type=finite_float(100.0, 300.0), default=None, metavar="MM",
+                    help="the hand's length, wrist crease to middle fingertip, hand flat (a ruler): makes a "
+                         "one-camera fit metric; without it the size is the base asset's, give or take a few %%")
     ap.add_argument("--out", required=True, help="the personalised asset folder (new or empty unless --overwrite)")
     ap.add_argument("--frames-max", type=int_range(1, 1_000_000), default=None,
                     help="use at most N frames, evenly spaced over the clip")
@@ -1009,7 +1028,7 @@ def run_from_args(args, command: str | None = None) -> int:
                             intrinsics=args.intrinsics, fov_deg=args.fov_deg, views=args.views,
                             frames_max=args.frames_max, holdout_every=args.holdout_every, resume=args.resume,
                             overwrite=args.overwrite, device=args.device, progress=not args.no_progress,
-                            command=command)
+                            command=command, hand_length_mm=args.hand_length_mm)
         finally:
             for w in caught:
                 print(f"relit-hands personalize: warning: {w.message}", file=sys.stderr)
