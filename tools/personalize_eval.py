@@ -51,8 +51,8 @@ import numpy as np
 
 from relit_hands.validation import InputFileError
 
-__all__ = ["albedo_psnr", "vertex_error_mm", "camera_centre_scale", "keypoint_errors_mm", "evaluate_personalization", "add_arguments",
-           "run_from_args", "main"]
+__all__ = ["albedo_psnr", "vertex_error_mm", "camera_centre_scale", "keypoint_errors_mm", "evaluate_personalization",
+           "add_arguments", "run_from_args", "main"]
 
 COVERED = 128
 

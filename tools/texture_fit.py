@@ -60,13 +60,7 @@ Alternation (``rounds``, default 3), after an initial albedo = the base asset's:
    the base clearly (:func:`sparse_deviation`): per working texel the log ratio to the base, ``d = log(A / base) -
    g`` (``g`` its weighted median over the observed texels), is shrunk towards 0 by a soft threshold
    on its length, ``d' = d max(0, |d| - t) / |d|`` with ``t`` = :data:`MARK_THRESHOLD` x the median
-   ``|d|``. The nail plates are the exception: a working texel that lies mostly on a nail (the
-   asset's ``render_region`` :data:`NAIL_REGION`, :func:`region_fraction`) keeps its departure whole.
-   Polish is the one mark a hand wears over a whole known region, and the soft threshold took ``t``
-   (~0.6 in log) off it: a navy nail came out about 1.8x too light. On the three development people
-   below (all with painted nails: plum, teal, navy), keeping the nails whole scored +1.5 / +0.8 /
-   -0.0 dB over shrinking them (25.92 / 20.78 / 27.66 dB against 24.41 / 19.96 / 27.68), where
-   sharper thresholds for every texel (hard, garrote, firm) all lost 0.2-1.9 dB to the soft one. The image model leaves out subsurface scattering, specular reflection and the
+   ``|d|``. The image model leaves out subsurface scattering, specular reflection and the
    environment's inter-reflection, and a phone frame is noisy; what that leaves in ``d`` is a
    low-frequency blotch of a few tens of per cent over the whole hand (pink / green patches on the
    fingers), as large as the pattern of a real person's skin. On three synthetic people of
@@ -76,8 +70,15 @@ Alternation (``rounds``, default 3), after an initial albedo = the base asset's:
    base on two people, 1.1 dB below it on the third, and 1.8-3.9 dB above the unshrunk albedo on
    all three (``MARK_THRESHOLD`` was chosen on these people only). What survives the threshold
    is what a person adds to a hand: painted nails, a birthmark, a scar; freckles smaller than a
-   working texel are below what the frames resolve. Every frame's final lighting (``fit.json``, the
-   contact sheet) is solved against this albedo, the one that is written.
+   working texel are below what the frames resolve. The nail plates are the exception to the
+   threshold: a working texel that lies mostly on a nail (the asset's ``render_region``
+   :data:`NAIL_REGION`, :func:`region_fraction`) keeps its departure whole. Polish is the one mark a
+   hand wears over a whole known region, and the soft threshold took ``t`` (~0.6 in log) off it: a
+   navy nail came out about 1.8x too light. On the same three people (all with painted nails: plum,
+   teal, navy), keeping the nails whole scored +1.5 / +0.8 / -0.0 dB over shrinking them (25.92 /
+   20.78 / 27.66 dB against 24.41 / 19.96 / 27.68), where sharper thresholds for every texel (hard,
+   garrote, firm) all lost 0.2-1.9 dB to the soft one. Every frame's final lighting (``fit.json``,
+   the contact sheet) is solved against this albedo, the one that is written.
 
 Observations: hand pixels of the rendered fitted hand that are also inside the input mask, both
 eroded by ``edge_px`` (default 2: away from the silhouette edge, where the fit and the mask
