@@ -80,6 +80,20 @@ def test_eval_plan(small_plan, v2_models):
     assert [(f.env, f.tag) for f in again] == [(f.env, f.tag) for f in frames]
 
 
+def test_dev_set_uses_the_val_split_and_its_own_poses():
+    """dev_v2 is eval_v2's recipe on the light library's val split (maps no training step and no
+    evaluation frame uses) with its own seed; the evaluation harness accepts its maps."""
+    dev, ev = ls.PRESETS["dev_v2"], ls.PRESETS["eval_v2"]
+    assert dev["seed"] != ev["seed"] and dev["asset"] == ev["asset"]
+    assert {k: v for k, v in dev["eval_frames"].items() if k != "library"} == \
+        {k: v for k, v in ev["eval_frames"].items() if k != "library"}
+    _, dev_maps = ls.eval_environments(dict(dev["eval_frames"]["library"], per_family=3))
+    _, eval_maps = ls.eval_environments(dict(ev["eval_frames"]["library"], per_family=3))
+    assert {e.split for e in dev_maps} == {"val"} and "color" not in {e.family for e in dev_maps}
+    assert not {e.id for e in dev_maps} & {e.id for e in eval_maps}
+    guard_evaluation_maps([SimpleNamespace(env_id=e.id) for e in dev_maps])
+
+
 def test_evaluation_refuses_training_maps():
     def frame(eid):
         return SimpleNamespace(env_id=eid)

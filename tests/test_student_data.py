@@ -63,6 +63,15 @@ def test_dataset_items_and_target_function(sset, engine):
     assert nov.shape == (15, R, R)
     bot = StudentDataset(sset, "train", variant="bottleneck")[0]["inputs"]
     assert torch.allclose(bot, select_channels(it["maps"][None], FEATURE_NAMES, ["normal_x", "normal_y", "normal_z"])[0])
+    # --turn: the same inputs with the normals turned; refused for the bottleneck code
+    tds = StudentDataset(sset, "train", variant="vis", turn=True)
+    tds.reseed(3)
+    t = tds[0]["inputs"]
+    k = [FEATURE_NAMES.index(f"normal_{c}") for c in "xyz"]
+    rest = [i for i in range(len(FEATURE_NAMES)) if i not in k]
+    assert torch.equal(t[rest], it["maps"][rest]) and not torch.allclose(t[k], it["maps"][k])
+    with pytest.raises(StudentDatasetError, match="bottleneck"):
+        StudentDataset(sset, "train", variant="bottleneck", turn=True)
 
 
 def test_bad_sets_raise_clear_errors(sset, tmp_path):
@@ -80,3 +89,28 @@ def test_bad_sets_raise_clear_errors(sset, tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps(man))
     with pytest.raises(StudentDatasetError, match="sample file not found"):
         StudentDataset(tmp_path, "train")[0]
+
+
+def test_turn_normals_turns_only_the_normals_rigidly():
+    """The augmentation of train-student --turn: one rotation for the whole texture, applied to the
+    normal channels only (unit length and angles between texels kept), seeded."""
+    import numpy as np
+    import torch
+
+    from relit_hands.tools.student_data import turn_normals
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(6, 8, 8, generator=g)
+    n = torch.nn.functional.normalize(torch.randn(3, 8, 8, generator=g), dim=0)
+    x[3:6] = n
+    a = turn_normals(x, [3, 4, 5], np.random.default_rng(1))
+    b = turn_normals(x, [3, 4, 5], np.random.default_rng(1))
+    assert torch.equal(a, b) and torch.equal(a[:3], x[:3])
+    assert not torch.allclose(a[3:], x[3:], atol=1e-2)
+    torch.testing.assert_close(a[3:].norm(dim=0), torch.ones(8, 8))
+    # a rigid turn: the cosine between any two texels' normals is unchanged
+    torch.testing.assert_close(torch.einsum("chw,c->hw", a[3:], a[3:, 0, 0]),
+                               torch.einsum("chw,c->hw", x[3:], x[3:, 0, 0]), atol=1e-5, rtol=1e-5)
+    Q = torch.linalg.lstsq(x[3:].reshape(3, -1).T, a[3:].reshape(3, -1).T).solution.T
+    torch.testing.assert_close(Q @ Q.T, torch.eye(3), atol=1e-4, rtol=1e-4)
+    assert abs(float(torch.linalg.det(Q)) - 1.0) < 1e-4                    # a rotation, not a mirror

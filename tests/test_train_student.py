@@ -84,6 +84,17 @@ def test_ablations_train(sset, tmp_path, variant):
     assert meta["in_channels"] == {"novis": 15, "bottleneck": 3}[variant]
 
 
+def test_turn_augmentation_trains_and_is_recorded(sset, tmp_path):
+    out = tmp_path / "turn"
+    assert cli_main(["train-student", "--data", str(sset), "--out", str(out), "--steps", "6", "--val-every", "6",
+                     "--ckpt-every", "6", "--turn"] + TINY) == 0
+    _, meta = load_student(out / "student.safetensors")
+    assert "--turn" in meta["augmentation"]
+    r = cli_main(["train-student", "--data", str(sset), "--variant", "bottleneck", "--out", str(tmp_path / "b"),
+                  "--steps", "2", "--turn"] + TINY, capsys=True)
+    assert r.returncode != 0 and "bottleneck" in r.stderr
+
+
 def test_bad_data_is_a_user_error(tmp_path):
     r = cli_main(["train-student", "--data", str(tmp_path), "--out", str(tmp_path / "r")], capsys=True)
     assert r.returncode == 2 and "manifest" in r.stderr

@@ -1,6 +1,6 @@
 """Synthetic light stage: physically based OLAT captures of the posed hand asset with Mitsuba 3.
 
-    relit-hands lightstage --preset tiny|medium|default|eval_v2 --out captures/NAME [--shard i/N]
+    relit-hands lightstage --preset tiny|medium|default|eval_v2|dev_v2 --out captures/NAME [--shard i/N]
                            [--variant auto|llvm_ad_rgb|cuda_ad_rgb] [--spp N] [--sheet-only]
 
 Writes a capture in the documented format (docs/capture_format.md, loaded and validated by
@@ -141,6 +141,13 @@ PRESETS = {
                     eval_frames=dict(two_hand=12, shadow=4, single=18, backlit_every=3, jitter_deg=8.0,
                                      scenes=["clasp", "interlocked", "prayer", "clap", "shadow"],
                                      library=dict(split="test", per_family=5, height=128))),
+    # Development set v2: eval_v2's recipe with its own seed and the light library's *val* split
+    # (maps no training step draws, the held-out family has none), for choosing models and
+    # settings without looking at the evaluation set; half the samples per pixel.
+    "dev_v2": dict(cameras=16, lights=128, width=256, height=256, spp=128, seed=13, asset="hand_v2",
+                   eval_frames=dict(two_hand=12, shadow=4, single=18, backlit_every=3, jitter_deg=8.0,
+                                    scenes=["clasp", "interlocked", "prayer", "clap", "shadow"],
+                                    library=dict(split="val", per_family=5, height=128))),
 }
 
 RIG = {"camera_radius": 0.55, "light_radius": 1.1, "light_intensity": 1.5, "fov_deg": 30.0,

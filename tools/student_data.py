@@ -156,9 +156,11 @@ class StudentDataset(torch.utils.data.Dataset):
     """Items are single hand textures (both hands of a sample are two items; the network sees
     hands independently, so one- and two-hand samples mix in a batch).
 
-    ``StudentDataset(root, split='train', variant=None, asset=None, translucency=True)``;
+    ``StudentDataset(root, split='train', variant=None, asset=None, translucency=True, turn=False)``;
     ``translucency=False`` leaves the set's ``transmit_*`` channels out of ``inputs`` (a student
-    that does not pay for the second ray cast at run time). Item ``i`` is a dict:
+    that does not pay for the second ray cast at run time); ``turn=True`` turns each item's
+    world-frame normal channels by a random rotation (:func:`turn_normals`; training augmentation,
+    vis / novis variants). Item ``i`` is a dict:
 
     * ``maps`` float32 [C, R, R]: features with ray-cast visibility, gathered to UV
       (``variant`` None only);
@@ -172,7 +174,8 @@ class StudentDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, root, split: Optional[str] = "train", variant: Optional[str] = None,
-                 asset: Optional[HandAsset] = None, cache_samples: int = 4, translucency: bool = True):
+                 asset: Optional[HandAsset] = None, cache_samples: int = 4, translucency: bool = True,
+                 turn: bool = False):
         self.root = Path(root)
         self.manifest = read_manifest(self.root)
         self.resolution = int(self.manifest["resolution"])
@@ -181,6 +184,12 @@ class StudentDataset(torch.utils.data.Dataset):
         self.input_names = variant_feature_names(variant, self.feature_names) if variant else None
         if self.input_names is not None and not translucency:
             self.input_names = [n for n in self.input_names if not n.startswith("transmit_")]
+        self.turn = bool(turn)
+        if self.turn:
+            if variant is None or variant == "bottleneck":
+                raise StudentDatasetError("turn: only for the vis / novis inputs (the bottleneck code is a world-frame SH)")
+            self._normal_idx = [self.input_names.index(f"normal_{c}") for c in "xyz"] if "normal_x" in self.input_names else []
+            self.reseed(None)
         if asset is None:  # the set's own asset (sets made before references were recorded: the default)
             ref = self.manifest.get("asset", {}).get("ref") if isinstance(self.manifest.get("asset"), dict) else None
             asset = HandAsset.load(asset_path(ref))
@@ -283,7 +292,35 @@ class StudentDataset(torch.utils.data.Dataset):
             else:
                 m = self._gather(d["vertex_features_novis"][hi:hi + 1])
             item["inputs"] = select_channels(m[None], self.feature_names, self.input_names)[0]
+            if self.turn and self._normal_idx:
+                w = torch.utils.data.get_worker_info()
+                if w is not None and self._turn_worker != w.id:  # each DataLoader worker its own stream
+                    self._turn_rng, self._turn_worker = np.random.default_rng([self._turn_seed or 0, w.id]), w.id
+                item["inputs"] = turn_normals(item["inputs"], self._normal_idx, self._turn_rng)
         return item
+
+    def reseed(self, seed: Optional[int]) -> None:
+        """Seed the random turns (``turn=True``; None: from the OS) -- the trainer calls it so a run
+        is repeatable."""
+        self._turn_seed, self._turn_worker = seed, None
+        self._turn_rng = np.random.default_rng(seed)
+
+
+def turn_normals(inputs: torch.Tensor, idx: Sequence[int], rng) -> torch.Tensor:
+    """``inputs`` [C, R, R] with the world-frame normal channels ``idx`` (x, y, z) turned by one
+    uniformly random rotation: the inputs of the same hands, light and camera turned rigidly
+    together. Every other channel (light sums, visibility, ao, transmittance, the view-dependent
+    specular lobes) and the target do not change under such a turn, so this teaches the student
+    that the world's orientation does not matter (a student set has each pose in its preset orientation and turns only the light;
+    measured: turning a set's two-hand samples, its own training data, darkened the shipped
+    student by ~2 %)."""
+    from scipy.spatial.transform import Rotation
+
+    Q = torch.as_tensor(Rotation.random(random_state=rng).as_matrix(), dtype=inputs.dtype)
+    out = inputs.clone()
+    n = inputs[list(idx)]                                                        # [3, R, R]
+    out[list(idx)] = torch.einsum("ij,jhw->ihw", Q, n)
+    return out
 
 
 class _SceneLike:

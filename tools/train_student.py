@@ -83,6 +83,10 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="use the set's transmit_* channels when it has them (make-student-set --translucency); "
                         "--no-translucency trains a student that skips the second ray cast at run time "
                         "(the fast size)")
+    p.add_argument("--turn", action="store_true",
+                   help="turn each training texture's world-frame normal inputs by a random rotation (the same "
+                        "hands, light and camera turned together; student_data.turn_normals), so the student "
+                        "does not tie its output to the orientations of the set's poses")
     p.add_argument("--val-every", type=int_range(1, 10_000_000), default=1000)
     p.add_argument("--ckpt-every", type=int_range(1, 10_000_000), default=2000)
     p.add_argument("--log-every", type=int_range(1, 10_000_000), default=20)
@@ -292,7 +296,8 @@ def train(args, command: str | None = None) -> dict:
     folder = OutputFolder(out, "train-student", overwrite=getattr(args, "overwrite", False), inputs=[args.data],
                           recognise=lambda p: (p / "train_log.csv").is_file() or (p / "checkpoints" / "latest.json").is_file())
     man = read_manifest(args.data)
-    train_ds = StudentDataset(args.data, "train", variant=args.variant, translucency=args.translucency)
+    train_ds = StudentDataset(args.data, "train", variant=args.variant, translucency=args.translucency,
+                              turn=getattr(args, "turn", False))
     val_ds = StudentDataset(args.data, "val", variant=args.variant, asset=train_ds.asset,
                             translucency=args.translucency)
     if len(train_ds) == 0:
@@ -357,12 +362,15 @@ def train(args, command: str | None = None) -> dict:
     if state is not None:
         opt.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng_cpu"])
+    if train_ds.turn:  # the turns' stream, like the loader's order, follows the seed, the rank and the step
+        train_ds.reseed(args.seed + 7919 * (rank + 1) + 104729 * start_step)
     loader, sampler = _loader(train_ds, args.batch, args.workers, args.seed + start_step, world, rank)
     batches = _forever(loader, sampler)
     loss_name = "L1 on log(1 + x / tau) over the atlas mask"
     if args.linear_weight:
         loss_name += f" + {args.linear_weight:g} x L1 on x / tau"
     meta_extra = {"loss": loss_name, "loss_tau": tau, "linear_weight": float(args.linear_weight),
+                  **({"augmentation": "random turns of the normal inputs (--turn)"} if train_ds.turn else {}),
                   "asset": asset_reference(train_ds.asset.source or None),
                   "dataset": {"path": str(Path(args.data).resolve()), "generator": man.get("generator"),
                               "n_train_items": len(train_ds), "n_val_items": len(val_ds),
