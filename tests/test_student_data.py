@@ -94,9 +94,6 @@ def test_bad_sets_raise_clear_errors(sset, tmp_path):
 def test_turn_normals_turns_only_the_normals_rigidly():
     """The augmentation of train-student --turn: one rotation for the whole texture, applied to the
     normal channels only (unit length and angles between texels kept), seeded."""
-    import numpy as np
-    import torch
-
     from relit_hands.tools.student_data import turn_normals
 
     g = torch.Generator().manual_seed(0)
