@@ -91,6 +91,24 @@ def test_bad_sets_raise_clear_errors(sset, tmp_path):
         StudentDataset(tmp_path, "train")[0]
 
 
+def test_several_sets_pool_their_samples_and_must_agree(sset, engine, tmp_path):
+    other = tmp_path / "other"
+    make_synthetic_student_set(other, engine, n=2, resolution=R, n_lights=32, seed=5)
+    one, two = StudentDataset(sset, "train"), StudentDataset(other, "train")
+    both = StudentDataset([sset, other], "train")
+    assert len(both) == len(one) + len(two)
+    # items of the second set are read from the second folder (same relative file names in both)
+    assert torch.equal(both[len(one)]["target"], two[0]["target"])
+    assert torch.equal(both[0]["target"], one[0]["target"])
+    assert not torch.equal(both[len(one)]["target"], one[0]["target"])
+    assert len(StudentDataset([sset, other], "val")) == len(StudentDataset(sset, "val")) + len(StudentDataset(other, "val"))
+    # a set made with other options is refused, naming it
+    odd = tmp_path / "odd"
+    make_synthetic_student_set(odd, engine, n=1, resolution=32, n_lights=32, seed=6)
+    with pytest.raises(StudentDatasetError, match=f"{odd}: resolution 32"):
+        StudentDataset([sset, odd], "train")
+
+
 def test_turn_normals_turns_only_the_normals_rigidly():
     """The augmentation of train-student --turn: one rotation for the whole texture, applied to the
     normal channels only (unit length and angles between texels kept), seeded."""

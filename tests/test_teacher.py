@@ -352,6 +352,44 @@ def test_tiny_training_reduces_loss_and_student_set(tmp_path):
         eng.release()
     assert torch.allclose(item["maps"], ref.maps[ds.items[0][1]], atol=2e-3, rtol=2e-3)
 
+    # --contact-fraction 1: every pose is a turned two-hand contact scene, recorded as such
+    summ = make_student_set(run, tmp_path / "contact", poses=1, envs=["studio"], rotations=1, n_lights=256,
+                            feature_lights=32, contact_fraction=1.0, progress=False)
+    smp = json.loads((tmp_path / "contact" / "manifest.json").read_text())["samples"]
+    assert summ["contact"] == {"fraction": 1.0, "jitter_deg": 8.0, "poses": 1}
+    assert [s["pose_source"] for s in smp] == ["contact"] and len(smp[0]["scene"]["hands"]) == 2
+    with pytest.raises(ValueError, match="contact_fraction"):
+        make_student_set(run, tmp_path / "bad", poses=1, envs=["studio"], contact_fraction=1.5, progress=False)
+
+
+def test_contact_scene_is_a_jittered_turned_preset():
+    from scipy.spatial.transform import Rotation
+
+    from relit_hands.hand_model import HandAsset, HandModel
+    from relit_hands.poses import limits_array, pose_to_anatomical
+    from relit_hands.scene import SCENE_PRESETS, scene_preset
+    from relit_hands.tools.relight import contact_scene
+
+    asset = HandAsset.load(None)
+    models = {s: HandModel(asset, s) for s in ("right", "left")}
+    a, b = contact_scene(np.random.default_rng(4), models), contact_scene(np.random.default_rng(4), models)
+    assert a.to_dict() == b.to_dict()                                   # seeded
+    assert a.name in SCENE_PRESETS and len(a.hands) == 2
+    base = scene_preset(a.name)
+    lim = limits_array()
+    turns = []
+    for h in a.hands:
+        hb = base.hand(h.side)
+        ang, ang0 = (np.asarray(pose_to_anatomical(p, side=h.side)) for p in (h.pose, hb.pose))
+        assert np.abs(ang - ang0).max() <= 8.0 + 1e-3                   # anatomical jitter within 8 degrees
+        assert (ang >= lim[..., 0] - 1e-3).all() and (ang <= lim[..., 1] + 1e-3).all()
+        assert np.abs(ang - ang0).max() > 0.5
+        turns.append(Rotation.from_rotvec(h.global_orient).as_matrix()
+                     @ Rotation.from_rotvec(hb.global_orient).as_matrix().T)
+    # both hands turned by the same rigid rotation, and not the identity
+    assert np.allclose(turns[0], turns[1], atol=1e-5) and np.allclose(turns[0] @ turns[0].T, np.eye(3), atol=1e-5)
+    assert np.degrees(Rotation.from_matrix(turns[0]).magnitude()) > 1.0
+
 
 def test_teacher_registered_in_harness():
     import relit_hands.tools.teacher_renderer  # noqa: F401

@@ -15,7 +15,7 @@ import torch
 from relit_hands.engine import Engine
 from relit_hands.inference import make_backend
 from relit_hands.student import load_student
-from relit_hands.tools.student_data import make_synthetic_student_set
+from relit_hands.tools.student_data import StudentDataset, make_synthetic_student_set
 
 
 def cli_main(args, capsys=None) -> int:
@@ -93,6 +93,20 @@ def test_turn_augmentation_trains_and_is_recorded(sset, tmp_path):
     r = cli_main(["train-student", "--data", str(sset), "--variant", "bottleneck", "--out", str(tmp_path / "b"),
                   "--steps", "2", "--turn"] + TINY, capsys=True)
     assert r.returncode != 0 and "bottleneck" in r.stderr
+
+
+def test_several_sets_train_together(sset, tmp_path):
+    other = tmp_path / "other"
+    e = Engine(raycast="embree")
+    make_synthetic_student_set(other, e, n=2, resolution=64, n_lights=32, seed=4)
+    e.release()
+    out = tmp_path / "pooled"
+    assert cli_main(["train-student", "--data", str(sset), str(other), "--out", str(out), "--steps", "4",
+                     "--val-every", "4", "--ckpt-every", "4"] + TINY) == 0
+    _, meta = load_student(out / "student.safetensors")
+    n = sum(len(StudentDataset(d, "train")) for d in (sset, other))
+    assert meta["dataset"]["n_train_items"] == n and str(other.resolve()) in meta["dataset"]["path"]
+    assert json.loads((out / "summary.json").read_text())["data"] == [str(sset.resolve()), str(other.resolve())]
 
 
 def test_bad_data_is_a_user_error(tmp_path):

@@ -310,7 +310,7 @@ class FrameSpec:
     tag: str = ""          # for the contact sheet: what this frame shows
 
 
-def _rotate_scene(scene, Q, center, models):
+def rotate_scene(scene, Q, center, models):
     """Rotate every hand of ``scene`` rigidly by Q (3x3) about ``center`` (world)."""
     from scipy.spatial.transform import Rotation
 
@@ -347,7 +347,8 @@ def _recenter(scene, models):
     return Scene([HandState(h.side, h.pose, h.global_orient, h.transl - c) for h in scene.hands], name=scene.name)
 
 
-def _random_rotation(rng) -> np.ndarray:
+def random_rotation(rng) -> np.ndarray:
+    """A uniformly random rotation matrix [3, 3] (one draw from ``rng``)."""
     from scipy.spatial.transform import Rotation
 
     return Rotation.random(random_state=int(rng.integers(2**31))).as_matrix()
@@ -396,19 +397,19 @@ def plan_frames(preset: dict, cameras: dict, light_pos: np.ndarray, models, env_
     for name in preset["preset_poses"]:
         side = "right" if len(poses) % 2 == 0 else "left"
         s = single_hand_scene(name, side)
-        s = _rotate_scene(s, _yaw(rng.uniform(-40, 40)), np.zeros(3), models)
+        s = rotate_scene(s, _yaw(rng.uniform(-40, 40)), np.zeros(3), models)
         poses.append((s, "single"))
     for name in preset["scene_poses"]:
         poses.append((scene_preset(name), "two"))
     for k in range(preset["random_single"]):
         side = ("right", "left")[k % 2]
         s = Scene([HandState(side, random_pose(rng, side))], name=f"random{k}")
-        poses.append((_rotate_scene(s, _random_rotation(rng), np.zeros(3), models), "single"))
+        poses.append((rotate_scene(s, random_rotation(rng), np.zeros(3), models), "single"))
     for k in range(preset["random_scenes"]):
         name = preset["scene_poses"][k % len(preset["scene_poses"])]
         s = scene_preset(name)
         s = Scene(s.hands, name=f"{name}_rot{k}")
-        poses.append((_rotate_scene(s, _random_rotation(rng), np.zeros(3), models), "two"))
+        poses.append((rotate_scene(s, random_rotation(rng), np.zeros(3), models), "two"))
 
     frames: list[FrameSpec] = []
 
@@ -444,14 +445,14 @@ def plan_frames(preset: dict, cameras: dict, light_pos: np.ndarray, models, env_
     held = []
     for name in preset["heldout_scenes"]:
         s = scene_preset(name)
-        held.append(_rotate_scene(s, _yaw(rng.uniform(-30, 30)), np.zeros(3), models))
+        held.append(rotate_scene(s, _yaw(rng.uniform(-30, 30)), np.zeros(3), models))
     for name in preset["heldout_presets"]:
         held.append(single_hand_scene(name, "right"))
     k = 0
     while len(held) < preset["env_poses"]:
         side = ("right", "left")[k % 2]
         s = Scene([HandState(side, random_pose(rng, side))], name=f"heldout_random{k}")
-        held.append(_rotate_scene(s, _random_rotation(rng), np.zeros(3), models))
+        held.append(rotate_scene(s, random_rotation(rng), np.zeros(3), models))
         k += 1
     for i, scene in enumerate(held[:max(preset["env_poses"], 1)]):
         scene = _recenter(scene, models)
@@ -484,7 +485,7 @@ def _align(a, b, rng) -> np.ndarray:
     return Rotation.from_rotvec(b * rng.uniform(0, 2 * np.pi)).as_matrix() @ R
 
 
-def _jitter_pose(rng, pose, side: str, deg: float) -> np.ndarray:
+def jitter_anatomical(rng, pose, side: str, deg: float) -> np.ndarray:
     """``pose`` with every anatomical angle moved by up to ``deg`` degrees, within the limits."""
     from relit_hands.poses import anatomical_to_pose, limits_array, pose_to_anatomical
 
@@ -534,7 +535,7 @@ def plan_eval_frames(preset: dict, cameras: dict, models, envs: dict) -> list:
 
     def contact_scene(k):
         base = scene_preset(spec["scenes"][k % len(spec["scenes"])])
-        hands = [HandState(h.side, _jitter_pose(rng, h.pose, h.side, spec["jitter_deg"]), h.global_orient, h.transl)
+        hands = [HandState(h.side, jitter_anatomical(rng, h.pose, h.side, spec["jitter_deg"]), h.global_orient, h.transl)
                  for h in base.hands]
         return Scene(hands, name=f"{base.name}_eval{k}")
 
@@ -548,7 +549,7 @@ def plan_eval_frames(preset: dict, cameras: dict, models, envs: dict) -> list:
         if what == "two_hand" and k < spec["shadow"]:
             for attempt in range(64):
                 scene = contact_scene(k + attempt)
-                scene = _rotate_scene(scene, _align(np.array([0.0, 1.0, 0.0]), d, rng), np.zeros(3), models)
+                scene = rotate_scene(scene, _align(np.array([0.0, 1.0, 0.0]), d, rng), np.zeros(3), models)
                 if interhand_shadow_fraction(models, scene, d) >= SHADOW_FRACTION:
                     break
             else:
@@ -559,7 +560,7 @@ def plan_eval_frames(preset: dict, cameras: dict, models, envs: dict) -> list:
             scene = contact_scene(k) if what == "two_hand" else \
                 Scene([HandState(("right", "left")[k % 2], random_pose(rng, ("right", "left")[k % 2]))],
                       name=f"single_eval{k}")
-            scene = _rotate_scene(scene, _random_rotation(rng), np.zeros(3), models)
+            scene = rotate_scene(scene, random_rotation(rng), np.zeros(3), models)
             if i % spec["backlit_every"] == spec["backlit_every"] - 1:
                 # Ry(yaw) adds yaw to the azimuth atan2(x, z): take the light's to camera 0's + 180
                 yaw = float(np.degrees(np.arctan2(c0[0], c0[2]) + np.pi - np.arctan2(d[0], d[2]))) % 360.0

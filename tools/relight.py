@@ -29,10 +29,15 @@ Student set (:func:`make_student_set`): exactly the format of :mod:`relit_hands.
 :func:`relit_hands.tools.student_data.proxy_vertex_features` (the engine's proxy feature pass, with and
 without visibility) lit by :func:`basis_environment` (the map as the shared basis sees it, so the
 features' lights and shadows are the targets'), targets = the teacher's env-lit textures. Poses: the
-shipped pose / scene presets and the capture's TRAIN poses, jittered; any candidate with a hand
-closer than ``--exclude-radius`` (RMS over the 45 finger parameters, radians) to the same-side hand
-of a held-out pose of the evaluation capture is rejected and redrawn, so the student never trains
-on the evaluation poses. Splits per pose: ``val`` for ``--val-fraction`` of the poses, else ``train``.
+shipped pose / scene presets and the capture's TRAIN poses, every finger parameter jittered by up to
+0.15 radians, in the presets' orientation; with ``--contact-fraction F`` a fraction F of
+the poses are instead two-hand contact scenes built the way the evaluation sets build theirs
+(:func:`contact_scene`: a two-hand scene preset, every anatomical angle moved by up to
+``--contact-jitter-deg`` degrees within the joint limits, the whole scene turned by a uniformly random
+rotation), so the student sees contact poses and turned scenes like the ones it is scored on. Any
+candidate with a hand closer than ``--exclude-radius`` (RMS over the 45 finger parameters, radians)
+to the same-side hand of a held-out pose of the evaluation capture(s) (``--capture``, one or more)
+is rejected and redrawn, so the student never trains on the evaluation poses. Splits per pose: ``val`` for ``--val-fraction`` of the poses, else ``train``.
 Environments (:class:`StudentEnvironments`): every pose is lit by each of ``--envs`` (default: the
 six shipped maps), or with ``--light-library DIR|gen:COUNT`` by ``--envs-per-pose`` maps drawn per
 pose from the ``train`` split of a :mod:`.light_library` (a folder written by
@@ -197,6 +202,21 @@ def is_near_heldout(scene, heldout_scenes, radius: float) -> bool:
     return False
 
 
+def contact_scene(rng, models, jitter_deg: float = 8.0):
+    """A two-hand contact scene as the evaluation sets draw them: a random two-hand scene preset
+    (``scene.SCENE_PRESETS``), every anatomical finger angle of both hands moved by up to
+    ``jitter_deg`` degrees (within the joint limits; the hands keep their contact), the scene
+    turned rigidly by a uniformly random rotation about the origin. ``models``: {side: HandModel}."""
+    from relit_hands.scene import SCENE_PRESETS, HandState, Scene, scene_preset
+
+    from .lightstage import jitter_anatomical, random_rotation, rotate_scene
+
+    base = scene_preset(list(SCENE_PRESETS)[int(rng.integers(len(SCENE_PRESETS)))])
+    hands = [HandState(h.side, jitter_anatomical(rng, h.pose, h.side, jitter_deg), h.global_orient, h.transl)
+             for h in base.hands]
+    return rotate_scene(Scene(hands, name=base.name), random_rotation(rng), np.zeros(3), models)
+
+
 def candidate_scenes(rng, capture=None):
     """Base scenes: pose presets, scene presets and the capture's train-split poses."""
     from relit_hands.poses import POSE_PRESETS
@@ -207,7 +227,7 @@ def candidate_scenes(rng, capture=None):
         seen = set()
         from .teacher_training import pose_key
 
-        for f in capture.frames:
+        for f in (f for cap in (capture if isinstance(capture, (list, tuple)) else [capture]) for f in cap.frames):
             if f.split == "train" and pose_key(f.scene) not in seen:
                 seen.add(pose_key(f.scene))
                 base.append(f.scene)
@@ -266,6 +286,7 @@ def make_student_set(teacher_path, out, *, poses: int = 16, envs=None, rotations
                      n_lights: int = 512, feature_lights: int = 64, capture=None, exclude_radius: float = 0.1,
                      val_fraction: float = 0.1, jitter: float = 0.15, seed: int = 0, chunk: int = 32,
                      light_library=None, envs_per_pose: int = 6, translucency=(), key_lights: int = 0,
+                     contact_fraction: float = 0.0, contact_jitter_deg: float = 8.0,
                      progress: bool = True, command: str | None = None, overwrite: bool = False) -> dict:
     """Write the student set (module docstring); returns the summary dict (also summary.json).
     ``out`` must be new, empty or an earlier student set (re-running replaces its files; a
@@ -274,7 +295,9 @@ def make_student_set(teacher_path, out, *, poses: int = 16, envs=None, rotations
     ``light_library``: a :class:`~.light_library.LightLibrary`, a folder or ``"gen:COUNT"``;
     ``translucency``: mean free paths (metres) of the ``transmit_*`` feature channels
     (:mod:`relit_hands.translucency`; empty: none); ``key_lights``: the K brightest feature lights
-    cast per texel (:mod:`relit_hands.key_lights`; 0: none)."""
+    cast per texel (:mod:`relit_hands.key_lights`; 0: none); ``capture``: one evaluation capture
+    folder or a list of them (their held-out poses are kept out); ``contact_fraction``: the share of
+    poses drawn by :func:`contact_scene` (with ``contact_jitter_deg``; module docstring)."""
     from tqdm import tqdm
 
     from relit_hands.tools.capture import Capture
@@ -285,9 +308,12 @@ def make_student_set(teacher_path, out, *, poses: int = 16, envs=None, rotations
 
     t0 = time.time()
     out = Path(out)
+    captures = [] if not capture else list(capture) if isinstance(capture, (list, tuple)) else [capture]
+    if not 0.0 <= contact_fraction <= 1.0:
+        raise ValueError(f"contact_fraction must be in [0, 1], got {contact_fraction}")
     lib_dir = light_library if isinstance(light_library, (str, Path)) and Path(light_library).is_dir() else None
     folder = OutputFolder(out, "make-student-set", overwrite=overwrite,
-                          inputs=[teacher_path, capture, lib_dir, *[e for e in (envs or ()) if Path(e).is_file()]],
+                          inputs=[teacher_path, *captures, lib_dir, *[e for e in (envs or ()) if Path(e).is_file()]],
                           recognise=lambda p: json_file_says(p / "summary.json", tool="relit-hands make-student-set"))
     rng = np.random.default_rng(seed)
     environments = StudentEnvironments(envs, light_library, envs_per_pose)  # before the teacher: fail fast
@@ -296,23 +322,28 @@ def make_student_set(teacher_path, out, *, poses: int = 16, envs=None, rotations
     engine = Engine(asset=cond.asset.source)   # the teacher's hand asset
     cond = type(cond).for_teacher(engine, teacher, cond.resolution)
     relighter = SharedBasisRelighter(teacher, cond, n_lights, chunk)
-    cap = Capture.load(capture, check_files=False) if capture else None  # poses only
-    heldout = [f.scene for f in cap.frames if f.split == "heldout"] if cap is not None else []
-    base = candidate_scenes(rng, cap)
-    samples, rejected = [], 0
+    caps = [Capture.load(c, check_files=False) for c in captures]  # poses only
+    heldout = [f.scene for cap in caps for f in cap.frames if f.split == "heldout"]
+    base = candidate_scenes(rng, caps)
+    samples, rejected, n_contact = [], 0, 0
     n_val = int(round(poses * val_fraction)) if poses > 1 else 0
     bar = tqdm(total=poses, desc="student set", unit="pose", disable=not progress)
     feature_names = None
     for pi in range(poses):
         for _ in range(200):
-            scene = base[int(rng.integers(len(base)))].copy()
-            for h in scene.hands:
-                h.pose = (h.pose + rng.uniform(-jitter, jitter, 45)).astype(np.float32)
+            contact = bool(contact_fraction) and rng.random() < contact_fraction
+            if contact:
+                scene = contact_scene(rng, engine.models, contact_jitter_deg)
+            else:
+                scene = base[int(rng.integers(len(base)))].copy()
+                for h in scene.hands:
+                    h.pose = (h.pose + rng.uniform(-jitter, jitter, 45)).astype(np.float32)
             if not is_near_heldout(scene, heldout, exclude_radius):
                 break
             rejected += 1
         else:
             raise ValueError("could not draw a pose away from the held-out poses; lower --exclude-radius")
+        n_contact += contact
         az = rng.uniform(0, 2 * np.pi)
         el = rng.uniform(-0.2, 1.0)
         direction = (np.sin(az) * np.cos(el), np.sin(el), np.cos(az) * np.cos(el))
@@ -341,7 +372,8 @@ def make_student_set(teacher_path, out, *, poses: int = 16, envs=None, rotations
                 env_sh=env.sh_coefficients(), target=tex[e], key=vf.get("key")))
             samples.append({"id": sid, "split": split, "scene": scene.to_dict(),
                             "env": {"id": en, "yaw_deg": yaw, "pitch_deg": pitch},
-                            "view_origin": [float(x) for x in origin], "file": f, "pose_index": pi})
+                            "view_origin": [float(x) for x in origin], "file": f, "pose_index": pi,
+                            **({"pose_source": "contact"} if contact else {})})
         bar.update(1)
     bar.close()
     write_manifest(out, resolution=cond.resolution, n_lights=feature_lights, feature_names=feature_names,
@@ -352,7 +384,7 @@ def make_student_set(teacher_path, out, *, poses: int = 16, envs=None, rotations
                    extra={"key_lights": int(key_lights), "features_lit_by": "basis",
                           "teacher": {"path": str(teacher_path), "n_lights": n_lights,
                                       "step": meta.get("step"), "capture": meta.get("capture")},
-                          "excluded": {"capture": str(capture) if capture else None,
+                          "excluded": {"capture": [str(c) for c in captures] or None,
                                        "heldout_scenes": len(heldout), "radius_rad_rms": exclude_radius,
                                        "rejected_draws": rejected}})
     summary = {"tool": "relit-hands make-student-set", "command": command, "out": str(out), "samples": len(samples),
@@ -361,7 +393,8 @@ def make_student_set(teacher_path, out, *, poses: int = 16, envs=None, rotations
                "key_lights": int(key_lights),
                "resolution": cond.resolution,
                "splits": {s: sum(1 for x in samples if x["split"] == s) for s in ("train", "val")},
-               "heldout_poses_excluded_from": str(capture) if capture else None, "rejected_draws": rejected,
+               "heldout_poses_excluded_from": [str(c) for c in captures] or None, "rejected_draws": rejected,
+               "contact": {"fraction": contact_fraction, "jitter_deg": contact_jitter_deg, "poses": n_contact},
                "wall_seconds": time.time() - t0}
     write_text_atomic(out / "summary.json", json.dumps(summary, indent=1) + "\n")
     return summary
@@ -391,7 +424,13 @@ def add_arguments(p):
     p.add_argument("--n-lights", type=int_range(256, 16384), default=512, help="teacher directional lights (256..16384)")
     p.add_argument("--feature-lights", type=int_range(32, 1024), default=64,
                    help="lights of the student's features (32..1024)")
-    p.add_argument("--capture", default=None, help="evaluation capture whose held-out poses are kept out")
+    p.add_argument("--capture", nargs="+", default=None,
+                   help="evaluation capture(s) whose held-out poses are kept out (e.g. the evaluation and the development set)")
+    p.add_argument("--contact-fraction", type=finite_float(0.0, 1.0), default=0.0,
+                   help="share of poses that are two-hand contact scenes drawn as the evaluation sets draw them "
+                        "(scene preset, anatomical jitter, random turn); default 0")
+    p.add_argument("--contact-jitter-deg", type=finite_float(0.0, 90.0), default=8.0,
+                   help="anatomical jitter of those contact scenes (degrees; the evaluation sets use 8)")
     p.add_argument("--exclude-radius", type=finite_float(0.0, 100.0), default=0.1)
     p.add_argument("--val-fraction", type=finite_float(0.0, 0.9), default=0.1)
     p.add_argument("--seed", type=int, default=0)
@@ -413,7 +452,8 @@ def run_from_args(args, command: str | None = None) -> int:
                          exclude_radius=args.exclude_radius, val_fraction=args.val_fraction, seed=args.seed,
                          light_library=args.light_library, envs_per_pose=args.envs_per_pose,
                          translucency=DEFAULT_MEAN_FREE_PATHS if args.translucency else (),
-                         key_lights=args.key_lights, progress=not args.no_progress, command=command,
+                         key_lights=args.key_lights, contact_fraction=args.contact_fraction,
+                         contact_jitter_deg=args.contact_jitter_deg, progress=not args.no_progress, command=command,
                          overwrite=getattr(args, "overwrite", False))
     print(json.dumps(s, indent=1))
     return 0

@@ -157,6 +157,9 @@ class StudentDataset(torch.utils.data.Dataset):
     hands independently, so one- and two-hand samples mix in a batch).
 
     ``StudentDataset(root, split='train', variant=None, asset=None, translucency=True, turn=False)``;
+    ``root`` is one set folder or a list of them (their samples are pooled; the sets must agree in
+    resolution, feature channels, key lights, feature roughness and hand asset, else
+    :class:`StudentDatasetError` names the odd one; ``manifest`` is the first set's);
     ``translucency=False`` leaves the set's ``transmit_*`` channels out of ``inputs`` (a student
     that does not pay for the second ray cast at run time); ``turn=True`` turns each item's
     world-frame normal channels by a random rotation (:func:`turn_normals`; training augmentation,
@@ -176,8 +179,12 @@ class StudentDataset(torch.utils.data.Dataset):
     def __init__(self, root, split: Optional[str] = "train", variant: Optional[str] = None,
                  asset: Optional[HandAsset] = None, cache_samples: int = 4, translucency: bool = True,
                  turn: bool = False):
-        self.root = Path(root)
-        self.manifest = read_manifest(self.root)
+        self.roots = [Path(r) for r in root] if isinstance(root, (list, tuple)) else [Path(root)]
+        if not self.roots:
+            raise StudentDatasetError("no student set folder given")
+        self.root = self.roots[0]
+        manifests = [read_manifest(r) for r in self.roots]
+        self.manifest = manifests[0]
         self.resolution = int(self.manifest["resolution"])
         self.feature_names = list(self.manifest["feature_names"])
         self.variant = variant
@@ -194,11 +201,20 @@ class StudentDataset(torch.utils.data.Dataset):
             ref = self.manifest.get("asset", {}).get("ref") if isinstance(self.manifest.get("asset"), dict) else None
             asset = HandAsset.load(asset_path(ref))
         self.asset = asset
-        want = self.manifest.get("asset", {}).get("sha1")
-        if want and want != asset_sha1(self.asset):
-            raise StudentDatasetError(f"{self.root}: made for a different hand asset (proxy layout {want}, "
-                                      f"this asset {asset_sha1(self.asset)})")
-        self.samples = [s for s in self.manifest["samples"] if split is None or s.get("split") == split]
+        for r, man in zip(self.roots, manifests):
+            want = man.get("asset", {}).get("sha1")
+            if want and want != asset_sha1(self.asset):
+                raise StudentDatasetError(f"{r}: made for a different hand asset (proxy layout {want}, "
+                                          f"this asset {asset_sha1(self.asset)})")
+            for what, get in (("resolution", lambda m: int(m["resolution"])), ("feature channels", lambda m: list(m["feature_names"])),
+                              ("key lights", lambda m: int(m.get("key_lights", 0) or 0)),
+                              ("feature roughness", lambda m: tuple(m.get("feature_kwargs", {}).get("roughness", (0.2, 0.4, 0.7))))):
+                if get(man) != get(self.manifest):
+                    raise StudentDatasetError(f"{r}: {what} {get(man)}, but {self.root} has {get(self.manifest)}; "
+                                              "sets trained together must be made with the same options")
+        # each sample remembers its set (``_set``: index in ``roots``; its file is relative to that folder)
+        self.samples = [dict(s, _set=k) for k, man in enumerate(manifests) for s in man["samples"]
+                        if split is None or s.get("split") == split]
         self.items = []
         for si, s in enumerate(self.samples):
             for hi, h in enumerate(s["scene"]["hands"]):
@@ -228,7 +244,7 @@ class StudentDataset(torch.utils.data.Dataset):
             self._cache.move_to_end(si)
             return hit
         s = self.samples[si]
-        p = self.root / s["file"]
+        p = self.roots[s["_set"]] / s["file"]
         try:
             with np.load(p, allow_pickle=False) as z:
                 keys = ["vertex_features", "vertex_features_novis", "energy", "env_sh", "target"]

@@ -55,7 +55,9 @@ VARIANTS = ("vis", "novis", "bottleneck")  # == relit_hands.student.VARIANTS (ch
 
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The ``train-student`` options (shared by ``relit-hands train-student`` and ``python -m``)."""
-    p.add_argument("--data", required=True, help="student training set folder (manifest.json + samples/)")
+    p.add_argument("--data", required=True, nargs="+",
+                   help="student training set folder(s) (manifest.json + samples/); several are pooled "
+                        "(made with the same options: resolution, features, key lights)")
     p.add_argument("--variant", choices=VARIANTS, default="vis")
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--steps", type=int_range(1, 10_000_000), default=20000)
@@ -276,7 +278,7 @@ def train(args, command: str | None = None) -> dict:
     import torch
 
     from ..student import StudentNet, default_student_path, load_student, save_student
-    from .student_data import StudentDataset, read_manifest
+    from .student_data import StudentDataset
 
     world, rank, local = _dist()
     if args.threads:
@@ -293,15 +295,17 @@ def train(args, command: str | None = None) -> dict:
     ck = out / "checkpoints"
     main_rank = rank == 0
     # the run folder: new, empty, or a train-student run (resumed with --resume); never the data set
-    folder = OutputFolder(out, "train-student", overwrite=getattr(args, "overwrite", False), inputs=[args.data],
+    data = [args.data] if isinstance(args.data, (str, Path)) else list(args.data)
+    data_names = " + ".join(str(d) for d in data)
+    folder = OutputFolder(out, "train-student", overwrite=getattr(args, "overwrite", False), inputs=data,
                           recognise=lambda p: (p / "train_log.csv").is_file() or (p / "checkpoints" / "latest.json").is_file())
-    man = read_manifest(args.data)
-    train_ds = StudentDataset(args.data, "train", variant=args.variant, translucency=args.translucency,
+    train_ds = StudentDataset(data, "train", variant=args.variant, translucency=args.translucency,
                               turn=getattr(args, "turn", False))
-    val_ds = StudentDataset(args.data, "val", variant=args.variant, asset=train_ds.asset,
+    man = train_ds.manifest
+    val_ds = StudentDataset(data, "val", variant=args.variant, asset=train_ds.asset,
                             translucency=args.translucency)
     if len(train_ds) == 0:
-        raise ValueError(f"{args.data}: no training samples (split 'train')")
+        raise ValueError(f"{data_names}: no training samples (split 'train')")
     if main_rank:
         folder.create()
         (out / "val").mkdir(parents=True, exist_ok=True)
@@ -321,7 +325,7 @@ def train(args, command: str | None = None) -> dict:
                              f"options give {len(names)} (--translucency / --no-translucency as in the run)")
         if int(meta.get("key_lights", 0)) != train_ds.key_lights:
             raise ValueError(f"--resume: the run's model was trained with key_lights={meta.get('key_lights', 0)}, "
-                             f"{args.data} has key_lights={train_ds.key_lights}")
+                             f"{data_names} has key_lights={train_ds.key_lights}")
         state = torch.load(ck / info["state"], map_location="cpu", weights_only=True)
         start_step = int(state["step"])
         tau = float(meta["loss_tau"])
@@ -372,7 +376,7 @@ def train(args, command: str | None = None) -> dict:
     meta_extra = {"loss": loss_name, "loss_tau": tau, "linear_weight": float(args.linear_weight),
                   **({"augmentation": "random turns of the normal inputs (--turn)"} if train_ds.turn else {}),
                   "asset": asset_reference(train_ds.asset.source or None),
-                  "dataset": {"path": str(Path(args.data).resolve()), "generator": man.get("generator"),
+                  "dataset": {"path": " + ".join(str(Path(d).resolve()) for d in data), "generator": man.get("generator"),
                               "n_train_items": len(train_ds), "n_val_items": len(val_ds),
                               "n_lights": man["n_lights"]}}
 
@@ -478,7 +482,8 @@ def train(args, command: str | None = None) -> dict:
         n_params = sum(p.numel() for p in model.parameters())
         summary = {
             "command": command or "relit-hands train-student " + shlex.join(sys.argv[1:]),
-            "variant": args.variant, "data": str(Path(args.data).resolve()), "resolution": R,
+            "variant": args.variant, "resolution": R,
+            "data": [str(Path(d).resolve()) for d in data] if len(data) > 1 else str(Path(data[0]).resolve()),
             "feature_names": names, "steps": args.steps, "resumed_from": start_step or None,
             "initialised_from": str(args.init_from) if getattr(args, "init_from", None) else None,
             "batch_per_rank": args.batch, "world_size": world, "device": str(device), "lr": args.lr,
