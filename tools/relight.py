@@ -330,8 +330,9 @@ def make_student_set(teacher_path, out, *, poses: int = 16, envs=None, rotations
     bar = tqdm(total=poses, desc="student set", unit="pose", disable=not progress)
     feature_names = None
     for pi in range(poses):
+        # the kind of pose is drawn once, so that redraws away from the held-out poses keep the mix
+        contact = bool(contact_fraction) and rng.random() < contact_fraction
         for _ in range(200):
-            contact = bool(contact_fraction) and rng.random() < contact_fraction
             if contact:
                 scene = contact_scene(rng, engine.models, contact_jitter_deg)
             else:
