@@ -205,7 +205,8 @@ def is_near_heldout(scene, heldout_scenes, radius: float) -> bool:
 def contact_scene(rng, models, jitter_deg: float = 8.0):
     """A two-hand contact scene as the evaluation sets draw them: a random two-hand scene preset
     (``scene.SCENE_PRESETS``), every anatomical finger angle of both hands moved by up to
-    ``jitter_deg`` degrees (within the joint limits; the hands keep their contact), the scene
+    ``jitter_deg`` degrees (within the joint limits; small enough that the hands stay in or near
+    contact), the scene
     turned rigidly by a uniformly random rotation about the origin. ``models``: {side: HandModel}."""
     from relit_hands.scene import SCENE_PRESETS, HandState, Scene, scene_preset
 
