@@ -218,17 +218,18 @@ def contact_scene(rng, models, jitter_deg: float = 8.0):
     return rotate_scene(Scene(hands, name=base.name), random_rotation(rng), np.zeros(3), models)
 
 
-def candidate_scenes(rng, capture=None):
-    """Base scenes: pose presets, scene presets and the capture's train-split poses."""
+def candidate_scenes(rng, captures=()):
+    """Base scenes: pose presets, scene presets and the train-split poses of ``captures`` (loaded
+    :class:`~relit_hands.tools.capture.Capture` objects)."""
     from relit_hands.poses import POSE_PRESETS
     from relit_hands.scene import SCENE_PRESETS, scene_preset
 
     base = [scene_preset(n) for n in list(SCENE_PRESETS) + list(POSE_PRESETS)]
-    if capture is not None:
+    if captures:
         seen = set()
         from .teacher_training import pose_key
 
-        for f in (f for cap in (capture if isinstance(capture, (list, tuple)) else [capture]) for f in cap.frames):
+        for f in (f for cap in captures for f in cap.frames):
             if f.split == "train" and pose_key(f.scene) not in seen:
                 seen.add(pose_key(f.scene))
                 base.append(f.scene)
