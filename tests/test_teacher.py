@@ -588,6 +588,34 @@ def test_translucent_teacher_trains_resumes_and_makes_a_transmit_student_set(tmp
     assert without == [n for n in with_cue if not n.startswith("transmit_")] and len(without) == 19
 
 
+def test_init_from_starts_a_new_run_from_a_teachers_weights(tmp_path):
+    """--init-from: the new run is the given teacher (its architecture and translucency, whatever the
+    network flags say; its weights at step 0, so a vanishing learning rate keeps them), says so and
+    holds out its parent's held-out lights; a teacher of another resolution is refused."""
+    from relit_hands.tools.train_teacher import build_parser, train
+
+    cap_dir = _tiny_capture(tmp_path / "cap")
+    common = ["--capture", str(cap_dir), "--resolution", str(R), "--cams", "1", "--holdout-poses", "0",
+              "--no-progress", "--val-every", "1000"]
+    first = tmp_path / "first"
+    s1 = train(build_parser().parse_args(common + ["--out", str(first), "--steps", "3", "--translucency", "4",
+                                                   "--holdout-lights", "2", "--latent-channels", "4",
+                                                   "--trunk-channels", "8", "--head-channels", "8"]))
+    src, _ = load_teacher(first / "teacher.safetensors")
+    tuned = tmp_path / "tuned"
+    s2 = train(build_parser().parse_args(common + ["--out", str(tuned), "--steps", "1", "--lr", "1e-12",
+                                                   "--latent-lr", "1e-12", "--init-from", str(first)]))
+    got, meta = load_teacher(tuned / "teacher.safetensors")
+    assert got.config == src.config and got.mean_free_path == pytest.approx(0.004)
+    assert meta["init_from"] == str(first)
+    assert len(s1["heldout_lights"]) == 2 and s2["heldout_lights"] == s1["heldout_lights"]
+    for (name, a), (_, b) in zip(src.state_dict().items(), got.state_dict().items()):
+        assert torch.allclose(a, b, atol=1e-6), name
+    with pytest.raises(ValueError, match="resolution"):
+        train(build_parser().parse_args(common[:2] + ["--resolution", str(2 * R)] + common[4:]
+                                        + ["--out", str(tmp_path / "bad"), "--steps", "1", "--init-from", str(first)]))
+
+
 def test_a_v2_capture_trains_a_v2_teacher_on_denoised_targets_and_a_v2_student_set(tmp_path):
     """Asset plumbing (issue #17): a capture of hand_v2 trains a teacher in v2's atlas (recorded in
     its metadata), which refuses an engine of another asset and makes a v2 student set; --denoise

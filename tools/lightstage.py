@@ -134,6 +134,16 @@ PRESETS = {
                      scene_poses=["shadow", "interlocked", "clasp", "prayer"],
                      random_single=12, random_scenes=4, olat_per_pose=4, groups_per_pose=2, group_size=(3, 6),
                      linearity_pair=True, env_poses=0, heldout_scenes=["clap"], heldout_presets=["ok"]),
+    # train_v2's poses (same seed: the poses are drawn before the lights) with 10 OLAT frames per
+    # pose instead of 4: the teacher sees ~2.5x as many light directions per pose. Made for the
+    # teacher's weakest split (held-out lights); rendered with --views-per-frame 4, it costs what
+    # train_v2 at 8 views does. Run with --kinds olat,group.
+    "train_v2_lights": dict(cameras=16, lights=128, width=256, height=256, spp=64, seed=5, asset="hand_v2",
+                            preset_poses=["flat", "relaxed", "fist", "point", "pinch", "thumbs_up", "spread"],
+                            scene_poses=["shadow", "interlocked", "clasp", "prayer"],
+                            random_single=12, random_scenes=4, olat_per_pose=10, groups_per_pose=2,
+                            group_size=(3, 6), linearity_pair=True, env_poses=0, heldout_scenes=["clap"],
+                            heldout_presets=["ok"]),
     # Evaluation set v2 (issue #17): held-out light (the light library's test split, the held-out
     # 'color' family included) on asset v2, new poses (seed 11; jittered two-hand contact scenes
     # and random single hands), environment frames only. See plan_eval_frames.

@@ -8,7 +8,7 @@ and the loss). Validation ("held-out lights and poses"): the capture marks only 
 held out, so the tool holds out lit frames itself, deterministically: every frame of
 ``--holdout-poses`` poses (default 1 when the capture has >= 3 lit poses) and every frame that
 uses one of ``--holdout-lights`` light ids (default: 10 % of the lights seen in lit frames, at
-least 1 when there are >= 8 such frames). Those frames are never trained on; the summary reports
+least 1 when there are >= 8 such frames; with ``--init-from`` the parent teacher's held-out lights). Those frames are never trained on; the summary reports
 OLAT/group PSNR on them split by why they were held out. PSNR follows the evaluation harness
 (:func:`relit_hands.tools.eval_metrics.psnr_linear`): linear HDR on the capture's hand-mask pixels,
 peak = P99.5 of the evaluated reference hand pixels.
@@ -84,6 +84,11 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--ckpt-every", type=int_range(1, 10_000_000), default=500)
     p.add_argument("--log-every", type=int_range(1, 10_000_000), default=10)
     p.add_argument("--resume", action="store_true", help="continue from RUN/state.json")
+    p.add_argument("--init-from", default=None, metavar="TEACHER",
+                   help="start a new run from these teacher weights (a .safetensors file or run folder): its "
+                        "architecture, asset and translucency are kept, the network flags are ignored; a fresh "
+                        "optimizer and learning-rate schedule (fine-tuning on another capture); the run holds out the "
+                        "parent's held-out lights unless --holdout-lights says otherwise")
     p.add_argument("--overwrite", action="store_true",
                    help="write into a non-empty --out folder that is not a train-teacher run (never the capture)")
     p.add_argument("--seed", type=int, default=0)
@@ -121,13 +126,17 @@ def rendered_views_only(capture) -> dict:
     return {"views": n_views, "views_total": total, "frames_dropped": dropped}
 
 
-def split_frames(capture, holdout_poses=None, holdout_lights=None, seed: int = 0, fixed: dict | None = None) -> dict:
+def split_frames(capture, holdout_poses=None, holdout_lights=None, seed: int = 0, fixed: dict | None = None,
+                 lights: list | None = None) -> dict:
     """{'train': [...], 'val_pose': [...], 'val_light': [...], 'heldout_lights': [ids],
     'heldout_pose_keys': [...]} over the capture's train-split lit frames (module docstring).
 
     ``fixed`` ({'heldout_pose_keys', 'heldout_lights'}, a run's ``split.json``) reuses a run's
     held-out poses and lights exactly: a resumed run must not train on what it held out, even when
-    the capture has grown since (a different frame list would draw a different random split)."""
+    the capture has grown since (a different frame list would draw a different random split).
+    ``lights`` (ids) holds out exactly these lights, the poses drawn as usual: a teacher fine-tuned
+    with ``--init-from`` keeps its parent's held-out lights, so its held-out-light figure still
+    measures lights no step of either run trained on."""
     from .teacher_training import pose_key
 
     lit = [f for f in capture.frames if f.kind in ("olat", "group") and f.split == "train"]
@@ -150,6 +159,8 @@ def split_frames(capture, holdout_poses=None, holdout_lights=None, seed: int = 0
         olat_lights = sorted({f.lights_on[0] for f in lit if f.kind == "olat" and pose_key(f.scene) not in hp})
         pool = olat_lights if len(olat_lights) > holdout_lights else used
         hl = set(rng.sample(pool, min(holdout_lights, max(0, len(pool) - 1)))) if holdout_lights else set()
+        if lights is not None:
+            hl = {int(i) for i in lights}
     out = {"train": [], "val_pose": [], "val_light": []}
     for f in lit:
         if pose_key(f.scene) in hp:
@@ -327,8 +338,13 @@ def train(args, command: str | None = None) -> dict:
         if rank == 0:
             print(f"train-teacher: partial capture: {coverage['views']} of {coverage['views_total']} lit views "
                   f"rendered ({coverage['frames_dropped']} lit frames without any are skipped)", flush=True)
+    init_from = getattr(args, "init_from", None)
+    resuming = args.resume and (out / "state.json").is_file()
+    parent_lights = None
+    if init_from and not resuming and args.holdout_lights is None:
+        parent_lights = load_teacher(init_from)[1].get("heldout_lights")
     split = split_frames(capture, args.holdout_poses, args.holdout_lights, args.seed,
-                         fixed=run_split(out, capture) if args.resume else None)
+                         fixed=run_split(out, capture) if args.resume else None, lights=parent_lights)
     train_frames = split["train"]
     if rank == 0:
         write_text_atomic(out / "split.json", json.dumps({k: split[k] for k in ("heldout_pose_keys", "heldout_lights")},
@@ -349,20 +365,33 @@ def train(args, command: str | None = None) -> dict:
     state_path = out / "state.json"
     start_step = 0
     meta_extra = {}
-    if args.resume and state_path.is_file():
+    if init_from and not resuming:
+        model, meta = load_teacher(init_from)
+        model.train()
+        if model.resolution != args.resolution:
+            raise ValueError(f"--init-from {init_from}: a teacher of resolution {model.resolution}, "
+                             f"--resolution is {args.resolution}")
+        wrong = asset_mismatch(model.asset_ref, engine)
+        if wrong:
+            raise ValueError(f"--init-from {init_from}: the teacher was {wrong} (the capture {args.capture})")
+        # its conditioning: the light distance it was trained with and its translucency channel
+        d_ref = cond.d_ref = float(model.d_ref)
+        cond.mean_free_path = model.mean_free_path
+    if resuming:
         st = json.loads(state_path.read_text())
         model, meta = load_teacher(out / st["checkpoint"])
         model.train()
         cond.mean_free_path = model.mean_free_path  # the resumed run's channels, whatever the flags say
         start_step = int(st["step"])
         loss_scale = float(meta["loss_scale"])
-    else:
+    elif not init_from:
         model = TeacherNet(args.resolution, args.latent_channels, trunk_channels=args.trunk_channels,
                            head_channels=args.head_channels, d_ref=d_ref, albedo_prior=args.albedo_prior,
                            albedo=cond.asset.albedo_map(args.resolution) if args.albedo_prior else None,
                            specular_prior=args.specular_prior,
                            specular=cond.asset.specular_map(args.resolution) if args.specular_prior else None,
                            translucency_mfp=args.translucency * 1e-3)
+    if not resuming:
         # loss scale: mean reference hand-pixel radiance (OLAT medians can be 0: half the hand is unlit) over (a sample of) the training views
         rng = np.random.default_rng(args.seed)
         vals = []
@@ -370,13 +399,15 @@ def train(args, command: str | None = None) -> dict:
             c = list(f.images)[0]
             vals.append(cache.view(f, c).target.numpy().ravel())
         loss_scale = float(max(np.mean(np.concatenate(vals)), 1e-6))
-    if args.resume and state_path.is_file():
+    if resuming:
         wrong = asset_mismatch(model.asset_ref, engine)
         if wrong:
             raise ValueError(f"{out}: the run's teacher was {wrong} (the capture {args.capture})")
     model.asset_ref = asset_reference(engine.asset.source)
     meta_extra = {"loss_scale": loss_scale, "loss": args.loss, "capture": str(args.capture), "d_ref": d_ref,
                   "heldout_lights": split["heldout_lights"], "resolution": args.resolution}
+    if init_from:  # a resumed fine-tuning keeps saying where it started
+        meta_extra["init_from"] = str(init_from)
     model = model.to(device)
     net = model
     if distributed:
