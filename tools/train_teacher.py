@@ -340,9 +340,8 @@ def train(args, command: str | None = None) -> dict:
                   f"rendered ({coverage['frames_dropped']} lit frames without any are skipped)", flush=True)
     init_from = getattr(args, "init_from", None)
     resuming = args.resume and (out / "state.json").is_file()
-    parent_lights = None
-    if init_from and not resuming and args.holdout_lights is None:
-        parent_lights = load_teacher(init_from)[1].get("heldout_lights")
+    parent = load_teacher(init_from) if init_from and not resuming else None   # (model, metadata), read once
+    parent_lights = parent[1].get("heldout_lights") if parent and args.holdout_lights is None else None
     split = split_frames(capture, args.holdout_poses, args.holdout_lights, args.seed,
                          fixed=run_split(out, capture) if args.resume else None, lights=parent_lights)
     train_frames = split["train"]
@@ -365,8 +364,8 @@ def train(args, command: str | None = None) -> dict:
     state_path = out / "state.json"
     start_step = 0
     meta_extra = {}
-    if init_from and not resuming:
-        model, meta = load_teacher(init_from)
+    if parent:
+        model, meta = parent
         model.train()
         if model.resolution != args.resolution:
             raise ValueError(f"--init-from {init_from}: a teacher of resolution {model.resolution}, "
