@@ -366,6 +366,7 @@ def test_noise_reference_ceiling_and_noise_corrected_psnr(tiny_capture, tmp_path
     assert all(("ref_noise_mse" in r) == (r["camera"] == "c0") for r in recs)
     ceiling = 10 * math.log10(peak ** 2 / sigma ** 2)
     assert rn["all"]["ceiling_psnr_pooled"] == pytest.approx(ceiling, abs=0.3)
+    assert rn["all"]["ceiling_psnr_interior_pooled"] == pytest.approx(ceiling, abs=0.4)  # the noise is on every pixel
     ex, br = rn["all"]["renderers"]["exact"], rn["all"]["renderers"]["bright"]
     assert ex["psnr_linear_pooled"] == pytest.approx(rn["all"]["ceiling_psnr_pooled"], abs=0.3)
     assert ex["psnr_noise_corrected_pooled"] is None or ex["psnr_noise_corrected_pooled"] > ceiling + 10
@@ -373,6 +374,9 @@ def test_noise_reference_ceiling_and_noise_corrected_psnr(tiny_capture, tmp_path
                     for f in a.frames])
     assert br["psnr_noise_corrected_pooled"] == pytest.approx(10 * math.log10(peak ** 2 / bias), abs=0.5)
     assert br["psnr_linear_pooled"] < br["psnr_noise_corrected_pooled"] - 1  # the noise hid part of it
+    bias_in = np.mean([np.mean((np.clip(1.05 * truth[f.id], 0, peak) - np.clip(truth[f.id], 0, peak))[
+        ev.interior_hand_mask(a.mask(f, "c0"))] ** 2) for f in a.frames])
+    assert br["psnr_noise_corrected_interior_pooled"] == pytest.approx(10 * math.log10(peak ** 2 / bias_in), abs=0.5)
     report = (tmp_path / "e" / "report.md").read_text()
     assert "### Reference noise" in report and f"{rn['all']['ceiling_psnr']:.2f}" in report
     # --noise-views-only: just the images with a second render (c0), each with its noise estimate
@@ -423,3 +427,44 @@ def test_seam_band_error_ratio_sees_errors_along_the_uv_chart_borders(tiny_captu
     assert seam["ratio"] > 10 and even["ratio"] == pytest.approx(1.0, abs=0.05)
     assert data["seam_band"]["band_px"] == 2
     assert "Error along the UV chart borders" in (tmp_path / "eval" / "report.md").read_text()
+
+
+def test_interior_hand_mask_drops_the_silhouette_ring():
+    lab = np.zeros((8, 10), np.uint8)
+    lab[1:7, 1:5] = 1          # right hand 6 x 4
+    lab[1:7, 5:9] = 2          # left hand touching it
+    lab[0:3, 8:10] = 2         # touching the image border
+    inner = ev.interior_hand_mask(lab)
+    expect = np.zeros_like(inner)
+    expect[2:6, 2:4] = True    # right: one pixel in from the background and from the left hand
+    expect[2:6, 6:8] = True    # left: column 8 touches the background below its border block
+    assert np.array_equal(inner, expect), np.argwhere(inner != expect)
+    assert not inner[0].any() and not inner[:, -1].any()    # the image border counts as silhouette
+    assert np.array_equal(ev.interior_hand_mask(lab[..., None].repeat(3, -1)), inner)
+
+
+def test_interior_psnr_ignores_errors_on_the_silhouette_only(tiny_capture, tmp_path):
+    """A renderer exact inside the hand and off on its one-pixel silhouette ring: full-mask PSNR
+    pays for the ring, the interior figures are exact (capped); one off everywhere pays in both."""
+    def factory(where):
+        def make(ctx):
+            def render(frame, camera, env):
+                cid = next(c for c, cam in ctx.capture.cameras.items() if cam is camera)
+                ref = np.asarray(ctx.capture.image(frame, cid), np.float32)
+                lab = ctx.capture.mask(frame, cid)
+                region = (lab > 0) & ~ev.interior_hand_mask(lab) if where == "ring" else lab > 0
+                return ref + 0.2 * region[..., None].astype(np.float32)
+            return render
+        return make
+
+    ev.register_renderer("ring_error", factory("ring"), "error on the silhouette ring only (test)", overwrite=True)
+    ev.register_renderer("all_error", factory("all"), "the same error on every hand pixel (test)", overwrite=True)
+    data = ev.evaluate(tiny_capture, ["ring_error", "all_error"], tmp_path / "eval", progress=False, grid_rows=1,
+                       cameras=["c0"], engine_kwargs={"shadow_map_size": 256})
+    ring, every = (data["results"][n]["overall"] for n in ("ring_error", "all_error"))
+    assert ring["psnr_linear_interior"] == ring["psnr_linear_interior_pooled"] == ev.PSNR_CAP_DB
+    assert ring["psnr_linear"] < 60 and every["psnr_linear_interior_pooled"] < 60
+    for r in data["results"]["ring_error"]["per_image"]:
+        lab = tiny_capture.mask(next(f for f in tiny_capture.frames if f.id == r["frame"]), "c0")
+        assert r["interior_pixels"] == int(ev.interior_hand_mask(lab).sum()) < int((lab > 0).sum())
+    assert f"{every['psnr_linear_interior_pooled']:.2f}" in (tmp_path / "eval" / "report.md").read_text()

@@ -85,6 +85,26 @@ def _hand(mask) -> np.ndarray:
     return m > 0
 
 
+def interior_hand_mask(mask) -> np.ndarray:
+    """[H, W] bool: the hand pixels of a reference mask (0 background, 1 / 2 the hands) whose eight
+    neighbours carry the same hand label -- the mask without its one-pixel silhouette ring.
+
+    Why. The path tracer box-filters each pixel, so a pixel on a hand's silhouette averages the hand
+    with whatever lies behind it (the environment, the other hand), while the mask marks it as hand
+    when its centre ray hits one. Against a bright background (a soft box behind the hand) those
+    pixels are far off for every renderer that draws the hand alone; the interior figures leave them
+    out. Pixels on the image border count as silhouette."""
+    from scipy.ndimage import maximum_filter, minimum_filter
+
+    lab = np.asarray(mask)
+    if lab.ndim == 3:
+        lab = lab[..., 0]
+    lab = lab.astype(np.int16)
+    same = (minimum_filter(lab, 3, mode="constant", cval=0) == lab) & \
+        (maximum_filter(lab, 3, mode="constant", cval=0) == lab)
+    return same & (lab > 0)
+
+
 def _check_pair(ref, test, mask):
     ref = np.asarray(ref, np.float32)
     test = np.asarray(test, np.float32)

@@ -135,12 +135,13 @@ def _fmt(v, nd=3):
 
 
 def _table(rows: list[tuple[str, str, dict]], what: str = "subset") -> list[str]:
-    lines = [f"| renderer | {what} | images | PSNR lin (dB) mean ± std | PSNR lin pooled (dB) | PSNR disp (dB) "
-             "| SSIM | FLIP | LPIPS |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    lines = [f"| renderer | {what} | images | PSNR lin (dB) mean ± std | PSNR lin pooled (dB) "
+             "| interior mean / pooled (dB) | PSNR disp (dB) | SSIM | FLIP | LPIPS |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for name, subset, a in rows:
         lines.append(f"| {name} | {subset} | {a['n_images']} | {_fmt(a['psnr_linear'], 2)} ± "
                      f"{_fmt(a['psnr_linear_std'], 2)} | {_fmt(a['psnr_linear_pooled'], 2)} "
+                     f"| {_fmt(a.get('psnr_linear_interior'), 2)} / {_fmt(a.get('psnr_linear_interior_pooled'), 2)} "
                      f"| {_fmt(a['psnr_display'], 2)} | {_fmt(a['ssim'], 4)} | {_fmt(a['flip'], 4)} | n/a |")
     return lines
 
@@ -162,6 +163,9 @@ def _write_report(out_dir: Path, data: dict, plots, grids, settings: MetricSetti
          f"- PSNR (linear HDR, primary): both images clipped to [0, peak], MSE over hand pixels x RGB, "
          f"10 log10(peak^2 / MSE), capped at {PSNR_CAP_DB:.0f} dB; tables give the mean ± std over images "
          "and the pooled PSNR (of the mean MSE over images).",
+         "- Interior: the same PSNR on the hand pixels minus their one-pixel silhouette ring (pixels with a "
+         "neighbour of another label), where the path tracer's pixel mixes the hand with what lies behind it "
+         "(the environment, the other hand) and every renderer that draws the hand alone is off.",
          "- PSNR (display) and SSIM on D(x) = sRGB_OETF(clip(x / peak, 0, 1)) (one fixed exposure); SSIM: "
          "scikit-image `structural_similarity`, Gaussian window sigma 1.5, data range 1, map averaged over "
          "hand pixels and RGB.",
@@ -238,11 +242,14 @@ def _noise_section(rn: dict, names) -> list[str]:
          "(mean MSE - mean sigma^2)), an estimate of the renderer's error against the converged image "
          "(n/a where the MSE is within the noise). Columns on these images only.", "",
          "| renderer | environment | images | PSNR lin mean | ceiling mean | PSNR lin pooled | ceiling pooled | "
-         "noise-corrected pooled |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+         "noise-corrected pooled | interior: pooled / ceiling / noise-corrected |",
+         "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for n in names:
         for g, e in rn["groups"].items():
             r = e["renderers"][n]
             L.append(f"| {n} | {g} | {e['n_images']} | {_fmt(r['psnr_linear'], 2)} | {_fmt(e['ceiling_psnr'], 2)} | "
                      f"{_fmt(r['psnr_linear_pooled'], 2)} | {_fmt(e['ceiling_psnr_pooled'], 2)} | "
-                     f"{_fmt(r['psnr_noise_corrected_pooled'], 2)} |")
+                     f"{_fmt(r['psnr_noise_corrected_pooled'], 2)} | "
+                     f"{_fmt(r.get('psnr_linear_interior_pooled'), 2)} / {_fmt(e.get('ceiling_psnr_interior_pooled'), 2)}"
+                     f" / {_fmt(r.get('psnr_noise_corrected_interior_pooled'), 2)} |")
     return L

@@ -32,6 +32,9 @@ Metric conventions (one for every renderer, frame and camera; nothing is rescale
   (``--peak`` overrides it; the value is in the report and the JSON).
 * **PSNR (linear HDR, primary)**: both images clipped to ``[0, peak]``, MSE over the hand pixels
   and the three channels, ``PSNR = 10 log10(peak^2 / MSE)``, capped at 100 dB (identical images).
+  **Interior** figures (``psnr_linear_interior``, ``..._interior_pooled``) use the same formula on the
+  hand pixels minus their one-pixel silhouette ring (:func:`.eval_metrics.interior_hand_mask`), where
+  the reference pixel mixes the hand with what lies behind it.
 * **Display transform** ``D(x) = sRGB_OETF(clip(x / peak, 0, 1))`` -- one fixed exposure for the
   whole set. **PSNR (display)** is the same formula on ``D`` (range 1); **SSIM** is scikit-image's
   ``structural_similarity`` on ``D`` (Gaussian window sigma 1.5, data range 1, K1 0.01, K2 0.03,
@@ -81,7 +84,7 @@ from . import eval_metrics as _eval_metrics
 from . import eval_renderers as _eval_renderers
 from .eval_metrics import (FLIP_HI_PERCENTILE, LPIPS_NOTE, PEAK_PERCENTILE, PSNR_CAP_DB, SSIM_SIGMA, MetricSettings,
                            _hand, _mean, _mse_linear, _psnr, compute_metrics, display_transform, flip_available,
-                           flip_masked, psnr_display, psnr_linear, reference_settings, ssim_masked)
+                           flip_masked, interior_hand_mask, psnr_display, psnr_linear, reference_settings, ssim_masked)
 from .eval_renderers import (ENGINE_KWARGS, EvalContext, EvaluationError, RendererSpec, _as_radiance,
                              available_renderers, get_renderer_spec, register_renderer)
 from .eval_report import _fmt, _jsonable, _write_grids, _write_plots, _write_report
@@ -90,7 +93,7 @@ __all__ = [
     "EvaluationError", "EvalContext", "MetricSettings", "RendererSpec", "register_renderer",
     "available_renderers", "get_renderer_spec", "select_frames", "reference_settings",
     "display_transform", "psnr_linear", "psnr_display", "ssim_masked", "flip_masked", "flip_available",
-    "compute_metrics", "evaluate", "add_arguments", "run_from_args", "main", "LPIPS_NOTE",
+    "compute_metrics", "interior_hand_mask", "evaluate", "add_arguments", "run_from_args", "main", "LPIPS_NOTE",
 ]
 
 # Re-exported for callers of this module, unused here (same objects; assigned, not imported, so pyflakes
@@ -247,6 +250,10 @@ def _aggregate(records: list[dict], peak: float) -> dict:
         out[k + "_std"] = _std(vals)
     mse = _mean([r.get("mse_linear") for r in records])
     out["psnr_linear_pooled"] = None if mse is None else _psnr(mse, peak)
+    inner = [r.get("mse_linear_interior") for r in records]
+    inner = [v for v in inner if v is not None]
+    out["psnr_linear_interior"] = _mean([_psnr(v, peak) for v in inner]) if inner else None
+    out["psnr_linear_interior_pooled"] = _psnr(float(np.mean(inner)), peak) if inner else None
     ious = [r.get("silhouette_iou") for r in records]
     out["silhouette_iou"] = _mean(ious)
     return out
@@ -375,12 +382,24 @@ def _noise_reference_pairs(capture, noise_reference, frames, cam_ids) -> dict:
     return pairs
 
 
+def _pooled_with_noise(recs: list, peak: float, which: str) -> dict:
+    """``psnr_linear{which}_pooled`` and ``psnr_noise_corrected{which}_pooled`` of records that have
+    ``mse_linear{which}`` and ``ref_noise_mse{which}`` (``which``: '' or '_interior'; None without any)."""
+    if not recs:
+        return {f"psnr_linear{which}_pooled": None, f"psnr_noise_corrected{which}_pooled": None}
+    mse = float(np.mean([r[f"mse_linear{which}"] for r in recs]))
+    bias = mse - float(np.mean([r[f"ref_noise_mse{which}"] for r in recs]))
+    return {f"psnr_linear{which}_pooled": _psnr(mse, peak),
+            f"psnr_noise_corrected{which}_pooled": _psnr(bias, peak) if bias > 0 else None}
+
+
 def _noise_summary(records: dict, peak: float, source) -> dict:
     """Reference noise (``ref_noise_mse`` = sigma^2 of each image with a second render) overall and
     per environment: the ceiling -- the PSNR of a noise-free exact renderer against these references,
     10 log10(peak^2 / sigma^2) -- as a mean over images and pooled, and per renderer on the same
     images: mean / pooled PSNR and the noise-corrected pooled PSNR 10 log10(peak^2 / (mean MSE - mean
-    sigma^2)), its error against the converged image (None where the MSE is within the noise)."""
+    sigma^2)), its error against the converged image (None where the MSE is within the noise); the same
+    pooled figures on the interior hand pixels (``*_interior_pooled``)."""
     first = next(iter(records.values()))
     groups = {"all": lambda r: True}
     for e in sorted({r["env_id"] for r in first if "ref_noise_mse" in r}):
@@ -389,15 +408,16 @@ def _noise_summary(records: dict, peak: float, source) -> dict:
     for g, keep in groups.items():
         base = [r for r in first if "ref_noise_mse" in r and keep(r)]
         s2 = [r["ref_noise_mse"] for r in base]
+        s2i = [r["ref_noise_mse_interior"] for r in base if "ref_noise_mse_interior" in r]
         entry = {"n_images": len(base), "ceiling_psnr": _mean([_psnr(v, peak) for v in s2]),
-                 "ceiling_psnr_pooled": _psnr(float(np.mean(s2)), peak), "renderers": {}}
+                 "ceiling_psnr_pooled": _psnr(float(np.mean(s2)), peak),
+                 "ceiling_psnr_interior_pooled": _psnr(float(np.mean(s2i)), peak) if s2i else None, "renderers": {}}
         for name, recs in records.items():
             rr = [r for r in recs if "ref_noise_mse" in r and keep(r)]
-            mse = float(np.mean([r["mse_linear"] for r in rr]))
-            bias = mse - float(np.mean([r["ref_noise_mse"] for r in rr]))
             entry["renderers"][name] = {"psnr_linear": _mean([r["psnr_linear"] for r in rr]),
-                                        "psnr_linear_pooled": _psnr(mse, peak),
-                                        "psnr_noise_corrected_pooled": _psnr(bias, peak) if bias > 0 else None}
+                                        **_pooled_with_noise(rr, peak, ""),
+                                        **_pooled_with_noise([r for r in rr if "ref_noise_mse_interior" in r],
+                                                             peak, "_interior")}
         out["groups"][g] = entry
     return out
 
@@ -545,12 +565,15 @@ def evaluate(capture, renderers, out_dir, *, frames=None, cameras=None, max_fram
                 cam = capture.cameras[c]
                 lighting = dict(frame_lighting, backlit=is_backlit(cam.center, centre, light))
                 ref = _reference(capture, f, c)
-                m = _hand(capture.mask(f, c))
-                noise_mse = None
+                labels = capture.mask(f, c)
+                m, inner = _hand(labels), interior_hand_mask(labels)
+                noise = {}
                 if (f.id, c) in noise_pairs:  # two independent estimates: E|a - b|^2 = 2 sigma^2
                     cap2, f2 = noise_pairs[f.id, c]
                     ref2 = _reference(cap2, f2, c)
-                    noise_mse = _mse_linear(ref, ref2, m, settings.peak) / 2
+                    noise["ref_noise_mse"] = _mse_linear(ref, ref2, m, settings.peak) / 2
+                    if inner.any():
+                        noise["ref_noise_mse_interior"] = _mse_linear(ref, ref2, inner, settings.peak) / 2
                 bands = (_screen_seam_bands(ctx.engine, f.scene, cam, seam_tex, m)
                          if seam_tex is not None else None)
                 want_grid = (f.id, c) in grid_pairs
@@ -574,9 +597,10 @@ def evaluate(capture, renderers, out_dir, *, frames=None, cameras=None, max_fram
                         grid_data[(f.id, c)]["renders"][s.name] = (img, fmap)
                     rec = {"frame": f.id, "camera": c, "subset": _subset(f), "env_id": str(f.env_id),
                            "yaw_deg": float(getattr(f, "yaw_deg", 0.0) or 0.0),
-                           "pitch_deg": float(getattr(f, "pitch_deg", 0.0) or 0.0), "lighting": lighting, **res}
-                    if noise_mse is not None:
-                        rec["ref_noise_mse"] = noise_mse
+                           "pitch_deg": float(getattr(f, "pitch_deg", 0.0) or 0.0), "lighting": lighting, **res,
+                           "interior_pixels": int(inner.sum()),
+                           "mse_linear_interior": _mse_linear(ref, img, inner, settings.peak) if inner.any() else None,
+                           **noise}
                     if bands is not None:
                         rec.update(seam_band_errors(ref, img, *bands, settings.peak))
                     if rmask is not None:
@@ -622,6 +646,7 @@ def evaluate(capture, renderers, out_dir, *, frames=None, cameras=None, max_fram
                                                "gaussian_sigma": SSIM_SIGMA, "data_range": 1.0,
                                                "K1": 0.01, "K2": 0.03},
             "hand_pixels": "reference mask > 0; outside pixels zeroed in both images for SSIM/FLIP",
+            "interior_hand_pixels": "hand pixels whose 8 neighbours have the same hand label (silhouette ring out)",
             "flip": "HDR-FLIP on linear radiance" if use_flip else "not available: flip-evaluator not installed",
             "lpips": LPIPS_NOTE,
         },
