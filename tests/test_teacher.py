@@ -494,6 +494,39 @@ def test_specular_prior_starts_as_the_asset_ggx_and_stays_linear(cond, geo, tmp_
         torch.testing.assert_close(m(c, f, inten, geo.pose, geo.valid), tex)
 
 
+def test_learned_specular_alpha_rescales_the_prior_lobe_and_round_trips(cond, geo, tmp_path):
+    """``learn_specular_alpha``: at 0 the teacher renders exactly what it did; a log-scale log(1.4)
+    renders what a teacher whose prior alpha is 1.4x renders; the parameter survives save / load;
+    without the specular prior it is refused."""
+    S = cond.asset.specular_map(R)
+    torch.manual_seed(0)
+    kw = dict(latent_channels=4, trunk_channels=8, head_channels=8, specular_prior=True)
+    net = TeacherNet(R, specular=S, **kw).eval()
+    d = np.array([[0.3, 0.9, 0.3], [-0.2, 0.4, 0.9]], np.float32)
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    c, f = geo.directional_lights(d, np.array([0.0, 0.2, 0.8]))
+    inten = torch.tensor([[1.0, 0.8, 0.6], [0.2, 0.4, 1.5]])
+    with torch.no_grad():
+        before = net(c, f, inten, geo.pose, geo.valid)
+        net.enable_learned_specular_alpha()
+        torch.testing.assert_close(net(c, f, inten, geo.pose, geo.valid), before)
+        net.spec_log_alpha.fill_(float(np.log(1.4)))
+        got = net(c, f, inten, geo.pose, geo.valid)
+        wider = TeacherNet(R, specular=torch.stack([S[0] * 1.4, S[1]]), **kw).eval()
+        wider.load_state_dict({k: v for k, v in net.state_dict().items() if k not in ("specular", "spec_log_alpha")},
+                              strict=False)
+        torch.testing.assert_close(got, wider(c, f, inten, geo.pose, geo.valid), rtol=1e-4, atol=1e-6)
+    assert float((got - before).abs().max()) > 1e-4           # the lobe did change
+    assert "spec_log_alpha" in [n for n, _ in net.named_parameters()]
+    save_teacher(net, tmp_path / "a.safetensors")
+    m, meta = load_teacher(tmp_path / "a.safetensors")
+    assert meta["config"]["learn_specular_alpha"] is True
+    with torch.no_grad():
+        torch.testing.assert_close(m(c, f, inten, geo.pose, geo.valid), got)
+    with pytest.raises(ValueError, match="specular prior"):
+        TeacherNet(R, latent_channels=4, trunk_channels=8, head_channels=8, learn_specular_alpha=True)
+
+
 # ---------------------------------------------------------------------------- translucency channel
 
 
@@ -614,6 +647,18 @@ def test_init_from_starts_a_new_run_from_a_teachers_weights(tmp_path):
     with pytest.raises(ValueError, match="resolution"):
         train(build_parser().parse_args(common[:2] + ["--resolution", str(2 * R)] + common[4:]
                                         + ["--out", str(tmp_path / "bad"), "--steps", "1", "--init-from", str(first)]))
+    # --learn-specular-alpha on a teacher with the specular prior: the fine-tuned one learns the lobe width
+    spec = tmp_path / "spec"
+    train(build_parser().parse_args(common + ["--out", str(spec), "--steps", "1", "--specular-prior",
+                                              "--latent-channels", "4", "--trunk-channels", "8", "--head-channels", "8"]))
+    wide = tmp_path / "wide"
+    train(build_parser().parse_args(common + ["--out", str(wide), "--steps", "3", "--init-from", str(spec),
+                                              "--learn-specular-alpha"]))
+    got, meta = load_teacher(wide / "teacher.safetensors")
+    assert meta["config"]["learn_specular_alpha"] and float(got.spec_log_alpha.detach().abs().max()) > 0
+    with pytest.raises(ValueError, match="specular prior"):
+        train(build_parser().parse_args(common + ["--out", str(tmp_path / "nospec"), "--steps", "1",
+                                                  "--init-from", str(first), "--learn-specular-alpha"]))
 
 
 def test_a_v2_capture_trains_a_v2_teacher_on_denoised_targets_and_a_v2_student_set(tmp_path):

@@ -32,7 +32,9 @@ latent texture serve the left and the right hand):
        shadowed by the ray-cast visibility ``vis``, scaled by a learned per-texel gain
        k = softplus(kappa) (starting at 1). Without it the residual ``e`` has to learn the skin's
        white sheen from the light and view directions, which the 1x1 head learns slowly: the
-       teacher then renders skin too dark and too red under broad or grazing light (measured).]
+       teacher then renders skin too dark and too red under broad or grazing light (measured).
+       ``learn_specular_alpha=True``: the lobe's alpha is also learned per texel, as a log-scale of
+       the prior's (:meth:`TeacherNet.enable_learned_specular_alpha`).]
 
 The output is LINEAR in each light's RGB intensity and lights never interact inside the network
 (no normalisation across the light batch), so the texture for a set of lights is exactly the sum
@@ -111,7 +113,8 @@ class TeacherNet(nn.Module):
                  trunk_channels: int = 32, head_channels: int = 32, d_ref: float = 1.0,
                  rho_init: float = 0.12, e_init: float = 0.003, albedo_prior: bool = False,
                  albedo: torch.Tensor | None = None, specular_prior: bool = False,
-                 specular: torch.Tensor | None = None, translucency_mfp: float = 0.0):
+                 specular: torch.Tensor | None = None, translucency_mfp: float = 0.0,
+                 learn_specular_alpha: bool = False):
         """``albedo_prior``: multiply the learned gain by a fixed albedo texture ``albedo``
         [3, R, R] (linear; :meth:`HandAsset.albedo_map`); ``specular_prior``: add the GGX lobe of
         the fixed specular texture ``specular`` [2, R, R] (alpha, F0; :meth:`HandAsset.specular_map`).
@@ -142,6 +145,7 @@ class TeacherNet(nn.Module):
             self.spec_gain = nn.Parameter(torch.full((1, 1, resolution, resolution), _inv_softplus(1.0)))
         else:
             self.specular = None
+        self.spec_log_alpha = None
         if albedo_prior:
             if albedo is None:
                 albedo = torch.zeros(3, resolution, resolution)
@@ -154,6 +158,8 @@ class TeacherNet(nn.Module):
         R, Cz, Ct, Ch, Pc = resolution, latent_channels, trunk_channels, head_channels, pose_code
         self.resolution = R
         self.d_ref = float(d_ref)
+        if learn_specular_alpha:
+            self.enable_learned_specular_alpha()
         # the hand asset whose atlas the latent / albedo textures live in (asset_reference; saved
         # as the file's 'asset' metadata; None = the shipped default 'hand')
         self.asset_ref: str | None = None
@@ -171,6 +177,18 @@ class TeacherNet(nn.Module):
             last.bias.zero_()
             last.bias[0:3] = _inv_softplus(rho_init)
             last.bias[4:7] = _inv_softplus(e_init)
+
+    def enable_learned_specular_alpha(self) -> None:
+        """Let training correct the specular prior's lobe width: a per-texel log-scale of the GGX
+        alpha, ``alpha' = alpha exp(clamp(spec_log_alpha, -1.5, 1.5))``, starting at 0 (the prior
+        as it was, so a trained teacher given it renders the same). The asset's roughness map is a
+        guess at the skin; the light stage's images are what the skin is. Needs the specular prior."""
+        if self.specular is None:
+            raise ValueError("a learned specular alpha needs the specular prior (specular_prior=True)")
+        if self.spec_log_alpha is None:
+            R = self.resolution
+            self.spec_log_alpha = nn.Parameter(torch.zeros(1, 1, R, R, device=self.specular.device))
+            self.config["learn_specular_alpha"] = True
 
     # ------------------------------------------------------------------------------
     def trunk_features(self, pose: torch.Tensor) -> torch.Tensor:
@@ -227,7 +245,10 @@ class TeacherNet(nn.Module):
         out = rho * g * ndl + e
         if self.specular is not None:
             spec = texels(self.specular)
-            lobe = ggx_lobe(x[:, 0:3], x[:, 4:7], spec[:, 0:1], spec[:, 1:2])
+            alpha = spec[:, 0:1]
+            if self.spec_log_alpha is not None:
+                alpha = alpha * torch.exp(texels(self.spec_log_alpha).clamp(-1.5, 1.5))
+            lobe = ggx_lobe(x[:, 0:3], x[:, 4:7], alpha, spec[:, 1:2])
             out = out + F.softplus(texels(self.spec_gain)) * vis * lobe
         if self.trans_gain is not None:
             out = out + F.softplus(texels(self.trans_gain)) * x[:, 9:10]
@@ -277,7 +298,7 @@ CONFIG_INT_BOUNDS = {"resolution": (8, 4096), "latent_channels": (1, 256), "pose
                      "trunk_channels": (1, 512), "head_channels": (1, 512)}
 CONFIG_FLOAT_BOUNDS = {"d_ref": (1e-6, 1e6), "rho_init": (1e-9, 1e3), "e_init": (1e-12, 1e3),
                        "translucency_mfp": (0.0, 0.1)}
-CONFIG_BOOLS = ("albedo_prior", "specular_prior")
+CONFIG_BOOLS = ("albedo_prior", "specular_prior", "learn_specular_alpha")
 
 
 def check_teacher_config(config, path) -> dict:

@@ -67,6 +67,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--specular-prior", action=argparse.BooleanOptionalAction, default=False,
                    help="add the GGX lobe of the asset's roughness / specular texture with a learned gain "
                         "(teacher.py; measured in the README, not yet used for the shipped teacher)")
+    p.add_argument("--learn-specular-alpha", action="store_true",
+                   help="also learn the specular prior's GGX alpha per texel (a log-scale of the asset's, starting "
+                        "at 0; teacher.py); works with --init-from a teacher that has the specular prior")
     p.add_argument("--translucency", type=finite_float(0.0, 100.0), default=0.0, metavar="MFP_MM",
                    help="add the ray-cast translucency channel with this mean free path in mm (e.g. 4; "
                         "teacher_inputs.py) and a learned translucent term; 0: off")
@@ -390,6 +393,8 @@ def train(args, command: str | None = None) -> dict:
                            specular_prior=args.specular_prior,
                            specular=cond.asset.specular_map(args.resolution) if args.specular_prior else None,
                            translucency_mfp=args.translucency * 1e-3)
+    if args.learn_specular_alpha and not resuming:   # also on a teacher fine-tuned --init-from
+        model.enable_learned_specular_alpha()
     if not resuming:
         # loss scale: mean reference hand-pixel radiance (OLAT medians can be 0: half the hand is unlit) over (a sample of) the training views
         rng = np.random.default_rng(args.seed)
@@ -411,7 +416,7 @@ def train(args, command: str | None = None) -> dict:
     net = model
     if distributed:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=None if device == "cpu" else [torch.cuda.current_device()])
-    texel_params = ("latent", "spec_gain")  # per-texel parameters: the latent's learning rate
+    texel_params = ("latent", "spec_gain", "spec_log_alpha")  # per-texel parameters: the latent's learning rate
     latent = [p for n, p in model.named_parameters() if n in texel_params]
     others = [p for n, p in model.named_parameters() if n not in texel_params]
     opt = torch.optim.Adam([{"params": others, "lr": args.lr}, {"params": latent, "lr": args.latent_lr}])
